@@ -1,0 +1,123 @@
+//! Errors of the core. Every message names what failed, the key and the store
+//! (its URL with secrets masked), and what to do about it. No variant carries a
+//! secret: URLs are masked before they get here and credentials never do.
+
+use std::time::Duration;
+
+/// The kind of an [`Error`], which bindings map to their exception classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: key, URL, value, option. Fix the call; retrying cannot help.
+    InvalidArgument,
+    /// The store cannot do this operation.
+    Unsupported,
+    /// The store holds something that makes this write impossible (a key below a key
+    /// in the file store).
+    Conflict,
+    /// The store failed: I/O error, refused entry, server error.
+    Store,
+    /// The store could not be reached.
+    Connection,
+    /// The store did not answer in time.
+    Timeout,
+    /// The store refused the credentials.
+    Auth,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    #[error("cannot store the value of {key}: {reason}")]
+    InvalidValue { key: String, reason: String },
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("{op} is not supported by the {provider} store")]
+    Unsupported {
+        op: &'static str,
+        provider: &'static str,
+    },
+
+    #[error("{op} {key} on {store}: {reason}")]
+    Conflict {
+        op: &'static str,
+        key: String,
+        store: String,
+        reason: String,
+    },
+
+    #[error("{op} {key} on {store} failed: {reason}")]
+    Store {
+        op: &'static str,
+        key: String,
+        store: String,
+        reason: String,
+    },
+
+    #[error("{op} {key} on {store} failed: cannot reach the store: {reason}")]
+    Connection {
+        op: &'static str,
+        key: String,
+        store: String,
+        reason: String,
+    },
+
+    #[error("{op} {key} on {store} timed out after {}; check that the store is up and reachable, or raise the timeout option", fmt_secs(*.after))]
+    Timeout {
+        op: &'static str,
+        key: String,
+        store: String,
+        after: Duration,
+    },
+
+    #[error("{op} {key} on {store} failed: the store refused the credentials: {reason}")]
+    Auth {
+        op: &'static str,
+        key: String,
+        store: String,
+        reason: String,
+    },
+}
+
+fn fmt_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidKey { .. }
+            | Error::InvalidUrl { .. }
+            | Error::InvalidValue { .. }
+            | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::Conflict { .. } => ErrorKind::Conflict,
+            Error::Store { .. } => ErrorKind::Store,
+            Error::Connection { .. } => ErrorKind::Connection,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Auth { .. } => ErrorKind::Auth,
+        }
+    }
+
+    /// The key this error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Error::InvalidKey { key, .. }
+            | Error::InvalidValue { key, .. }
+            | Error::Conflict { key, .. }
+            | Error::Store { key, .. }
+            | Error::Connection { key, .. }
+            | Error::Timeout { key, .. }
+            | Error::Auth { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

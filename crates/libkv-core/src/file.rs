@@ -1,0 +1,884 @@
+//! `file:///ROOT` and `legacy-simp6://`: each key is a file under a root directory,
+//! `/a/b` is `ROOT/a/b`, the layout SIMP 6 used for `simp_autofiles`.
+//!
+//! - **No torn writes.** A write goes to a temp file in the key's directory, which is
+//!   fsynced, renamed over the key's file, and the directory fsynced: a reader sees the
+//!   old value or the new, and a write that returned survives a crash.
+//! - **Linearizable writes.** Every write holds an exclusive `flock` on `ROOT/.libkv@lock`
+//!   (opened afresh per call, so threads and forked processes exclude each other too),
+//!   waiting at most the store's timeout. Reads take no lock: files are never changed
+//!   in place, so an open file is one version.
+//! - **Sequences.** A key's sequence is its file's modification time in nanoseconds.
+//!   Writes set it from a store-wide counter kept in the lock file: the larger of the
+//!   clock and one past both the last sequence issued and the key's current one. So it
+//!   only grows, a key deleted and created again gets a larger one, and a file written
+//!   by another tool gets a new sequence too. Checking and writing happen under the
+//!   lock, so of many writers racing with the same `previous`, exactly one wins.
+//! - **Nothing outside the root.** Paths are walked one component at a time from an
+//!   open handle on the root with `O_NOFOLLOW`: a symbolic link inside the root is
+//!   refused, never followed. A file with more than one hard link is refused on read,
+//!   since it may also be a file outside the root; writes replace the name, never the
+//!   linked file.
+//! - Names that cannot be key components (`.libkv@lock`, temp files `.NAME@...tmp`) are
+//!   the store's own and never listed; temp files a crash left behind are ignored.
+
+use std::ffi::CStr;
+use std::fmt::Display;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{
+    fstat, fsync, futimens, mkdirat, openat, renameat, statat, unlinkat, AtFlags, Dir, FileType,
+    FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, CWD, UTIME_OMIT,
+};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+use crate::key::{is_valid_component, Key};
+use crate::store::{Listing, Store, Versioned};
+use crate::value::Value;
+
+pub const LOCK_NAME: &str = ".libkv@lock";
+const FILE_MODE: u32 = 0o640;
+const DIR_MODE: u32 = 0o750;
+/// Deeper than any key can reach (keys have at most 512 components); a deeper tree
+/// was not made by libkv and is refused rather than walked.
+const MAX_TREE_DEPTH: usize = 600;
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub struct FileStore {
+    url: String,
+    provider: &'static str,
+    root_path: PathBuf,
+    root: OwnedFd,
+    timeout: Duration,
+}
+
+/// A directory handle: the root's, borrowed, or one opened below it.
+enum DirFd<'a> {
+    Root(BorrowedFd<'a>),
+    Sub(OwnedFd),
+}
+
+impl AsFd for DirFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            DirFd::Root(fd) => *fd,
+            DirFd::Sub(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// The store lock, held until dropped (closing the file releases the `flock`).
+struct Locked(OwnedFd);
+
+/// What a directory entry is, as far as the store is concerned.
+enum Entry {
+    Absent,
+    Dir,
+    File(Stat),
+}
+
+impl FileStore {
+    /// Opens the store at `root`, creating the directory if needed.
+    pub fn open(root: PathBuf, provider: &'static str, timeout: Duration) -> Result<FileStore> {
+        let url = format!("file://{}", root.display());
+        let fail = |e: std::io::Error| Error::Store {
+            op: "open",
+            key: "/".into(),
+            store: url.clone(),
+            reason: format!(
+                "cannot use {} as the store root: {e}{}",
+                root.display(),
+                hint(e.raw_os_error())
+            ),
+        };
+        std::os::unix::fs::DirBuilderExt::mode(
+            std::fs::DirBuilder::new().recursive(true),
+            DIR_MODE,
+        )
+        .create(&root)
+        .map_err(fail)?;
+        let root_fd = openat(
+            CWD,
+            &root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(e.into()))?;
+        let url = match provider {
+            "legacy-simp6" => "legacy-simp6://".to_owned(),
+            _ => url,
+        };
+        Ok(FileStore {
+            url,
+            provider,
+            root_path: root,
+            root: root_fd,
+            timeout,
+        })
+    }
+
+    fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
+        Error::Store {
+            op,
+            key: key.to_owned(),
+            store: self.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn io(&self, op: &'static str, key: &str, what: &str, e: Errno) -> Error {
+        let e = std::io::Error::from(e);
+        self.failed(
+            op,
+            key,
+            format_args!("{what}: {e}{}", hint(e.raw_os_error())),
+        )
+    }
+
+    fn refused(&self, op: &'static str, key: &str, at: &str, what: &str) -> Error {
+        self.failed(
+            op,
+            key,
+            format_args!(
+                "{at} is {what}; the file store refuses it so that nothing outside {} is \
+                 ever read or written: remove it",
+                self.root_path.display()
+            ),
+        )
+    }
+
+    fn lock(&self, op: &'static str, key: &str) -> Result<Locked> {
+        let fd = openat(
+            &self.root,
+            LOCK_NAME,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(FILE_MODE),
+        )
+        .map_err(|e| match e {
+            Errno::LOOP => self.refused(op, key, LOCK_NAME, "a symbolic link"),
+            e => self.io(op, key, "cannot open the lock file", e),
+        })?;
+        let st = fstat(&fd).map_err(|e| self.io(op, key, "cannot stat the lock file", e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(self.refused(op, key, LOCK_NAME, "not a regular file"));
+        }
+        let deadline = Instant::now() + self.timeout;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Locked(fd)),
+                Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Error::Timeout {
+                            op,
+                            key: key.to_owned(),
+                            store: self.url.clone(),
+                            after: self.timeout,
+                        });
+                    }
+                    std::thread::sleep(pause.min(deadline - now));
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(e) => return Err(self.io(op, key, "cannot lock the store", e)),
+            }
+        }
+    }
+
+    /// The next sequence: above the clock's reading, the last one issued and `current`.
+    fn next_sequence(
+        &self,
+        op: &'static str,
+        key: &str,
+        lock: &Locked,
+        current: u64,
+    ) -> Result<u64> {
+        let mut buf = [0u8; 32];
+        let n = rustix::io::pread(&lock.0, &mut buf, 0)
+            .map_err(|e| self.io(op, key, "cannot read the lock file", e))?;
+        let last: u64 = std::str::from_utf8(&buf[..n])
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seq = now.max(last.max(current) + 1);
+        if seq > i64::MAX as u64 {
+            return Err(self.failed(op, key, "the store's sequence counter is exhausted"));
+        }
+        let text = format!("{seq:020}\n");
+        rustix::io::pwrite(&lock.0, text.as_bytes(), 0)
+            .map_err(|e| self.io(op, key, "cannot write the lock file", e))?;
+        Ok(seq)
+    }
+
+    /// Opens the directories along `components` below the root, one at a time, never
+    /// following a link. With `create`, missing ones are made; without, a missing
+    /// one (or a file in the way) gives `None`. Returns the handles, root excluded.
+    fn walk<'c>(
+        &self,
+        op: &'static str,
+        key: &str,
+        components: impl Iterator<Item = &'c str>,
+        create: bool,
+    ) -> Result<Option<Vec<OwnedFd>>> {
+        let mut chain: Vec<OwnedFd> = Vec::new();
+        let mut walked = String::new();
+        for c in components {
+            walked.push('/');
+            walked.push_str(c);
+            let parent = chain.last().map_or(self.root.as_fd(), |fd| fd.as_fd());
+            let mut made = false;
+            loop {
+                match openat(
+                    parent,
+                    c,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => {
+                        chain.push(fd);
+                        break;
+                    }
+                    Err(Errno::NOENT) if create && !made => {
+                        match mkdirat(parent, c, Mode::from_raw_mode(DIR_MODE)) {
+                            Ok(()) | Err(Errno::EXIST) => {}
+                            Err(e) => {
+                                return Err(self.io(op, key, &format!("cannot create {walked}"), e))
+                            }
+                        }
+                        fsync(parent)
+                            .map_err(|e| self.io(op, key, "cannot sync a directory", e))?;
+                        made = true;
+                    }
+                    Err(Errno::NOENT) if !create => return Ok(None),
+                    Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                        match self.entry(op, key, parent, c, &walked)? {
+                            Entry::File(_) if create => {
+                                return Err(Error::Conflict {
+                                    op,
+                                    key: key.to_owned(),
+                                    store: self.url.clone(),
+                                    reason: format!(
+                                        "{walked} holds a value, and the file store cannot keep a \
+                                         key below another key; delete {walked} or choose another key"
+                                    ),
+                                })
+                            }
+                            Entry::File(_) | Entry::Absent => return Ok(None),
+                            Entry::Dir => {
+                                return Err(self.failed(
+                                    op,
+                                    key,
+                                    format_args!("{walked} changed while being opened; try again"),
+                                ))
+                            }
+                        }
+                    }
+                    Err(e) => return Err(self.io(op, key, &format!("cannot open {walked}"), e)),
+                }
+            }
+        }
+        Ok(Some(chain))
+    }
+
+    /// What `name` in `dir` is, refusing links and special files.
+    fn entry(
+        &self,
+        op: &'static str,
+        key: &str,
+        dir: impl AsFd,
+        name: &str,
+        shown: &str,
+    ) -> Result<Entry> {
+        match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => Ok(Entry::File(st)),
+                FileType::Directory => Ok(Entry::Dir),
+                FileType::Symlink => Err(self.refused(op, key, shown, "a symbolic link")),
+                _ => Err(self.refused(op, key, shown, "not a regular file or directory")),
+            },
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(Entry::Absent),
+            Err(e) => Err(self.io(op, key, &format!("cannot stat {shown}"), e)),
+        }
+    }
+
+    /// Reads one file and its status from the same open file, so value and sequence
+    /// belong to one version. `None` when absent (or a directory).
+    fn read(
+        &self,
+        op: &'static str,
+        key: &str,
+        dir: impl AsFd,
+        name: &str,
+    ) -> Result<Option<(Vec<u8>, Stat)>> {
+        let fd = match openat(
+            dir,
+            name,
+            // NONBLOCK: opening a planted FIFO must not hang.
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(None),
+            Err(Errno::LOOP) => return Err(self.refused(op, key, key, "a symbolic link")),
+            Err(e) => return Err(self.io(op, key, "cannot open", e)),
+        };
+        let st = fstat(&fd).map_err(|e| self.io(op, key, "cannot stat", e))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Directory => return Ok(None),
+            _ => return Err(self.refused(op, key, key, "not a regular file")),
+        }
+        if st.st_nlink > 1 {
+            return Err(self.refused(
+                op,
+                key,
+                key,
+                "a file with several hard links (it may also be a file outside the store)",
+            ));
+        }
+        let mut file = std::fs::File::from(fd);
+        let mut value = Vec::with_capacity(usize::try_from(st.st_size).unwrap_or(0));
+        file.read_to_end(&mut value)
+            .map_err(|e| self.failed(op, key, format_args!("cannot read: {e}")))?;
+        Ok(Some((value, st)))
+    }
+
+    /// The key's current sequence, 0 when absent.
+    fn current(&self, op: &'static str, key: &Key, dir: impl AsFd, name: &str) -> Result<u64> {
+        Ok(
+            match self.entry(op, key.as_str(), dir, name, key.as_str())? {
+                Entry::File(st) => sequence_of(&st),
+                Entry::Absent | Entry::Dir => 0,
+            },
+        )
+    }
+
+    /// Writes `value` as the file `name` in `dir` with modification time `seq`: temp
+    /// file, fsync, rename over the old file, fsync of the directory.
+    fn write(
+        &self,
+        op: &'static str,
+        key: &Key,
+        dir: impl AsFd,
+        name: &str,
+        value: &[u8],
+        seq: u64,
+    ) -> Result<()> {
+        let dir = dir.as_fd();
+        let k = key.as_str();
+        let stem: String = name.chars().take(200).collect();
+        let temp = format!(
+            ".{stem}@{}.{}.tmp",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let fd = openat(
+            dir,
+            temp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(FILE_MODE),
+        )
+        .map_err(|e| self.io(op, k, "cannot create a temp file", e))?;
+        let written = (|| {
+            write_all(&fd, value).map_err(|e| self.io(op, k, "cannot write", e))?;
+            let mtime = Timespec {
+                tv_sec: (seq / 1_000_000_000) as i64,
+                tv_nsec: (seq % 1_000_000_000) as _,
+            };
+            futimens(
+                &fd,
+                &Timestamps {
+                    last_access: Timespec {
+                        tv_sec: 0,
+                        tv_nsec: UTIME_OMIT,
+                    },
+                    last_modification: mtime,
+                },
+            )
+            .map_err(|e| self.io(op, k, "cannot set the sequence", e))?;
+            let st = fstat(&fd).map_err(|e| self.io(op, k, "cannot stat", e))?;
+            if sequence_of(&st) != seq {
+                return Err(self.failed(
+                    op,
+                    k,
+                    format_args!(
+                        "the file system under {} does not keep modification times to the \
+                         nanosecond, which the file store's sequences need; put the store on \
+                         ext4, XFS, btrfs or tmpfs",
+                        self.root_path.display()
+                    ),
+                ));
+            }
+            fsync(&fd).map_err(|e| self.io(op, k, "cannot sync", e))?;
+            drop(fd);
+            self.rename_into_place(op, k, dir, &temp, name)?;
+            fsync(dir).map_err(|e| self.io(op, k, "cannot sync the directory", e))
+        })();
+        if written.is_err() {
+            let _ = unlinkat(dir, temp.as_str(), AtFlags::empty());
+        }
+        written
+    }
+
+    fn rename_into_place(
+        &self,
+        op: &'static str,
+        key: &str,
+        dir: BorrowedFd<'_>,
+        temp: &str,
+        name: &str,
+    ) -> Result<()> {
+        match renameat(dir, temp, dir, name) {
+            Ok(()) => Ok(()),
+            // The key's name is a directory: fine if it is empty (left by keys since
+            // deleted), a conflict if keys live below it.
+            Err(Errno::ISDIR) | Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => {
+                match unlinkat(dir, name, AtFlags::REMOVEDIR) {
+                    Ok(()) => renameat(dir, temp, dir, name)
+                        .map_err(|e| self.io(op, key, "cannot rename the temp file into place", e)),
+                    Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => Err(Error::Conflict {
+                        op,
+                        key: key.to_owned(),
+                        store: self.url.clone(),
+                        reason: format!(
+                            "keys exist below {key}, and the file store cannot keep a value at a \
+                             key that has keys below it; deletetree {key} or choose another key"
+                        ),
+                    }),
+                    Err(e) => Err(self.io(op, key, "cannot replace a directory", e)),
+                }
+            }
+            Err(e) => Err(self.io(op, key, "cannot rename the temp file into place", e)),
+        }
+    }
+
+    /// Removes directories left empty along `chain`, deepest first, never the root.
+    fn prune(&self, key: &Key, chain: &[OwnedFd]) {
+        let names: Vec<&str> = key.components().collect();
+        for i in (0..chain.len()).rev() {
+            let parent = if i == 0 {
+                self.root.as_fd()
+            } else {
+                chain[i - 1].as_fd()
+            };
+            if unlinkat(parent, names[i], AtFlags::REMOVEDIR).is_err() {
+                break;
+            }
+            let _ = fsync(parent);
+        }
+    }
+
+    /// The directories leading to `key`'s file.
+    fn parents(key: &Key) -> (impl Iterator<Item = &str>, &str) {
+        let mut all = key.components();
+        let name = all.next_back().expect("a key has a name");
+        (all, name)
+    }
+
+    fn parent_dir<'s>(&'s self, chain: &'s [OwnedFd]) -> BorrowedFd<'s> {
+        chain.last().map_or(self.root.as_fd(), |fd| fd.as_fd())
+    }
+
+    /// The handle of the directory `dir`, or `None` when it does not exist.
+    fn open_dir(&self, op: &'static str, dir: &Key) -> Result<Option<DirFd<'_>>> {
+        if dir.is_root() {
+            return Ok(Some(DirFd::Root(self.root.as_fd())));
+        }
+        Ok(self
+            .walk(op, dir.as_str(), dir.components(), false)?
+            .and_then(|mut chain| chain.pop())
+            .map(DirFd::Sub))
+    }
+
+    /// Every key below `dir` with its file's status, via `visit`.
+    fn visit_tree(
+        &self,
+        op: &'static str,
+        dir: &Key,
+        fd: BorrowedFd<'_>,
+        relative: &str,
+        depth: usize,
+        visit: &mut dyn FnMut(String, Vec<u8>, Stat),
+    ) -> Result<()> {
+        let shown = |rel: &str| dir.join(rel);
+        if depth > MAX_TREE_DEPTH {
+            return Err(self.refused(
+                op,
+                dir.as_str(),
+                &shown(relative),
+                "a directory tree deeper than any key",
+            ));
+        }
+        for (name, kind) in self.read_dir(op, dir.as_str(), fd)? {
+            let Some(name) = name
+                .to_str()
+                .ok()
+                .filter(|n| is_valid_component(n.as_bytes()))
+            else {
+                continue; // the store's own files, and names no key can have
+            };
+            let rel = if relative.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{relative}/{name}")
+            };
+            let kind = match kind {
+                FileType::Unknown => match self.entry(op, dir.as_str(), fd, name, &shown(&rel))? {
+                    Entry::Dir => FileType::Directory,
+                    Entry::File(_) => FileType::RegularFile,
+                    Entry::Absent => continue,
+                },
+                k => k,
+            };
+            match kind {
+                FileType::Directory => {
+                    let sub = match openat(
+                        fd,
+                        name,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(sub) => sub,
+                        Err(Errno::NOENT) => continue,
+                        Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                            return Err(self.refused(
+                                op,
+                                dir.as_str(),
+                                &shown(&rel),
+                                "a symbolic link",
+                            ))
+                        }
+                        Err(e) => {
+                            return Err(self.io(
+                                op,
+                                dir.as_str(),
+                                &format!("cannot open {}", shown(&rel)),
+                                e,
+                            ))
+                        }
+                    };
+                    self.visit_tree(op, dir, sub.as_fd(), &rel, depth + 1, visit)?;
+                }
+                FileType::RegularFile => {
+                    if let Some((value, st)) = self.read(op, &shown(&rel), fd, name)? {
+                        visit(rel, value, st);
+                    }
+                }
+                FileType::Symlink => {
+                    return Err(self.refused(op, dir.as_str(), &shown(&rel), "a symbolic link"))
+                }
+                _ => {
+                    return Err(self.refused(
+                        op,
+                        dir.as_str(),
+                        &shown(&rel),
+                        "not a regular file or directory",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_dir(
+        &self,
+        op: &'static str,
+        key: &str,
+        fd: BorrowedFd<'_>,
+    ) -> Result<Vec<(std::ffi::CString, FileType)>> {
+        let dir = Dir::read_from(fd).map_err(|e| self.io(op, key, "cannot read a directory", e))?;
+        let mut entries = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| self.io(op, key, "cannot read a directory", e))?;
+            let name: &CStr = entry.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            entries.push((name.to_owned(), entry.file_type()));
+        }
+        Ok(entries)
+    }
+
+    /// Removes everything inside the directory `fd` (the lock file excepted at the root).
+    fn remove_contents(
+        &self,
+        op: &'static str,
+        key: &str,
+        fd: BorrowedFd<'_>,
+        at_root: bool,
+        depth: usize,
+    ) -> Result<()> {
+        if depth > MAX_TREE_DEPTH {
+            return Err(self.refused(op, key, key, "a directory tree deeper than any key"));
+        }
+        for (name, kind) in self.read_dir(op, key, fd)? {
+            if at_root && name.to_bytes() == LOCK_NAME.as_bytes() {
+                continue;
+            }
+            let is_dir = match kind {
+                FileType::Directory => true,
+                FileType::Unknown => statat(fd, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if is_dir {
+                match openat(
+                    fd,
+                    name.as_c_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(sub) => self.remove_contents(op, key, sub.as_fd(), false, depth + 1)?,
+                    Err(Errno::NOENT) => continue,
+                    Err(e) => {
+                        return Err(self.io(op, key, "cannot open a directory to delete it", e))
+                    }
+                }
+            }
+            let flags = if is_dir {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            match unlinkat(fd, name.as_c_str(), flags) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(self.io(op, key, "cannot delete", e)),
+            }
+        }
+        fsync(fd).map_err(|e| self.io(op, key, "cannot sync a directory", e))
+    }
+
+    /// Deletes the key's file under the lock, then removes directories left empty.
+    fn unlink_key(&self, op: &'static str, key: &Key, chain: &[OwnedFd], name: &str) -> Result<()> {
+        let dir = self.parent_dir(chain);
+        match unlinkat(dir, name, AtFlags::empty()) {
+            Ok(()) => {
+                fsync(dir)
+                    .map_err(|e| self.io(op, key.as_str(), "cannot sync the directory", e))?;
+                self.prune(key, chain);
+                Ok(())
+            }
+            Err(Errno::NOENT) | Err(Errno::ISDIR) | Err(Errno::NOTDIR) => Ok(()),
+            Err(e) => Err(self.io(op, key.as_str(), "cannot delete", e)),
+        }
+    }
+}
+
+/// A file's sequence: its modification time in nanoseconds, never 0.
+fn sequence_of(st: &Stat) -> u64 {
+    let ns = i128::from(st.st_mtime) * 1_000_000_000 + st.st_mtime_nsec as i128;
+    ns.clamp(1, i64::MAX as i128) as u64
+}
+
+fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> rustix::io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(Errno::IO),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn hint(errno: Option<i32>) -> &'static str {
+    match errno.map(Errno::from_raw_os_error) {
+        Some(Errno::ACCESS) | Some(Errno::PERM) => {
+            "; give the user running Puppet read and write access to the store's root"
+        }
+        Some(Errno::NOSPC) | Some(Errno::DQUOT) => "; free space on the store's file system",
+        Some(Errno::ROFS) => "; the store's file system is read-only",
+        Some(Errno::NOTDIR) | Some(Errno::NOENT) => "; check the store's root path",
+        _ => "",
+    }
+}
+
+impl Store for FileStore {
+    fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        let (dirs, name) = Self::parents(key);
+        let Some(chain) = self.walk("get", key.as_str(), dirs, false)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .read("get", key.as_str(), self.parent_dir(&chain), name)?
+            .map(|(value, _)| value))
+    }
+
+    fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
+        let op = "put";
+        let lock = self.lock(op, key.as_str())?;
+        let (dirs, name) = Self::parents(key);
+        let chain = self.walk(op, key.as_str(), dirs, true)?.unwrap_or_default();
+        let dir = self.parent_dir(&chain);
+        let current = self.current(op, key, dir, name)?;
+        let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
+        self.write(op, key, dir, name, value, seq)
+    }
+
+    fn delete(&self, key: &Key) -> Result<()> {
+        let op = "delete";
+        let _lock = self.lock(op, key.as_str())?;
+        let (dirs, name) = Self::parents(key);
+        match self.walk(op, key.as_str(), dirs, false)? {
+            Some(chain) => self.unlink_key(op, key, &chain, name),
+            None => Ok(()),
+        }
+    }
+
+    fn exists(&self, key: &Key) -> Result<bool> {
+        let (dirs, name) = Self::parents(key);
+        let Some(chain) = self.walk("exists", key.as_str(), dirs, false)? else {
+            return Ok(false);
+        };
+        Ok(matches!(
+            self.entry(
+                "exists",
+                key.as_str(),
+                self.parent_dir(&chain),
+                name,
+                key.as_str()
+            )?,
+            Entry::File(_)
+        ))
+    }
+
+    fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
+        let mut out = Vec::new();
+        if let Some(fd) = self.open_dir("list", dir)? {
+            self.visit_tree("list", dir, fd.as_fd(), "", 0, &mut |rel, value, _| {
+                out.push((rel, value))
+            })?;
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn deletetree(&self, dir: &Key) -> Result<()> {
+        let op = "deletetree";
+        let _lock = self.lock(op, dir.as_str())?;
+        if dir.is_root() {
+            return self.remove_contents(op, dir.as_str(), self.root.as_fd(), true, 0);
+        }
+        let Some(chain) = self.walk(op, dir.as_str(), dir.components(), false)? else {
+            return Ok(());
+        };
+        let target = chain.last().expect("a non-root dir has a component");
+        self.remove_contents(op, dir.as_str(), target.as_fd(), false, 0)?;
+        // The directory itself goes too, with parents it leaves empty.
+        self.prune(dir, &chain);
+        Ok(())
+    }
+
+    fn atomic_create(&self, key: &Key, value: &[u8]) -> Result<bool> {
+        let op = "atomic_create";
+        let lock = self.lock(op, key.as_str())?;
+        let (dirs, name) = Self::parents(key);
+        let chain = self.walk(op, key.as_str(), dirs, true)?.unwrap_or_default();
+        let dir = self.parent_dir(&chain);
+        if self.current(op, key, dir, name)? != 0 {
+            return Ok(false);
+        }
+        let seq = self.next_sequence(op, key.as_str(), &lock, 0)?;
+        self.write(op, key, dir, name, value, seq)?;
+        Ok(true)
+    }
+
+    fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
+        let (dirs, name) = Self::parents(key);
+        let Some(chain) = self.walk("atomic_get", key.as_str(), dirs, false)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .read("atomic_get", key.as_str(), self.parent_dir(&chain), name)?
+            .map(|(value, st)| Versioned {
+                value,
+                sequence: sequence_of(&st),
+            }))
+    }
+
+    fn atomic_put(&self, key: &Key, value: &[u8], previous: u64) -> Result<bool> {
+        let op = "atomic_put";
+        let lock = self.lock(op, key.as_str())?;
+        let (dirs, name) = Self::parents(key);
+        // Only a create (previous 0) may need directories made.
+        let Some(chain) = self.walk(op, key.as_str(), dirs, previous == 0)? else {
+            return Ok(false);
+        };
+        let dir = self.parent_dir(&chain);
+        let current = self.current(op, key, dir, name)?;
+        if current != previous {
+            return Ok(false);
+        }
+        let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
+        self.write(op, key, dir, name, value, seq)?;
+        Ok(true)
+    }
+
+    fn atomic_delete(&self, key: &Key, previous: u64) -> Result<bool> {
+        let op = "atomic_delete";
+        let _lock = self.lock(op, key.as_str())?;
+        let (dirs, name) = Self::parents(key);
+        let Some(chain) = self.walk(op, key.as_str(), dirs, false)? else {
+            return Ok(previous == 0);
+        };
+        let current = self.current(op, key, self.parent_dir(&chain), name)?;
+        if current != previous {
+            return Ok(false);
+        }
+        if current != 0 {
+            self.unlink_key(op, key, &chain, name)?;
+        }
+        Ok(true)
+    }
+
+    fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
+        let mut out = Vec::new();
+        if let Some(fd) = self.open_dir("atomic_list", dir)? {
+            self.visit_tree(
+                "atomic_list",
+                dir,
+                fd.as_fd(),
+                "",
+                0,
+                &mut |rel, value, st| {
+                    out.push((
+                        rel,
+                        Versioned {
+                            value,
+                            sequence: sequence_of(&st),
+                        },
+                    ))
+                },
+            )?;
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn info(&self) -> Result<Value> {
+        Ok(Value::hash([
+            ("provider", Value::from(self.provider)),
+            ("url", Value::from(self.url.as_str())),
+            ("root", Value::from(self.root_path.display().to_string())),
+        ]))
+    }
+}

@@ -1,0 +1,324 @@
+//! The behaviour every store must show, written once and run against each store by
+//! `conformance_tests!`. Each check gets a fresh, empty store.
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, Barrier};
+
+use libkv_core::{Key, Store, Versioned};
+
+pub fn k(s: &str) -> Key {
+    Key::new(s).unwrap()
+}
+
+pub fn d(s: &str) -> Key {
+    Key::dir(s).unwrap()
+}
+
+pub fn sequence(store: &dyn Store, key: &str) -> u64 {
+    store.atomic_get(&k(key)).unwrap().expect(key).sequence
+}
+
+pub fn get_put_exists_delete(store: &dyn Store) {
+    let key = k("/app/password");
+    assert_eq!(store.get(&key).unwrap(), None);
+    assert!(!store.exists(&key).unwrap());
+    store.put(&key, b"hunter2").unwrap();
+    assert_eq!(store.get(&key).unwrap().as_deref(), Some(&b"hunter2"[..]));
+    assert!(store.exists(&key).unwrap());
+    store.put(&key, b"changed").unwrap();
+    assert_eq!(store.get(&key).unwrap().as_deref(), Some(&b"changed"[..]));
+    store.delete(&key).unwrap();
+    assert_eq!(store.get(&key).unwrap(), None);
+    assert!(!store.exists(&key).unwrap());
+    store.delete(&key).unwrap();
+    store.delete(&k("/never/there")).unwrap();
+}
+
+pub fn values_are_bytes_exactly(store: &dyn Store) {
+    let all: Vec<u8> = (0..=255u8).collect();
+    let big: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i * 7 % 251) as u8).collect();
+    for (key, value) in [
+        ("/v/empty", Vec::new()),
+        ("/v/all-bytes", all),
+        ("/v/big", big),
+        ("/v/newline", b"line\n".to_vec()),
+    ] {
+        store.put(&k(key), &value).unwrap();
+        assert_eq!(store.get(&k(key)).unwrap(), Some(value), "{key}");
+    }
+    assert!(store.exists(&k("/v/empty")).unwrap());
+}
+
+pub fn list_is_relative_sorted_and_below(store: &dyn Store) {
+    for key in ["/l/b", "/l/a/x", "/l/a/y/z", "/lz", "/l2/q", "/other"] {
+        store.put(&k(key), key.as_bytes()).unwrap();
+    }
+    let listed = store.list(&d("/l")).unwrap();
+    let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["a/x", "a/y/z", "b"]);
+    assert_eq!(listed[0].1, b"/l/a/x");
+    assert_eq!(store.list(&d("/l/")).unwrap(), listed);
+    let nested: Vec<String> = store
+        .list(&d("/l/a"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(nested, ["x", "y/z"]);
+    assert!(store.list(&d("/nothing/here")).unwrap().is_empty());
+    assert!(
+        store.list(&d("/l/b")).unwrap().is_empty(),
+        "a key is not a directory"
+    );
+    let everything: Vec<String> = store
+        .list(&d("/"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        everything,
+        ["l/a/x", "l/a/y/z", "l/b", "l2/q", "lz", "other"]
+    );
+}
+
+pub fn deletetree_removes_only_below(store: &dyn Store) {
+    for key in ["/t/a", "/t/b/c", "/t/b/d/e", "/tt", "/t2/x"] {
+        store.put(&k(key), b"v").unwrap();
+    }
+    store.deletetree(&d("/t/b")).unwrap();
+    let left: Vec<String> = store
+        .list(&d("/"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["t/a", "t2/x", "tt"]);
+    store.deletetree(&d("/t")).unwrap();
+    let left: Vec<String> = store
+        .list(&d("/"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left, ["t2/x", "tt"]);
+    store.deletetree(&d("/absent")).unwrap();
+    store.deletetree(&d("/")).unwrap();
+    assert!(store.list(&d("/")).unwrap().is_empty());
+    // The store still works after everything is gone.
+    store.put(&k("/t/a"), b"again").unwrap();
+    assert_eq!(
+        store.get(&k("/t/a")).unwrap().as_deref(),
+        Some(&b"again"[..])
+    );
+}
+
+pub fn atomic_create_only_once(store: &dyn Store) {
+    let key = k("/lock/holder");
+    assert!(store.atomic_create(&key, b"node1").unwrap());
+    assert!(!store.atomic_create(&key, b"node2").unwrap());
+    assert_eq!(store.get(&key).unwrap().as_deref(), Some(&b"node1"[..]));
+}
+
+pub fn atomic_get_put_delete(store: &dyn Store) {
+    let key = k("/cas/counter");
+    assert_eq!(store.atomic_get(&key).unwrap(), None);
+    assert!(
+        store.atomic_put(&key, b"1", 0).unwrap(),
+        "previous 0 creates"
+    );
+    let v1 = store.atomic_get(&key).unwrap().unwrap();
+    assert_eq!(v1.value, b"1");
+    assert!(v1.sequence > 0);
+    assert!(
+        !store.atomic_put(&key, b"x", 0).unwrap(),
+        "previous 0 fails when present"
+    );
+    assert!(store.atomic_put(&key, b"2", v1.sequence).unwrap());
+    let v2 = store.atomic_get(&key).unwrap().unwrap();
+    assert!(v2.sequence > v1.sequence);
+    assert!(
+        !store.atomic_put(&key, b"3", v1.sequence).unwrap(),
+        "stale previous"
+    );
+    assert_eq!(store.get(&key).unwrap().as_deref(), Some(&b"2"[..]));
+    store.put(&key, b"plain").unwrap();
+    let v3 = store.atomic_get(&key).unwrap().unwrap();
+    assert!(v3.sequence > v2.sequence, "a plain put moves the sequence");
+    assert!(!store.atomic_put(&key, b"4", v2.sequence).unwrap());
+    assert!(
+        !store.atomic_delete(&key, v2.sequence).unwrap(),
+        "stale delete"
+    );
+    assert!(
+        !store.atomic_delete(&key, 0).unwrap(),
+        "previous 0 while present"
+    );
+    assert!(store.exists(&key).unwrap());
+    assert!(store.atomic_delete(&key, v3.sequence).unwrap());
+    assert!(!store.exists(&key).unwrap());
+    assert!(
+        store.atomic_delete(&key, 0).unwrap(),
+        "absent and previous empty"
+    );
+    assert!(
+        !store.atomic_delete(&key, v3.sequence).unwrap(),
+        "absent, previous not empty"
+    );
+    assert!(!store.atomic_put(&k("/cas/absent/deep"), b"x", 5).unwrap());
+    assert!(!store.exists(&k("/cas/absent/deep")).unwrap());
+}
+
+pub fn sequences_are_never_reused(store: &dyn Store) {
+    let key = k("/aba/key");
+    store.put(&key, b"a").unwrap();
+    let first = sequence(store, "/aba/key");
+    store.delete(&key).unwrap();
+    store.put(&key, b"a").unwrap();
+    let second = sequence(store, "/aba/key");
+    assert!(second > first, "{second} > {first}");
+    assert!(
+        !store.atomic_put(&key, b"b", first).unwrap(),
+        "stale previous after re-create"
+    );
+    assert!(!store.atomic_delete(&key, first).unwrap());
+    // Another key written later gets a larger sequence too: the counter is store-wide.
+    store.put(&k("/aba/other"), b"x").unwrap();
+    assert!(sequence(store, "/aba/other") > second);
+}
+
+pub fn atomic_list_matches_atomic_get(store: &dyn Store) {
+    for key in ["/al/a", "/al/b/c"] {
+        store.put(&k(key), key.as_bytes()).unwrap();
+    }
+    let listed = store.atomic_list(&d("/al")).unwrap();
+    assert_eq!(listed.len(), 2);
+    for (rel, Versioned { value, sequence }) in listed {
+        let full = format!("/al/{rel}");
+        let got = store.atomic_get(&k(&full)).unwrap().unwrap();
+        assert_eq!(got.value, value);
+        assert_eq!(got.sequence, sequence);
+        assert_eq!(value, full.as_bytes());
+    }
+    assert!(store.atomic_list(&d("/none")).unwrap().is_empty());
+}
+
+pub fn info_names_provider_and_url(store: &dyn Store) {
+    let info = format!("{:?}", store.info().unwrap());
+    assert!(info.contains(store.provider()), "{info}");
+    assert!(info.contains(store.url()), "{info}");
+}
+
+/// Of many threads racing `atomic_put` with the same previous, exactly one wins.
+pub fn cas_race_has_one_winner(store: Arc<dyn Store>) {
+    let key = k("/race/cas");
+    store.put(&key, b"start").unwrap();
+    let previous = sequence(&*store, "/race/cas");
+    let threads = 16;
+    let barrier = Arc::new(Barrier::new(threads));
+    let wins: usize = (0..threads)
+        .map(|i| {
+            let (store, barrier, key) = (store.clone(), barrier.clone(), key.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                store
+                    .atomic_put(&key, format!("t{i}").as_bytes(), previous)
+                    .unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap() as usize)
+        .sum();
+    assert_eq!(wins, 1);
+    let create_key = k("/race/create");
+    let barrier = Arc::new(Barrier::new(threads));
+    let created: usize = (0..threads)
+        .map(|i| {
+            let (store, barrier, key) = (store.clone(), barrier.clone(), create_key.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                store
+                    .atomic_create(&key, format!("t{i}").as_bytes())
+                    .unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap() as usize)
+        .sum();
+    assert_eq!(created, 1);
+}
+
+/// Adds one to the counter at `key` with an atomic_get/atomic_put retry loop.
+pub fn increment(store: &dyn Store, key: &Key) {
+    loop {
+        let (count, previous) = match store.atomic_get(key).unwrap() {
+            Some(v) => (
+                std::str::from_utf8(&v.value)
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap(),
+                v.sequence,
+            ),
+            None => (0, 0),
+        };
+        if store
+            .atomic_put(key, (count + 1).to_string().as_bytes(), previous)
+            .unwrap()
+        {
+            return;
+        }
+    }
+}
+
+/// Threads incrementing one counter end with the exact count.
+pub fn counter_is_exact_under_threads(store: Arc<dyn Store>) {
+    let key = k("/race/counter");
+    let (threads, each) = (8, 50);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            std::thread::spawn(move || {
+                for _ in 0..each {
+                    increment(&*store, &key);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let count = store.get(&key).unwrap().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&count).unwrap(),
+        (threads * each).to_string()
+    );
+}
+
+/// Generates one `#[test]` per conformance check, each on a fresh store from `$make`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@plain $make;
+            get_put_exists_delete, values_are_bytes_exactly, list_is_relative_sorted_and_below,
+            deletetree_removes_only_below, atomic_create_only_once, atomic_get_put_delete,
+            sequences_are_never_reused, atomic_list_matches_atomic_get, info_names_provider_and_url);
+        $crate::conformance_tests!(@shared $make; cas_race_has_one_winner, counter_is_exact_under_threads);
+    };
+    (@plain $make:expr; $($name:ident),*) => {
+        $(#[test]
+        fn $name() {
+            let (store, _guard) = $make;
+            $crate::common::$name(&*store);
+        })*
+    };
+    (@shared $make:expr; $($name:ident),*) => {
+        $(#[test]
+        fn $name() {
+            let (store, _guard) = $make;
+            $crate::common::$name(store);
+        })*
+    };
+}

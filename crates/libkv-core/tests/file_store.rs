@@ -1,0 +1,349 @@
+//! The conformance suite on `file://`, and what only the file store promises: its
+//! layout on disk, refusing links, never leaving its root, its lock, and racing
+//! OS processes.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{d, k};
+use libkv_core::{open, ErrorKind, OpenOptions, Store};
+use tempfile::TempDir;
+
+fn open_at(root: &Path, timeout: Duration) -> Arc<dyn Store> {
+    let url = format!("file://{}", root.display());
+    open(
+        &url,
+        &OpenOptions {
+            timeout,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn file_store() -> (Arc<dyn Store>, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let store = open_at(&dir.path().join("root"), Duration::from_secs(5));
+    (store, dir)
+}
+
+conformance_tests!(file_store());
+
+/// Everything under `dir`, as relative paths, sorted.
+fn tree(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn keys_are_plain_files_in_simp6_layout() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    store.put(&k("/gen_passwd/web01"), b"s3cret").unwrap();
+    let path = root.join("gen_passwd/web01");
+    assert_eq!(fs::read(&path).unwrap(), b"s3cret");
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert_eq!(meta.nlink(), 1);
+    assert_eq!(
+        fs::metadata(root.join("gen_passwd"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o750
+    );
+    // Only the key and the store's lock file; no temp file is left behind.
+    assert_eq!(
+        tree(&root),
+        [".libkv@lock", "gen_passwd", "gen_passwd/web01"]
+    );
+}
+
+#[test]
+fn files_written_by_others_read_back_and_get_sequences() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("gen_passwd")).unwrap();
+    fs::write(root.join("gen_passwd/legacy"), b"from simp 6\n").unwrap();
+    assert_eq!(
+        store.get(&k("/gen_passwd/legacy")).unwrap().as_deref(),
+        Some(&b"from simp 6\n"[..])
+    );
+    let before = common::sequence(&*store, "/gen_passwd/legacy");
+    assert!(before > 0);
+    std::thread::sleep(Duration::from_millis(5));
+    fs::write(root.join("gen_passwd/legacy"), b"edited by hand\n").unwrap();
+    let after = common::sequence(&*store, "/gen_passwd/legacy");
+    assert_ne!(before, after, "an outside edit must change the sequence");
+    assert!(!store
+        .atomic_put(&k("/gen_passwd/legacy"), b"x", before)
+        .unwrap());
+}
+
+#[test]
+fn sequences_survive_reopening_and_are_shared_by_store_objects() {
+    let tmp = TempDir::new().unwrap();
+    let a = open_at(tmp.path(), Duration::from_secs(5));
+    let b = open_at(tmp.path(), Duration::from_secs(5));
+    a.put(&k("/s"), b"1").unwrap();
+    let first = common::sequence(&*a, "/s");
+    assert_eq!(common::sequence(&*b, "/s"), first);
+    assert!(b.atomic_put(&k("/s"), b"2", first).unwrap());
+    assert!(!a.atomic_put(&k("/s"), b"3", first).unwrap());
+    drop((a, b));
+    let c = open_at(tmp.path(), Duration::from_secs(5));
+    c.put(&k("/t"), b"x").unwrap();
+    assert!(common::sequence(&*c, "/t") > first);
+}
+
+#[test]
+fn a_key_cannot_sit_below_another_key() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    store.put(&k("/a"), b"value").unwrap();
+    let err = store.put(&k("/a/b"), b"below").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/a/b") && msg.contains("/a holds a value"),
+        "{msg}"
+    );
+    assert_eq!(fs::read(root.join("a")).unwrap(), b"value");
+
+    store.put(&k("/x/y"), b"below").unwrap();
+    let err = store.put(&k("/x"), b"above").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let msg = err.to_string();
+    assert!(msg.contains("keys exist below /x"), "{msg}");
+    let err = store.atomic_create(&k("/x"), b"above").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        store.get(&k("/x/y")).unwrap().as_deref(),
+        Some(&b"below"[..])
+    );
+    // Nothing half-written: no temp file, no stray entry.
+    assert_eq!(tree(&root), [".libkv@lock", "a", "x", "x/y"]);
+
+    // Once the keys below are gone, the name is free for a value.
+    store.delete(&k("/x/y")).unwrap();
+    assert_eq!(
+        tree(&root),
+        [".libkv@lock", "a"],
+        "empty directories are pruned"
+    );
+    store.put(&k("/x"), b"now a value").unwrap();
+    fs::create_dir(root.join("empty")).unwrap();
+    store.put(&k("/empty"), b"over an empty directory").unwrap();
+    assert_eq!(
+        store.get(&k("/empty")).unwrap().as_deref(),
+        Some(&b"over an empty directory"[..])
+    );
+}
+
+#[test]
+fn a_symlinked_directory_is_refused_and_nothing_outside_is_touched() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret"), b"outside data").unwrap();
+    symlink(&outside, root.join("evil")).unwrap();
+
+    for result in [
+        store.get(&k("/evil/secret")).map(|_| ()),
+        store.put(&k("/evil/secret"), b"overwrite").map(|_| ()),
+        store.put(&k("/evil/new"), b"create").map(|_| ()),
+        store.exists(&k("/evil/secret")).map(|_| ()),
+        store.atomic_get(&k("/evil/secret")).map(|_| ()),
+        store.atomic_create(&k("/evil/new"), b"x").map(|_| ()),
+        store.atomic_put(&k("/evil/secret"), b"x", 0).map(|_| ()),
+        store.list(&d("/evil")).map(|_| ()),
+        store.list(&d("/")).map(|_| ()),
+        store.atomic_list(&d("/")).map(|_| ()),
+    ] {
+        let err = result.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("symbolic link") && msg.contains("remove it"),
+            "{msg}"
+        );
+    }
+    // delete and deletetree remove the link itself, never what it points to.
+    store.delete(&k("/evil/secret")).unwrap_or(());
+    store.deletetree(&d("/")).unwrap();
+    assert!(!root.join("evil").exists());
+    assert_eq!(tree(&outside), ["secret"]);
+    assert_eq!(fs::read(outside.join("secret")).unwrap(), b"outside data");
+}
+
+#[test]
+fn a_symlinked_file_is_refused() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    fs::write(tmp.path().join("target"), b"outside").unwrap();
+    fs::create_dir_all(root.join("dir")).unwrap();
+    symlink(tmp.path().join("target"), root.join("dir/link")).unwrap();
+    for result in [
+        store.get(&k("/dir/link")).map(|_| ()),
+        store.exists(&k("/dir/link")).map(|_| ()),
+        store.atomic_get(&k("/dir/link")).map(|_| ()),
+        store.put(&k("/dir/link"), b"x").map(|_| ()),
+        store.list(&d("/dir")).map(|_| ()),
+    ] {
+        let msg = result.unwrap_err().to_string();
+        assert!(msg.contains("/dir/link is a symbolic link"), "{msg}");
+    }
+    assert_eq!(fs::read(tmp.path().join("target")).unwrap(), b"outside");
+    store.delete(&k("/dir/link")).unwrap();
+    assert!(fs::symlink_metadata(root.join("dir/link")).is_err());
+    assert_eq!(fs::read(tmp.path().join("target")).unwrap(), b"outside");
+}
+
+#[test]
+fn a_hard_linked_file_is_refused_on_read_and_never_written_through() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    fs::write(tmp.path().join("target"), b"outside").unwrap();
+    fs::hard_link(tmp.path().join("target"), root.join("linked")).unwrap();
+    let msg = store.get(&k("/linked")).unwrap_err().to_string();
+    assert!(msg.contains("hard links"), "{msg}");
+    assert!(store.list(&d("/")).is_err());
+    store.put(&k("/linked"), b"new value").unwrap();
+    assert_eq!(fs::read(tmp.path().join("target")).unwrap(), b"outside");
+    assert_eq!(
+        store.get(&k("/linked")).unwrap().as_deref(),
+        Some(&b"new value"[..])
+    );
+}
+
+#[test]
+fn a_planted_fifo_does_not_hang_reads() {
+    let (store, tmp) = file_store();
+    let fifo = tmp.path().join("root/fifo");
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let msg = store.get(&k("/fifo")).unwrap_err().to_string();
+    assert!(msg.contains("not a regular file"), "{msg}");
+    assert!(store.exists(&k("/fifo")).is_err());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn store_files_and_leftover_temp_files_are_not_keys() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    store.put(&k("/a/b"), b"v").unwrap();
+    fs::write(root.join("a/.b@999.0.tmp"), b"partial").unwrap();
+    fs::write(root.join("a/not a key"), b"?").unwrap();
+    let listed: Vec<String> = store
+        .list(&d("/"))
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(listed, ["a/b"]);
+    store.deletetree(&d("/")).unwrap();
+    assert_eq!(tree(&root), [".libkv@lock"]);
+    store.put(&k("/a/b"), b"again").unwrap();
+}
+
+#[test]
+fn a_store_root_that_cannot_exist_is_a_store_error() {
+    let tmp = TempDir::new().unwrap();
+    fs::write(tmp.path().join("file"), b"").unwrap();
+    let url = format!("file://{}/file/root", tmp.path().display());
+    let err = open(&url, &OpenOptions::default()).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot use") && msg.contains("file/root"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn writes_wait_for_the_lock_at_most_the_timeout() {
+    let tmp = TempDir::new().unwrap();
+    let store = open_at(tmp.path(), Duration::from_millis(300));
+    store.put(&k("/held"), b"before").unwrap();
+    let lock = fs::File::open(tmp.path().join(".libkv@lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let started = Instant::now();
+    let err = store.put(&k("/held"), b"after").unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(err.to_string().contains("timed out after 0.3s"), "{err}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    // Reads take no lock.
+    assert_eq!(
+        store.get(&k("/held")).unwrap().as_deref(),
+        Some(&b"before"[..])
+    );
+    drop(lock);
+    store.put(&k("/held"), b"after").unwrap();
+}
+
+/// When run with `LIBKV_TEST_WORKER_ROOT` set, this test is a worker process of
+/// `processes_racing_increments_end_with_the_exact_count`; otherwise it checks that
+/// it was not asked to be one.
+#[test]
+fn worker_process() {
+    let Ok(root) = std::env::var("LIBKV_TEST_WORKER_ROOT") else {
+        return;
+    };
+    let count: usize = std::env::var("LIBKV_TEST_WORKER_COUNT")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = open_at(Path::new(&root), Duration::from_secs(30));
+    for _ in 0..count {
+        common::increment(&*store, &k("/counter"));
+    }
+}
+
+#[test]
+fn processes_racing_increments_end_with_the_exact_count() {
+    let tmp = TempDir::new().unwrap();
+    let (processes, each) = (6, 40);
+    let children: Vec<_> = (0..processes)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "worker_process", "--test-threads=1"])
+                .env("LIBKV_TEST_WORKER_ROOT", tmp.path())
+                .env("LIBKV_TEST_WORKER_COUNT", each.to_string())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let store = open_at(tmp.path(), Duration::from_secs(5));
+    let count = store.get(&k("/counter")).unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8(count).unwrap(),
+        (processes * each).to_string()
+    );
+}
