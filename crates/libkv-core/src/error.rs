@@ -44,7 +44,7 @@ pub enum Error {
         provider: &'static str,
     },
 
-    #[error("{op} {key} on {store}: {reason}")]
+    #[error("{op}{} on {store}: {reason}", on_key(key))]
     Conflict {
         op: &'static str,
         key: String,
@@ -52,7 +52,7 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{op} {key} on {store} failed: {reason}")]
+    #[error("{op}{} on {store} failed: {reason}", on_key(key))]
     Store {
         op: &'static str,
         key: String,
@@ -60,7 +60,10 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{op} {key} on {store} failed: cannot reach the store: {reason}")]
+    #[error(
+        "{op}{} on {store} failed: cannot reach the store: {reason}",
+        on_key(key)
+    )]
     Connection {
         op: &'static str,
         key: String,
@@ -68,7 +71,7 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{op} {key} on {store} timed out after {}; check that the store is up and reachable, or raise the timeout option", fmt_secs(*.after))]
+    #[error("{op}{} on {store} timed out after {}; check that the store is up and reachable, or raise the timeout option", on_key(key), fmt_secs(*.after))]
     Timeout {
         op: &'static str,
         key: String,
@@ -76,13 +79,25 @@ pub enum Error {
         after: Duration,
     },
 
-    #[error("{op} {key} on {store} failed: the store refused the credentials: {reason}")]
+    #[error(
+        "{op}{} on {store} failed: the store refused the credentials: {reason}",
+        on_key(key)
+    )]
     Auth {
         op: &'static str,
         key: String,
         store: String,
         reason: String,
     },
+}
+
+/// " KEY", or nothing for errors about the whole store (an empty key).
+fn on_key(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!(" {key}")
+    }
 }
 
 fn fmt_secs(d: Duration) -> String {
@@ -114,7 +129,7 @@ impl Error {
             | Error::Store { key, .. }
             | Error::Connection { key, .. }
             | Error::Timeout { key, .. }
-            | Error::Auth { key, .. } => Some(key),
+            | Error::Auth { key, .. } => Some(key.as_str()).filter(|k| !k.is_empty()),
             _ => None,
         }
     }

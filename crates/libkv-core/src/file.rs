@@ -28,6 +28,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{
@@ -54,7 +55,7 @@ pub struct FileStore {
     url: String,
     provider: &'static str,
     root_path: PathBuf,
-    root: OwnedFd,
+    root: OnceLock<OwnedFd>,
     timeout: Duration,
 }
 
@@ -76,6 +77,19 @@ impl AsFd for DirFd<'_> {
 /// The store lock, held until dropped (closing the file releases the `flock`).
 struct Locked(OwnedFd);
 
+/// The directories opened on the way to a key or directory, below the root.
+struct Walked<'a> {
+    root: BorrowedFd<'a>,
+    chain: Vec<OwnedFd>,
+}
+
+impl Walked<'_> {
+    /// The last directory reached: where the key's file lives.
+    fn dir(&self) -> BorrowedFd<'_> {
+        self.chain.last().map_or(self.root, |fd| fd.as_fd())
+    }
+}
+
 /// What a directory entry is, as far as the store is concerned.
 enum Entry {
     Absent,
@@ -84,43 +98,55 @@ enum Entry {
 }
 
 impl FileStore {
-    /// Opens the store at `root`, creating the directory if needed.
-    pub fn open(root: PathBuf, provider: &'static str, timeout: Duration) -> Result<FileStore> {
-        let url = format!("file://{}", root.display());
-        let fail = |e: std::io::Error| Error::Store {
-            op: "open",
-            key: "/".into(),
-            store: url.clone(),
-            reason: format!(
-                "cannot use {} as the store root: {e}{}",
-                root.display(),
-                hint(e.raw_os_error())
-            ),
+    /// A store rooted at `root`. Nothing is touched until the first operation, which
+    /// creates the root directory if needed: so bad input is refused before any I/O,
+    /// and a root that cannot be used now can be retried by the next call.
+    pub fn open(root: PathBuf, provider: &'static str, timeout: Duration) -> FileStore {
+        let url = match provider {
+            "legacy-simp6" => "legacy-simp6://".to_owned(),
+            _ => format!("file://{}", root.display()),
+        };
+        FileStore {
+            url,
+            provider,
+            root_path: root,
+            root: OnceLock::new(),
+            timeout,
+        }
+    }
+
+    /// The root directory's handle, opened (and the directory made) on first use.
+    fn root(&self, op: &'static str, key: &str) -> Result<BorrowedFd<'_>> {
+        if let Some(fd) = self.root.get() {
+            return Ok(fd.as_fd());
+        }
+        let fail = |e: std::io::Error| {
+            self.failed(
+                op,
+                key,
+                format_args!(
+                    "cannot use {} as the store root: {e}{}",
+                    self.root_path.display(),
+                    hint(e.raw_os_error())
+                ),
+            )
         };
         std::os::unix::fs::DirBuilderExt::mode(
             std::fs::DirBuilder::new().recursive(true),
             DIR_MODE,
         )
-        .create(&root)
+        .create(&self.root_path)
         .map_err(fail)?;
-        let root_fd = openat(
+        let fd = openat(
             CWD,
-            &root,
+            &self.root_path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| fail(e.into()))?;
-        let url = match provider {
-            "legacy-simp6" => "legacy-simp6://".to_owned(),
-            _ => url,
-        };
-        Ok(FileStore {
-            url,
-            provider,
-            root_path: root,
-            root: root_fd,
-            timeout,
-        })
+        // Threads racing here each open one; the first set is kept.
+        let _ = self.root.set(fd);
+        Ok(self.root.get().expect("set just above").as_fd())
     }
 
     fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
@@ -155,7 +181,7 @@ impl FileStore {
 
     fn lock(&self, op: &'static str, key: &str) -> Result<Locked> {
         let fd = openat(
-            &self.root,
+            self.root(op, key)?,
             LOCK_NAME,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(FILE_MODE),
@@ -228,13 +254,14 @@ impl FileStore {
         key: &str,
         components: impl Iterator<Item = &'c str>,
         create: bool,
-    ) -> Result<Option<Vec<OwnedFd>>> {
+    ) -> Result<Option<Walked<'_>>> {
+        let root = self.root(op, key)?;
         let mut chain: Vec<OwnedFd> = Vec::new();
         let mut walked = String::new();
         for c in components {
             walked.push('/');
             walked.push_str(c);
-            let parent = chain.last().map_or(self.root.as_fd(), |fd| fd.as_fd());
+            let parent = chain.last().map_or(root, |fd| fd.as_fd());
             let mut made = false;
             loop {
                 match openat(
@@ -286,7 +313,25 @@ impl FileStore {
                 }
             }
         }
-        Ok(Some(chain))
+        Ok(Some(Walked { root, chain }))
+    }
+
+    /// `walk`, making missing directories; a directory that vanishes meanwhile is an
+    /// error the caller may retry.
+    fn walk_creating<'c>(
+        &self,
+        op: &'static str,
+        key: &Key,
+        components: impl Iterator<Item = &'c str>,
+    ) -> Result<Walked<'_>> {
+        self.walk(op, key.as_str(), components, true)?
+            .ok_or_else(|| {
+                self.failed(
+                    op,
+                    key.as_str(),
+                    "a directory changed while being opened; try again",
+                )
+            })
     }
 
     /// What `name` in `dir` is, refusing links and special files.
@@ -461,14 +506,15 @@ impl FileStore {
         }
     }
 
-    /// Removes directories left empty along `chain`, deepest first, never the root.
-    fn prune(&self, key: &Key, chain: &[OwnedFd]) {
+    /// Removes directories left empty along the walked path, deepest first, never the
+    /// root.
+    fn prune(&self, key: &Key, walked: &Walked<'_>) {
         let names: Vec<&str> = key.components().collect();
-        for i in (0..chain.len()).rev() {
+        for i in (0..walked.chain.len()).rev() {
             let parent = if i == 0 {
-                self.root.as_fd()
+                walked.root
             } else {
-                chain[i - 1].as_fd()
+                walked.chain[i - 1].as_fd()
             };
             if unlinkat(parent, names[i], AtFlags::REMOVEDIR).is_err() {
                 break;
@@ -484,18 +530,14 @@ impl FileStore {
         (all, name)
     }
 
-    fn parent_dir<'s>(&'s self, chain: &'s [OwnedFd]) -> BorrowedFd<'s> {
-        chain.last().map_or(self.root.as_fd(), |fd| fd.as_fd())
-    }
-
     /// The handle of the directory `dir`, or `None` when it does not exist.
     fn open_dir(&self, op: &'static str, dir: &Key) -> Result<Option<DirFd<'_>>> {
         if dir.is_root() {
-            return Ok(Some(DirFd::Root(self.root.as_fd())));
+            return Ok(Some(DirFd::Root(self.root(op, dir.as_str())?)));
         }
         Ok(self
             .walk(op, dir.as_str(), dir.components(), false)?
-            .and_then(|mut chain| chain.pop())
+            .and_then(|mut walked| walked.chain.pop())
             .map(DirFd::Sub))
     }
 
@@ -659,13 +701,19 @@ impl FileStore {
     }
 
     /// Deletes the key's file under the lock, then removes directories left empty.
-    fn unlink_key(&self, op: &'static str, key: &Key, chain: &[OwnedFd], name: &str) -> Result<()> {
-        let dir = self.parent_dir(chain);
+    fn unlink_key(
+        &self,
+        op: &'static str,
+        key: &Key,
+        walked: &Walked<'_>,
+        name: &str,
+    ) -> Result<()> {
+        let dir = walked.dir();
         match unlinkat(dir, name, AtFlags::empty()) {
             Ok(()) => {
                 fsync(dir)
                     .map_err(|e| self.io(op, key.as_str(), "cannot sync the directory", e))?;
-                self.prune(key, chain);
+                self.prune(key, walked);
                 Ok(())
             }
             Err(Errno::NOENT) | Err(Errno::ISDIR) | Err(Errno::NOTDIR) => Ok(()),
@@ -715,11 +763,11 @@ impl Store for FileStore {
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let (dirs, name) = Self::parents(key);
-        let Some(chain) = self.walk("get", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("get", key.as_str(), dirs, false)? else {
             return Ok(None);
         };
         Ok(self
-            .read("get", key.as_str(), self.parent_dir(&chain), name)?
+            .read("get", key.as_str(), walked.dir(), name)?
             .map(|(value, _)| value))
     }
 
@@ -727,8 +775,8 @@ impl Store for FileStore {
         let op = "put";
         let lock = self.lock(op, key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let chain = self.walk(op, key.as_str(), dirs, true)?.unwrap_or_default();
-        let dir = self.parent_dir(&chain);
+        let walked = self.walk_creating(op, key, dirs)?;
+        let dir = walked.dir();
         let current = self.current(op, key, dir, name)?;
         let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
         self.write(op, key, dir, name, value, seq)
@@ -739,24 +787,18 @@ impl Store for FileStore {
         let _lock = self.lock(op, key.as_str())?;
         let (dirs, name) = Self::parents(key);
         match self.walk(op, key.as_str(), dirs, false)? {
-            Some(chain) => self.unlink_key(op, key, &chain, name),
+            Some(walked) => self.unlink_key(op, key, &walked, name),
             None => Ok(()),
         }
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
         let (dirs, name) = Self::parents(key);
-        let Some(chain) = self.walk("exists", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("exists", key.as_str(), dirs, false)? else {
             return Ok(false);
         };
         Ok(matches!(
-            self.entry(
-                "exists",
-                key.as_str(),
-                self.parent_dir(&chain),
-                name,
-                key.as_str()
-            )?,
+            self.entry("exists", key.as_str(), walked.dir(), name, key.as_str())?,
             Entry::File(_)
         ))
     }
@@ -776,15 +818,14 @@ impl Store for FileStore {
         let op = "deletetree";
         let _lock = self.lock(op, dir.as_str())?;
         if dir.is_root() {
-            return self.remove_contents(op, dir.as_str(), self.root.as_fd(), true, 0);
+            return self.remove_contents(op, dir.as_str(), self.root(op, dir.as_str())?, true, 0);
         }
-        let Some(chain) = self.walk(op, dir.as_str(), dir.components(), false)? else {
+        let Some(walked) = self.walk(op, dir.as_str(), dir.components(), false)? else {
             return Ok(());
         };
-        let target = chain.last().expect("a non-root dir has a component");
-        self.remove_contents(op, dir.as_str(), target.as_fd(), false, 0)?;
+        self.remove_contents(op, dir.as_str(), walked.dir(), false, 0)?;
         // The directory itself goes too, with parents it leaves empty.
-        self.prune(dir, &chain);
+        self.prune(dir, &walked);
         Ok(())
     }
 
@@ -792,8 +833,8 @@ impl Store for FileStore {
         let op = "atomic_create";
         let lock = self.lock(op, key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let chain = self.walk(op, key.as_str(), dirs, true)?.unwrap_or_default();
-        let dir = self.parent_dir(&chain);
+        let walked = self.walk_creating(op, key, dirs)?;
+        let dir = walked.dir();
         if self.current(op, key, dir, name)? != 0 {
             return Ok(false);
         }
@@ -804,11 +845,11 @@ impl Store for FileStore {
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
         let (dirs, name) = Self::parents(key);
-        let Some(chain) = self.walk("atomic_get", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("atomic_get", key.as_str(), dirs, false)? else {
             return Ok(None);
         };
         Ok(self
-            .read("atomic_get", key.as_str(), self.parent_dir(&chain), name)?
+            .read("atomic_get", key.as_str(), walked.dir(), name)?
             .map(|(value, st)| Versioned {
                 value,
                 sequence: sequence_of(&st),
@@ -820,10 +861,10 @@ impl Store for FileStore {
         let lock = self.lock(op, key.as_str())?;
         let (dirs, name) = Self::parents(key);
         // Only a create (previous 0) may need directories made.
-        let Some(chain) = self.walk(op, key.as_str(), dirs, previous == 0)? else {
+        let Some(walked) = self.walk(op, key.as_str(), dirs, previous == 0)? else {
             return Ok(false);
         };
-        let dir = self.parent_dir(&chain);
+        let dir = walked.dir();
         let current = self.current(op, key, dir, name)?;
         if current != previous {
             return Ok(false);
@@ -837,15 +878,15 @@ impl Store for FileStore {
         let op = "atomic_delete";
         let _lock = self.lock(op, key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let Some(chain) = self.walk(op, key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk(op, key.as_str(), dirs, false)? else {
             return Ok(previous == 0);
         };
-        let current = self.current(op, key, self.parent_dir(&chain), name)?;
+        let current = self.current(op, key, walked.dir(), name)?;
         if current != previous {
             return Ok(false);
         }
         if current != 0 {
-            self.unlink_key(op, key, &chain, name)?;
+            self.unlink_key(op, key, &walked, name)?;
         }
         Ok(true)
     }

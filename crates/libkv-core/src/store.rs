@@ -245,7 +245,7 @@ pub fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
         }
         StoreUrl::File { root } => {
             options.auth.only("file", &[])?;
-            Ok(Arc::new(FileStore::open(root, "file", options.timeout)?))
+            Ok(Arc::new(FileStore::open(root, "file", options.timeout)))
         }
         StoreUrl::LegacySimp6 => {
             options.auth.only("legacy-simp6", &[])?;
@@ -254,7 +254,7 @@ pub fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
                 root,
                 "legacy-simp6",
                 options.timeout,
-            )?))
+            )))
         }
         StoreUrl::Consul { .. } | StoreUrl::Etcd { .. } => Err(Error::Unsupported {
             op: "open",

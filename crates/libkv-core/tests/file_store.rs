@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{d, k};
-use libkv_core::{open, ErrorKind, OpenOptions, Store};
+use libkv_core::{open, ErrorKind, Key, OpenOptions, Store};
 use tempfile::TempDir;
 
 fn open_at(root: &Path, timeout: Duration) -> Arc<dyn Store> {
@@ -27,8 +27,10 @@ fn open_at(root: &Path, timeout: Duration) -> Arc<dyn Store> {
     .unwrap()
 }
 
+/// A store over an existing, empty root directory.
 fn file_store() -> (Arc<dyn Store>, TempDir) {
     let dir = TempDir::new().unwrap();
+    fs::create_dir(dir.path().join("root")).unwrap();
     let store = open_at(&dir.path().join("root"), Duration::from_secs(5));
     (store, dir)
 }
@@ -267,17 +269,33 @@ fn store_files_and_leftover_temp_files_are_not_keys() {
 }
 
 #[test]
-fn a_store_root_that_cannot_exist_is_a_store_error() {
+fn a_store_root_that_cannot_exist_fails_each_call_as_a_store_error() {
     let tmp = TempDir::new().unwrap();
     fs::write(tmp.path().join("file"), b"").unwrap();
     let url = format!("file://{}/file/root", tmp.path().display());
-    let err = open(&url, &OpenOptions::default()).err().unwrap();
-    assert_eq!(err.kind(), ErrorKind::Store);
-    let msg = err.to_string();
-    assert!(
-        msg.contains("cannot use") && msg.contains("file/root"),
-        "{msg}"
-    );
+    // Opening touches nothing: bad input is refused before any I/O.
+    let store = open(&url, &OpenOptions::default()).unwrap();
+    assert_eq!(store.provider(), "file");
+    let err = Key::new("/bad key").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    for err in [
+        store.get(&k("/x")).unwrap_err(),
+        store.put(&k("/x"), b"v").unwrap_err(),
+        store.list(&d("/")).unwrap_err(),
+        store.deletetree(&d("/")).unwrap_err(),
+    ] {
+        assert_eq!(err.kind(), ErrorKind::Store);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("cannot use") && msg.contains("file/root"),
+            "{msg}"
+        );
+    }
+    assert_eq!(store.get(&k("/x")).unwrap_err().key(), Some("/x"));
+    // Once the root can be made, the same store object works.
+    fs::remove_file(tmp.path().join("file")).unwrap();
+    store.put(&k("/x"), b"v").unwrap();
+    assert_eq!(store.get(&k("/x")).unwrap().as_deref(), Some(&b"v"[..]));
 }
 
 #[test]
