@@ -1,0 +1,325 @@
+//! `LibKV::Store`: one open store. Ruby subclasses name the backend (`LibKV::Mock`,
+//! `LibKV::File`, ...); `lib/libkv/store.rb` wraps these methods with keyword
+//! arguments.
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, OpenOptions, Store, Versioned};
+use magnus::prelude::*;
+use magnus::r_hash::ForEach;
+use magnus::typed_data::Obj;
+use magnus::{function, method, Error, Integer, RClass, RHash, RModule, RString, Ruby, Symbol};
+
+use crate::convert::{self, to_ruby};
+use crate::errors::{self, invalid_argument};
+use crate::nogvl::nogvl;
+
+#[magnus::wrap(class = "LibKV::Store", free_immediately, size)]
+pub struct RbStore {
+    store: Arc<dyn Store>,
+}
+
+pub fn init(ruby: &Ruby) -> Result<(), Error> {
+    let module = ruby.define_module("LibKV")?;
+    let class = module.define_class("Store", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_singleton_method("_open", function!(open, 5))?;
+    class.define_method("provider", method!(RbStore::provider, 0))?;
+    class.define_method("url", method!(RbStore::url, 0))?;
+    class.define_method("supports", method!(RbStore::supports, 0))?;
+    class.define_method("info", method!(RbStore::info, 0))?;
+    class.define_method("_get", method!(RbStore::get, 2))?;
+    class.define_method("_put", method!(RbStore::put, 3))?;
+    class.define_method("_delete", method!(RbStore::delete, 1))?;
+    class.define_method("_exists", method!(RbStore::exists, 1))?;
+    class.define_method("_list", method!(RbStore::list, 2))?;
+    class.define_method("_deletetree", method!(RbStore::deletetree, 1))?;
+    class.define_method("_atomic_create", method!(RbStore::atomic_create, 3))?;
+    class.define_method("_atomic_get", method!(RbStore::atomic_get, 2))?;
+    class.define_method("_atomic_put", method!(RbStore::atomic_put, 4))?;
+    class.define_method("_atomic_delete", method!(RbStore::atomic_delete, 2))?;
+    class.define_method("_atomic_list", method!(RbStore::atomic_list, 2))?;
+    Ok(())
+}
+
+/// `LibKV::Store._open(url, auth, timeout, vardir, environment)`: an instance of the
+/// backend's class.
+fn open(
+    ruby: &Ruby,
+    url: String,
+    auth: RHash,
+    timeout: f64,
+    vardir: Option<String>,
+    environment: Option<String>,
+) -> Result<Obj<RbStore>, Error> {
+    let options = OpenOptions {
+        auth: auth_from(ruby, auth)?,
+        timeout: libkv_core::timeout_from_secs(timeout).map_err(|e| errors::to_ruby(ruby, e))?,
+        vardir: vardir.map(PathBuf::from),
+        environment,
+    };
+    let store = nogvl(|| libkv_core::open(&url, &options)).map_err(|e| errors::to_ruby(ruby, e))?;
+    let class_name = match store.provider() {
+        "mock" => "Mock",
+        "file" => "File",
+        "legacy-simp6" => "LegacySimp6",
+        "consul" => "Consul",
+        "etcd" => "Etcd",
+        other => unreachable!("unknown provider {other}"),
+    };
+    let module: RModule = ruby.class_object().const_get("LibKV")?;
+    let class: RClass = module.const_get(class_name)?;
+    Ok(ruby.obj_wrap_as(RbStore { store }, class))
+}
+
+/// The auth Hash, with String or Symbol keys and String values. Errors name the
+/// setting, never its value.
+fn auth_from(ruby: &Ruby, hash: RHash) -> Result<Auth, Error> {
+    let mut pairs: Vec<(String, String)> = Vec::with_capacity(hash.len());
+    let mut refusal = None;
+    hash.foreach(|k: magnus::Value, v: magnus::Value| {
+        let name = match (RString::from_value(k), Symbol::from_value(k)) {
+            (Some(s), _) => s.to_string()?,
+            (_, Some(sym)) => sym.name()?.into_owned(),
+            _ => {
+                refusal = Some("auth keys must be Strings".to_owned());
+                return Ok(ForEach::Stop);
+            }
+        };
+        match RString::from_value(v) {
+            Some(s) => pairs.push((name, s.to_string()?)),
+            None => {
+                refusal = Some(format!("the auth setting {name:?} must be a String"));
+                return Ok(ForEach::Stop);
+            }
+        }
+        Ok(ForEach::Continue)
+    })?;
+    if let Some(message) = refusal {
+        return Err(invalid_argument(ruby, message));
+    }
+    Auth::new(pairs).map_err(|e| errors::to_ruby(ruby, e))
+}
+
+fn key(ruby: &Ruby, key: &str) -> Result<Key, Error> {
+    Key::new(key).map_err(|e| errors::to_ruby(ruby, e))
+}
+
+fn dir(ruby: &Ruby, dir: &str) -> Result<Key, Error> {
+    Key::dir(dir).map_err(|e| errors::to_ruby(ruby, e))
+}
+
+/// The bytes to store for a Ruby value: encoded (`serialize`), or the String's own
+/// bytes.
+fn encode(ruby: &Ruby, key: &Key, value: magnus::Value, serialize: bool) -> Result<Vec<u8>, Error> {
+    let refused = |reason: String| {
+        errors::to_ruby(
+            ruby,
+            CoreError::InvalidValue {
+                key: key.to_string(),
+                reason,
+            },
+        )
+    };
+    if !serialize {
+        return match RString::from_value(value) {
+            // SAFETY: copied at once.
+            Some(s) => Ok(unsafe { s.as_slice() }.to_vec()),
+            None => Err(refused(
+                "with serialize false the value must be a String (its string form)".into(),
+            )),
+        };
+    }
+    let value = convert::to_value(ruby, value).map_err(refused)?;
+    codec::encode(&value).map(Cow::into_owned).map_err(refused)
+}
+
+fn decode(ruby: &Ruby, bytes: Vec<u8>, serialize: bool) -> magnus::Value {
+    let value = if serialize {
+        codec::decode(bytes)
+    } else {
+        codec::decode_plain(bytes)
+    };
+    to_ruby(ruby, value)
+}
+
+/// `{"value" => v, "sequence" => n}`
+fn versioned(ruby: &Ruby, v: Versioned, serialize: bool) -> Result<RHash, Error> {
+    let h = ruby.hash_new();
+    h.aset("value", decode(ruby, v.value, serialize))?;
+    h.aset("sequence", v.sequence)?;
+    Ok(h)
+}
+
+/// The sequence in `previous`: the Hash atomic_get returned, or an Integer.
+fn previous_sequence(
+    ruby: &Ruby,
+    op: &str,
+    key: &Key,
+    previous: magnus::Value,
+) -> Result<u64, Error> {
+    let sequence = match RHash::from_value(previous) {
+        Some(h) => h
+            .get("sequence")
+            .or_else(|| h.get(ruby.to_symbol("sequence"))),
+        None => Some(previous),
+    };
+    match sequence.and_then(Integer::from_value).map(|i| i.to_u64()) {
+        Some(Ok(seq)) => Ok(seq),
+        _ => Err(invalid_argument(
+            ruby,
+            format!(
+                "previous for {op} {key} must be what atomic_get returned \
+                 ({{'value' => ..., 'sequence' => Integer >= 0}}), or empty_value for an absent key"
+            ),
+        )),
+    }
+}
+
+impl RbStore {
+    fn run<T>(
+        &self,
+        ruby: &Ruby,
+        f: impl FnOnce(&dyn Store) -> libkv_core::Result<T>,
+    ) -> Result<T, Error> {
+        let store = &*self.store;
+        nogvl(|| f(store)).map_err(|e| errors::to_ruby(ruby, e))
+    }
+
+    fn provider(&self) -> &'static str {
+        self.store.provider()
+    }
+
+    fn url(&self) -> String {
+        self.store.url().to_owned()
+    }
+
+    fn supports(&self) -> Vec<&'static str> {
+        self.store.supports().iter().map(|op| op.name()).collect()
+    }
+
+    fn info(ruby: &Ruby, rb_self: &Self) -> Result<magnus::Value, Error> {
+        let info = rb_self.run(ruby, |s| s.info())?;
+        Ok(to_ruby(ruby, info))
+    }
+
+    fn get(
+        ruby: &Ruby,
+        rb_self: &Self,
+        k: String,
+        serialize: bool,
+    ) -> Result<magnus::Value, Error> {
+        let k = key(ruby, &k)?;
+        Ok(match rb_self.run(ruby, |s| s.get(&k))? {
+            Some(bytes) => decode(ruby, bytes, serialize),
+            None => ruby.qnil().as_value(),
+        })
+    }
+
+    fn put(
+        ruby: &Ruby,
+        rb_self: &Self,
+        k: String,
+        value: magnus::Value,
+        serialize: bool,
+    ) -> Result<bool, Error> {
+        let k = key(ruby, &k)?;
+        let bytes = encode(ruby, &k, value, serialize)?;
+        rb_self.run(ruby, |s| s.put(&k, &bytes))?;
+        Ok(true)
+    }
+
+    fn delete(ruby: &Ruby, rb_self: &Self, k: String) -> Result<bool, Error> {
+        let k = key(ruby, &k)?;
+        rb_self.run(ruby, |s| s.delete(&k))?;
+        Ok(true)
+    }
+
+    fn exists(ruby: &Ruby, rb_self: &Self, k: String) -> Result<bool, Error> {
+        let k = key(ruby, &k)?;
+        rb_self.run(ruby, |s| s.exists(&k))
+    }
+
+    fn list(ruby: &Ruby, rb_self: &Self, d: String, serialize: bool) -> Result<RHash, Error> {
+        let d = dir(ruby, &d)?;
+        let listing: Listing<Vec<u8>> = rb_self.run(ruby, |s| s.list(&d))?;
+        let h = ruby.hash_new();
+        for (rel, bytes) in listing {
+            h.aset(rel, decode(ruby, bytes, serialize))?;
+        }
+        Ok(h)
+    }
+
+    fn deletetree(ruby: &Ruby, rb_self: &Self, d: String) -> Result<bool, Error> {
+        let d = dir(ruby, &d)?;
+        rb_self.run(ruby, |s| s.deletetree(&d))?;
+        Ok(true)
+    }
+
+    fn atomic_create(
+        ruby: &Ruby,
+        rb_self: &Self,
+        k: String,
+        value: magnus::Value,
+        serialize: bool,
+    ) -> Result<bool, Error> {
+        let k = key(ruby, &k)?;
+        let bytes = encode(ruby, &k, value, serialize)?;
+        rb_self.run(ruby, |s| s.atomic_create(&k, &bytes))
+    }
+
+    fn atomic_get(ruby: &Ruby, rb_self: &Self, k: String, serialize: bool) -> Result<RHash, Error> {
+        let k = key(ruby, &k)?;
+        match rb_self.run(ruby, |s| s.atomic_get(&k))? {
+            Some(v) => versioned(ruby, v, serialize),
+            None => {
+                let empty = ruby.hash_new();
+                empty.aset("value", ruby.qnil())?;
+                empty.aset("sequence", 0)?;
+                Ok(empty)
+            }
+        }
+    }
+
+    fn atomic_put(
+        ruby: &Ruby,
+        rb_self: &Self,
+        k: String,
+        value: magnus::Value,
+        previous: magnus::Value,
+        serialize: bool,
+    ) -> Result<bool, Error> {
+        let k = key(ruby, &k)?;
+        let previous = previous_sequence(ruby, "atomic_put", &k, previous)?;
+        let bytes = encode(ruby, &k, value, serialize)?;
+        rb_self.run(ruby, |s| s.atomic_put(&k, &bytes, previous))
+    }
+
+    fn atomic_delete(
+        ruby: &Ruby,
+        rb_self: &Self,
+        k: String,
+        previous: magnus::Value,
+    ) -> Result<bool, Error> {
+        let k = key(ruby, &k)?;
+        let previous = previous_sequence(ruby, "atomic_delete", &k, previous)?;
+        rb_self.run(ruby, |s| s.atomic_delete(&k, previous))
+    }
+
+    fn atomic_list(
+        ruby: &Ruby,
+        rb_self: &Self,
+        d: String,
+        serialize: bool,
+    ) -> Result<RHash, Error> {
+        let d = dir(ruby, &d)?;
+        let listing = rb_self.run(ruby, |s| s.atomic_list(&d))?;
+        let h = ruby.hash_new();
+        for (rel, v) in listing {
+            h.aset(rel, versioned(ruby, v, serialize)?)?;
+        }
+        Ok(h)
+    }
+}

@@ -1,0 +1,49 @@
+# frozen_string_literal: true
+
+require "libkv/version"
+require "libkv/errors"
+begin
+  require "libkv/libkv"
+rescue LoadError => e
+  raise LoadError, "libkv's native extension is not installed (#{e.message}): on this machine, " \
+                   "`gem install libkv` (or, in a checkout, `rake compile`); see libkv's README"
+end
+require "libkv/store"
+
+# libkv: one key/value API over several stores, chosen by URL.
+#
+#   store = LibKV.open("file:///var/lib/libkv")
+#   store.put("/app/port", 8080)   # => true
+#   store.get("/app/port")         # => 8080
+#
+# Every file here stays Ruby 2.6 compatible: puppetserver runs JRuby 9.3.
+module LibKV
+  DEFAULT_TIMEOUT = 5.0
+
+  # Opens the store +url+ names (see the README for every URL form).
+  #
+  # @param url [String] mock://[NAME], file:///ROOT, legacy-simp6://,
+  #   consul[+ssl[+verify|+noverify]]://HOST:PORT/PREFIX, etcd[+ssl]://HOST:PORT[,...]/PREFIX
+  # @param auth [Hash] credentials and TLS files: ca_file, cert_file, key_file,
+  #   username, password, token (String or Symbol keys)
+  # @param timeout [Numeric] seconds for connecting and for each request (the file
+  #   store: for waiting on its lock)
+  # @param vardir [String] Puppet's vardir, for legacy-simp6://
+  # @param environment [String] the Puppet environment, for legacy-simp6://
+  # @return [LibKV::Store] a LibKV::Mock, LibKV::File, LibKV::LegacySimp6,
+  #   LibKV::Consul or LibKV::Etcd
+  # @raise [LibKV::InvalidArgumentError] a malformed URL or option
+  # @raise [LibKV::StoreError] the store cannot be opened
+  def self.open(url, auth = {}, timeout: DEFAULT_TIMEOUT, vardir: nil, environment: nil)
+    raise TypeError, "url must be a String, not #{url.class}" unless url.is_a?(String)
+    raise TypeError, "auth must be a Hash, not #{auth.class}" unless auth.is_a?(Hash)
+    raise TypeError, "timeout must be a number of seconds, not #{timeout.class}" unless timeout.is_a?(Numeric)
+
+    Store._open(url, auth, timeout.to_f, vardir && vardir.to_s, environment && environment.to_s)
+  end
+
+  # The Hash that stands for an absent key in atomic_get and atomic_put.
+  def self.empty_value
+    { "value" => nil, "sequence" => 0 }
+  end
+end

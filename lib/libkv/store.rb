@@ -1,0 +1,107 @@
+# frozen_string_literal: true
+
+module LibKV
+  # One open store. The native extension defines the class and its underscored
+  # methods; these wrappers give them keyword options. Obtain instances with
+  # LibKV.open.
+  #
+  # +serialize+ (default true) keeps the type of a value: an Integer put comes back
+  # an Integer, a binary (BINARY-encoded) String a binary String. With false the
+  # value is stored as the String given and read back as a String.
+  class Store
+    # @return [Object, nil] the value, or nil when the key is absent
+    def get(key, serialize: true)
+      _get(key, boolean(serialize))
+    end
+
+    # @return [true]
+    def put(key, value, serialize: true)
+      _put(key, value, boolean(serialize))
+    end
+
+    # @return [true] also when the key was absent
+    def delete(key)
+      _delete(key)
+    end
+
+    # @return [Boolean]
+    def exists(key)
+      _exists(key)
+    end
+    alias exists? exists
+
+    # @return [Hash] key relative to +dir+ => value, for every key below +dir+
+    def list(dir, serialize: true)
+      _list(dir, boolean(serialize))
+    end
+
+    # Deletes every key below +dir+.
+    # @return [true]
+    def deletetree(dir)
+      _deletetree(dir)
+    end
+
+    # @return [Boolean] true if created, false if the key existed
+    def atomic_create(key, value, serialize: true)
+      _atomic_create(key, value, boolean(serialize))
+    end
+
+    # @return [Hash] { "value" => value, "sequence" => Integer }, or
+    #   LibKV.empty_value when the key is absent
+    def atomic_get(key, serialize: true)
+      _atomic_get(key, boolean(serialize))
+    end
+
+    # Stores +value+ only if the key still has +previous+'s sequence.
+    # @param previous [Hash, Integer] what atomic_get returned (or its sequence)
+    # @return [Boolean]
+    def atomic_put(key, value, previous, serialize: true)
+      _atomic_put(key, value, previous, boolean(serialize))
+    end
+
+    # Deletes the key only if it still has +previous+'s sequence; true when the key
+    # is absent and +previous+ is empty_value.
+    # @return [Boolean]
+    def atomic_delete(key, previous)
+      _atomic_delete(key, previous)
+    end
+
+    # @return [Hash] key relative to +dir+ => { "value" => ..., "sequence" => ... }
+    def atomic_list(dir, serialize: true)
+      _atomic_list(dir, boolean(serialize))
+    end
+
+    # @return [Hash] { "value" => nil, "sequence" => 0 }
+    def empty_value
+      LibKV.empty_value
+    end
+
+    def inspect
+      "#<#{self.class.name} #{url}>"
+    end
+    alias to_s inspect
+
+    private
+
+    def boolean(flag)
+      return flag if flag == true || flag == false
+
+      raise TypeError, "serialize must be true or false, not #{flag.inspect}"
+    end
+  end
+
+  # mock://[NAME]: in memory, for as long as the object lives.
+  class Mock < Store; end
+
+  # file:///ROOT: one file per key under ROOT.
+  class File < Store; end
+
+  # legacy-simp6://: the file store in SIMP 6's simp_autofiles directory.
+  class LegacySimp6 < File; end
+
+  # consul://HOST:PORT/PREFIX and consul+ssl://...
+  class Consul < Store; end
+
+  # etcd://HOST:PORT[,HOST:PORT...]/PREFIX and etcd+ssl://...
+  class Etcd < Store; end
+end

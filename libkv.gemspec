@@ -1,0 +1,28 @@
+# frozen_string_literal: true
+
+require_relative "lib/libkv/version"
+
+Gem::Specification.new do |spec|
+  spec.name = "libkv"
+  spec.version = LibKV::VERSION
+  spec.summary = "Key/value store functions for Puppet over a Rust core (mock, file, etcd, Consul)"
+  spec.license = "Apache-2.0"
+  spec.authors = ["libkv contributors"]
+  spec.required_ruby_version = ">= 2.6"
+
+  # Dir globs rather than `git ls-files`, so the gem also builds from a plain
+  # copy or tarball. Sources only: the Rust extension is compiled at install
+  # time, so no built .so and no cargo target/ may end up in the package.
+  spec.files = Dir.chdir(__dir__) do
+    Dir[
+      "lib/**/*.rb", "lib/puppet/**/*", "types/**/*",
+      "ext/libkv/**/*.{rs,rb,toml}", "crates/**/*.{rs,toml}",
+      "Cargo.toml", "Cargo.lock", "README.md", "metadata.json", "LICENSE"
+    ].uniq.reject do |f|
+      File.directory?(f) || f.end_with?(".so", ".bundle", ".dll") || f.split("/").include?("target")
+    end
+  end
+
+  spec.extensions = ["ext/libkv/extconf.rb"]
+  spec.require_paths = ["lib"]
+end
