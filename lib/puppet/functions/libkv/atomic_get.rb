@@ -1,0 +1,41 @@
+# frozen_string_literal: true
+
+require_relative '../../../puppet_x/libkv/helper'
+
+# @summary Reads a value with its sequence, for a later libkv::atomic_put or libkv::atomic_delete.
+#
+# @example
+#   $current = libkv::atomic_get('/app/counter')
+Puppet::Functions.create_function(:'libkv::atomic_get') do
+  # @param key The key, like '/dir/name': A-Z a-z 0-9 . _ : - and /.
+  # @param options Options, as in the README.
+  # @option options [String] url Which store; default Hiera libkv::url, else 'legacy-simp6://'.
+  # @option options [Hash] auth Credentials and TLS files; default Hiera libkv::auth.
+  # @option options [Boolean] softfail On a store failure, warn and return a safe value; default Hiera libkv::softfail, else false.
+  # @option options [Boolean] debug Log the call (function, key, store, time taken) at debug level.
+  # @option options [Boolean] serialize Keep the Puppet type of values (default true).
+  # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
+  # @return [Struct[{value => Any, sequence => Integer[0]}]] {'value' => value, 'sequence' => Integer}; libkv::empty_value() when the key is absent (and with softfail when the store failed).
+  # @raise [ArgumentError] for an invalid key, value or option
+  # @raise [Puppet::Error] when the store fails and softfail is off
+  dispatch :positional do
+    param 'String', :key
+    optional_param 'Optional[Hash]', :options
+    return_type 'Struct[{value => Any, sequence => Integer[0]}]'
+  end
+
+  # @param params The same as one Hash: 'key' and any options.
+  # @return [Struct[{value => Any, sequence => Integer[0]}]] As above.
+  dispatch :named do
+    param 'Hash', :params
+    return_type 'Struct[{value => Any, sequence => Integer[0]}]'
+  end
+
+  def positional(key, options = {})
+    PuppetX::Libkv.call(self, 'atomic_get', { 'key' => key }, options)
+  end
+
+  def named(params)
+    PuppetX::Libkv.call_named(self, 'atomic_get', params)
+  end
+end

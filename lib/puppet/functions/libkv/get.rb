@@ -1,0 +1,45 @@
+# frozen_string_literal: true
+
+require_relative '../../../puppet_x/libkv/helper'
+
+# @summary Reads the value of a key.
+#
+# @example
+#   $password = libkv::get('/gen_passwd/web01')
+# @example
+#   $port = libkv::get('/app/port', { 'url' => 'etcd://127.0.0.1:2379/puppet' })
+# @example
+#   $port = libkv::get({ 'key' => '/app/port', 'softfail' => true })
+Puppet::Functions.create_function(:'libkv::get') do
+  # @param key The key, like '/dir/name': A-Z a-z 0-9 . _ : - and /.
+  # @param options Options, as in the README.
+  # @option options [String] url Which store; default Hiera libkv::url, else 'legacy-simp6://'.
+  # @option options [Hash] auth Credentials and TLS files; default Hiera libkv::auth.
+  # @option options [Boolean] softfail On a store failure, warn and return a safe value; default Hiera libkv::softfail, else false.
+  # @option options [Boolean] debug Log the call (function, key, store, time taken) at debug level.
+  # @option options [Boolean] serialize Keep the Puppet type of values (default true).
+  # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
+  # @return [Any] The value, or undef when the key is absent. With softfail: undef.
+  # @raise [ArgumentError] for an invalid key, value or option
+  # @raise [Puppet::Error] when the store fails and softfail is off
+  dispatch :positional do
+    param 'String', :key
+    optional_param 'Optional[Hash]', :options
+    return_type 'Any'
+  end
+
+  # @param params The same as one Hash: 'key' and any options.
+  # @return [Any] As above.
+  dispatch :named do
+    param 'Hash', :params
+    return_type 'Any'
+  end
+
+  def positional(key, options = {})
+    PuppetX::Libkv.call(self, 'get', { 'key' => key }, options)
+  end
+
+  def named(params)
+    PuppetX::Libkv.call_named(self, 'get', params)
+  end
+end

@@ -1,0 +1,318 @@
+# frozen_string_literal: true
+
+require 'libkv'
+
+module PuppetX
+  # What every libkv:: Puppet function shares: options (call arguments, then Hiera,
+  # then defaults), the store cache, Puppet values to libkv values and back,
+  # softfail, debug logging and error messages. The function files only declare
+  # their dispatches and call Libkv.call.
+  #
+  # Loaded by puppetserver's JRuby too: stays Ruby 2.6 compatible.
+  module Libkv
+    DEFAULT_URL = 'legacy-simp6://'
+
+    # Options every function takes, with their Puppet types.
+    OPTION_TYPES = {
+      'url' => 'String[1]',
+      'auth' => 'Hash[String[1], Variant[String, Sensitive[String]]]',
+      'softfail' => 'Boolean',
+      'debug' => 'Boolean',
+      'serialize' => 'Boolean',
+      'timeout' => 'Variant[Integer[1, 3600], Float[0.001, 3600.0]]',
+    }.freeze
+
+    # Options with a Hiera default, looked up as libkv::<name>.
+    HIERA_OPTIONS = %w[url auth softfail timeout].freeze
+
+    PARAM_TYPES = {
+      'key' => 'String',
+      'value' => 'Any',
+      'previous' => 'Struct[{value => Any, sequence => Integer[0]}]',
+    }.freeze
+
+    # Each function: its parameters, what it does with a store, and the value
+    # softfail returns when the store fails.
+    FUNCTIONS = {
+      'get' => [%w[key], ->(s, a, ser) { s.get(a['key'], serialize: ser) }, nil],
+      'put' => [%w[key value], ->(s, a, ser) { s.put(a['key'], a['value'], serialize: ser) }, false],
+      'delete' => [%w[key], ->(s, a, _) { s.delete(a['key']) }, false],
+      'exists' => [%w[key], ->(s, a, _) { s.exists(a['key']) }, false],
+      'list' => [%w[key], ->(s, a, ser) { s.list(a['key'], serialize: ser) }, {}],
+      'deletetree' => [%w[key], ->(s, a, _) { s.deletetree(a['key']) }, false],
+      'atomic_create' => [%w[key value], ->(s, a, ser) { s.atomic_create(a['key'], a['value'], serialize: ser) }, false],
+      'atomic_get' => [%w[key], ->(s, a, ser) { s.atomic_get(a['key'], serialize: ser) }, ::LibKV.empty_value],
+      'atomic_put' => [%w[key value previous], ->(s, a, ser) { s.atomic_put(a['key'], a['value'], a['previous'], serialize: ser) }, false],
+      'atomic_delete' => [%w[key previous], ->(s, a, _) { s.atomic_delete(a['key'], a['previous']) }, false],
+      'atomic_list' => [%w[key], ->(s, a, ser) { s.atomic_list(a['key'], serialize: ser) }, {}],
+      'info' => [[], ->(s, _, _) { s.info }, {}],
+      'provider' => [[], ->(s, _, _) { s.provider }, nil],
+      'supports' => [[], ->(s, _, _) { s.supports }, []],
+    }.freeze
+
+    # Per catalog compilation: the mock stores (their data lives for one compile)
+    # and the Hiera defaults (looked up once).
+    class CompileState < Puppet::Pops::Adaptable::Adapter
+      attr_reader :mock_stores
+      attr_accessor :hiera_defaults
+
+      def initialize
+        super
+        @mock_stores = {}
+        @hiera_defaults = nil
+      end
+    end
+
+    @stores = {}
+    @mutex = Mutex.new
+    @last_error = nil
+
+    class << self
+      # Runs libkv::<name> with +args+ (parameter name => value) and +options+.
+      def call(func, name, args, options)
+        options ||= {}
+        assert_options(name, options)
+        run(func, name, args, options)
+      end
+
+      # Runs libkv::<name> given one Hash of named parameters and options.
+      def call_named(func, name, params)
+        assert_type("libkv::#{name}", named_type(name), params)
+        params_of(name).each do |param|
+          next if params.key?(param)
+
+          raise ArgumentError, "libkv::#{name}: the Hash of parameters has no '#{param}' entry"
+        end
+        run(func, name, params.select { |k, _| params_of(name).include?(k) },
+            params.select { |k, _| OPTION_TYPES.key?(k) })
+      end
+
+      # The message of the last soft-failed call in this process, then forgets it.
+      def pop_error
+        @mutex.synchronize do
+          message = @last_error
+          @last_error = nil
+          message
+        end
+      end
+
+      def empty_value
+        ::LibKV.empty_value
+      end
+
+      private
+
+      def params_of(name)
+        FUNCTIONS.fetch(name)[0]
+      end
+
+      def run(func, name, args, options)
+        opts = resolve(func, options)
+        started = Process.clock_gettime(Process::CLOCK_MONOTONIC) if opts['debug']
+        key = args['key']
+        # Input is converted (and refused) before the store is touched; the binding
+        # then checks the key and encodes the value before any I/O.
+        args = to_libkv_args(name, args, opts)
+        store = nil
+        begin
+          store = store_for(func, opts)
+          _, operation, = FUNCTIONS.fetch(name)
+          result = from_libkv(operation.call(store, args, opts['serialize']))
+          log_debug(name, key, opts, started, 'ok') if opts['debug']
+          result
+        rescue ::LibKV::StoreError => e
+          forget(func, opts) if store
+          log_debug(name, key, opts, started, "failed: #{e.class}") if opts['debug']
+          raise Puppet::Error, message(name, key, e) unless opts['softfail']
+
+          safe = FUNCTIONS.fetch(name)[2]
+          message = message(name, key, e)
+          @mutex.synchronize { @last_error = message }
+          Puppet.warning("#{message} (softfail: returning #{safe.nil? ? 'undef' : safe.inspect})")
+          safe.dup
+        rescue ::LibKV::InvalidArgumentError, TypeError => e
+          raise ArgumentError, message(name, key, e)
+        rescue ::LibKV::Error => e
+          raise Puppet::Error, message(name, key, e)
+        end
+      end
+
+      # "libkv::get: <what failed>", naming the key when the error is not about it.
+      def message(name, key, error)
+        named = error.respond_to?(:key) && error.key == key
+        key && !named ? "libkv::#{name} with key '#{key}': #{error.message}" : "libkv::#{name}: #{error.message}"
+      end
+
+      # Call options, then Hiera libkv::<option>, then defaults.
+      def resolve(func, options)
+        opts = options.reject { |_, v| v.nil? }
+        missing = HIERA_OPTIONS.reject { |o| opts.key?(o) }
+        unless missing.empty?
+          defaults = hiera_defaults(func)
+          missing.each { |o| opts[o] = defaults[o] unless defaults[o].nil? }
+        end
+        opts['url'] ||= DEFAULT_URL
+        opts['auth'] = unwrap_auth(opts['auth'] || {})
+        opts['timeout'] ||= ::LibKV::DEFAULT_TIMEOUT
+        opts['serialize'] = true if opts['serialize'].nil?
+        opts
+      end
+
+      def hiera_defaults(func)
+        compiler = compiler_of(func)
+        return {} unless compiler
+
+        state = CompileState.adapt(compiler)
+        state.hiera_defaults ||= HIERA_OPTIONS.each_with_object({}) do |option, found|
+          value = func.call_function('lookup', "libkv::#{option}", 'default_value' => nil)
+          next if value.nil?
+
+          assert_type("Hiera libkv::#{option}", parse_type(OPTION_TYPES[option]), value)
+          found[option] = value
+        end
+      end
+
+      def compiler_of(func)
+        scope = func.closure_scope
+        scope.respond_to?(:compiler) ? scope.compiler : nil
+      end
+
+      def unwrap_auth(auth)
+        auth.each_with_object({}) do |(k, v), plain|
+          plain[k] = v.is_a?(Puppet::Pops::Types::PSensitiveType::Sensitive) ? v.unwrap : v
+        end
+      end
+
+      # The cache a store lives in: mock stores per compilation, others per process.
+      def cache_for(func, url)
+        return @stores unless url.start_with?('mock:')
+
+        compiler = compiler_of(func)
+        compiler ? CompileState.adapt(compiler).mock_stores : @stores
+      end
+
+      def cache_key(opts)
+        key = [opts['url'], opts['auth'], opts['timeout'].to_f]
+        key.push(Puppet[:vardir], environment_name) if opts['url'].start_with?('legacy-simp6:')
+        key
+      end
+
+      def store_for(func, opts)
+        cache = cache_for(func, opts['url'])
+        key = cache_key(opts)
+        @mutex.synchronize do
+          cache[key] ||= ::LibKV.open(opts['url'], opts['auth'], timeout: opts['timeout'],
+                                                                 vardir: Puppet[:vardir],
+                                                                 environment: environment_name)
+        end
+      end
+
+      # A store that failed is opened again by the next call.
+      def forget(func, opts)
+        cache = cache_for(func, opts['url'])
+        @mutex.synchronize { cache.delete(cache_key(opts)) }
+      end
+
+      def environment_name
+        env = Puppet.lookup(:current_environment) { nil }
+        env ? env.name.to_s : Puppet[:environment].to_s
+      end
+
+      # Puppet values as the Ruby API takes them: Binary as a binary String; with
+      # serialize false, the value's string form.
+      def to_libkv_args(name, args, opts)
+        return args unless args.key?('value')
+
+        converted = args.dup
+        converted['value'] =
+          if opts['serialize']
+            to_libkv(args['value'], name, args['key'])
+          else
+            string_form(args['value'])
+          end
+        converted
+      end
+
+      def to_libkv(value, name, key)
+        case value
+        when String, Integer, Float, true, false, nil
+          value
+        when Puppet::Pops::Types::PBinaryType::Binary
+          value.binary_buffer
+        when Array
+          value.map { |v| to_libkv(v, name, key) }
+        when Hash
+          value.each_with_object({}) { |(k, v), h| h[to_libkv(k, name, key)] = to_libkv(v, name, key) }
+        else
+          type = Puppet::Pops::Types::TypeCalculator.infer(value)
+          type_name = type.respond_to?(:name) ? type.name : value.class.name
+          raise ArgumentError, "libkv::#{name}: cannot store a value of type #{type_name} at #{key}; " \
+                               'libkv stores Undef, Boolean, Integer, Float, String, Binary, Array and Hash'
+        end
+      end
+
+      def string_form(value)
+        case value
+        when String then value
+        when Puppet::Pops::Types::PBinaryType::Binary then value.binary_buffer
+        else Puppet::Pops::Types::StringConverter.singleton.convert(value)
+        end
+      end
+
+      # Ruby API values as Puppet values: binary Strings become Binary.
+      def from_libkv(value)
+        case value
+        when String
+          value.encoding == Encoding::BINARY ? Puppet::Pops::Types::PBinaryType::Binary.from_binary_string(value) : value
+        when Array
+          value.map { |v| from_libkv(v) }
+        when Hash
+          value.each_with_object({}) { |(k, v), h| h[from_libkv(k)] = from_libkv(v) }
+        else
+          value
+        end
+      end
+
+      def log_debug(name, key, opts, started, outcome)
+        ms = (Process.clock_gettime(Process::CLOCK_MONOTONIC) - started) * 1000.0
+        where = key ? " key=#{key}" : ''
+        Puppet.debug(format('libkv::%<name>s%<where>s store=%<url>s %<outcome>s in %<ms>.3f ms',
+                            name: name, where: where, url: safe_url(opts['url']), outcome: outcome, ms: ms))
+      end
+
+      # The URL as it may be logged: never user information or a query string.
+      def safe_url(url)
+        url.sub(%r{\A([a-z0-9+.-]+://)[^/@]*@}i, '\1***@').sub(/[?#].*\z/m, '?***')
+      end
+
+      def assert_options(name, options)
+        assert_type("libkv::#{name} options", options_type, options)
+      end
+
+      def assert_type(subject, type, value)
+        Puppet::Pops::Types::TypeAsserter.assert_instance_of(subject, type, value)
+      rescue Puppet::Pops::Types::TypeAssertionError => e
+        raise ArgumentError, e.message
+      end
+
+      def options_type
+        @options_type ||= parse_type(struct(OPTION_TYPES.map { |o, t| ["Optional[#{o}]", t] }))
+      end
+
+      def named_type(name)
+        @named_types ||= {}
+        @named_types[name] ||= parse_type(struct(
+          params_of(name).map { |p| [p, PARAM_TYPES[p]] } + OPTION_TYPES.map { |o, t| ["Optional[#{o}]", t] }
+        ))
+      end
+
+      def struct(entries)
+        "Struct[{#{entries.map { |k, t| "#{k} => #{t}" }.join(', ')}}]"
+      end
+
+      def parse_type(text)
+        Puppet::Pops::Types::TypeParser.singleton.parse(text)
+      end
+    end
+  end
+end
