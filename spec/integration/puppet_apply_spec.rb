@@ -1,0 +1,54 @@
+# frozen_string_literal: true
+
+require 'spec_helper'
+require 'open3'
+
+# The examples under a real `puppet apply`, through the module and the extension.
+RSpec.describe 'puppet apply' do
+  root = File.expand_path('../..', __dir__)
+
+  # A modulepath holding this repository as the module libkv.
+  def modulepath(root)
+    @modulepath ||= File.join(tmp, 'modules').tap do |modules|
+      FileUtils.mkdir_p(modules)
+      File.symlink(root, File.join(modules, 'libkv'))
+    end
+  end
+
+  # puppet apply of an example, with Puppet dirs of the example's own.
+  def puppet_apply(root, manifest, env = {})
+    cmd = ['puppet', 'apply', '--modulepath', modulepath(root), '--vardir', File.join(tmp, 'var'),
+           '--confdir', File.join(tmp, 'conf'), '--codedir', File.join(tmp, 'code'),
+           '--logdir', File.join(tmp, 'log'), '--rundir', File.join(tmp, 'run'),
+           '--color', 'false', File.join(root, 'examples', manifest)]
+    env = { 'RUBYLIB' => File.join(root, 'lib') }.merge(env)
+    Open3.capture3(env, *cmd)
+  end
+
+  it 'runs examples/basic.pp against the default store, writing under vardir' do
+    out, err, status = puppet_apply(root, 'basic.pp')
+    expect(status).to be_success, err
+    expect(out).to include('stored and read back /libkv_example/port = 8080 (Integer)')
+    expect(out).to include('stored and read back /libkv_example/settings = {tls => true, peers => {db => 10.0.0.2}} (Hash[')
+    expect(out).to include('stored and read back /libkv_example/keytab = BQIAAABHAAIAC0VYQU1QTEUuQ09N (Binary)')
+    expect(out).to include('this example has run 1 time(s) against this store')
+    autofiles = File.join(tmp, 'var', 'simp', 'environments', 'production', 'simp_autofiles')
+    expect(File.read(File.join(autofiles, 'libkv_example', 'password'))).to eq('correct horse battery staple')
+    expect(File.read(File.join(autofiles, 'libkv_example', 'port'))).to eq('{"libkv":1,"value":8080}')
+
+    out, err, status = puppet_apply(root, 'basic.pp')
+    expect(status).to be_success, err
+    expect(out).to include('this example has run 2 time(s) against this store')
+  end
+
+  it 'counts exactly when several puppet apply processes race atomic_put on one file-store key' do
+    url = "file://#{tmp}/store"
+    processes = 4
+    increments = 15
+    env = { 'FACTER_libkv_url' => url, 'FACTER_libkv_increments' => increments.to_s }
+    modulepath(root)
+    runs = Array.new(processes) { Thread.new { puppet_apply(root, 'counter.pp', env) } }.map(&:value)
+    runs.each { |_out, err, status| expect(status).to be_success, err }
+    expect(LibKV.open(url).get('/libkv_example/counter')).to eq(processes * increments)
+  end
+end

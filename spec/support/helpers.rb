@@ -1,0 +1,83 @@
+# frozen_string_literal: true
+
+module LibKVTest
+  # A temp directory per example, and the options of the example's store.
+  module Helpers
+    def tmp
+      @tmp ||= Dir.mktmpdir('libkv-spec')
+    end
+
+    def self.included(base)
+      base.after { FileUtils.rm_rf(@tmp) if @tmp }
+    end
+  end
+
+  # Everything an example group over one backend needs: `backend` is set by
+  # `LibKVTest.each_backend`.
+  module BackendContext
+    def store_options
+      @store_options ||= backend.fresh.call(tmp)
+    end
+
+    def broken_options
+      @broken_options ||= backend.broken.call(tmp)
+    end
+
+    def url
+      store_options[:url]
+    end
+
+    def auth
+      store_options[:auth]
+    end
+
+    # The Ruby API store of this example.
+    def open_store(options = store_options)
+      LibKV.open(options[:url], options[:auth], vardir: options[:vardir] || File.join(tmp, 'vardir'),
+                                                environment: 'production')
+    end
+  end
+
+  # Calls to libkv:: functions inside one rspec-puppet compilation.
+  module FunctionHelpers
+    # Calls libkv::<name>. rspec-puppet points Puppet[:vardir] at a new temp dir
+    # whenever it loads a function, so it is pinned to the example's own here.
+    def libkv(name, *args)
+      function = (@libkv_functions ||= {})[name] ||= find_function("libkv::#{name}")
+      raise "no function libkv::#{name}" unless function
+
+      Puppet[:vardir] = puppet_vardir
+      function.execute(*args)
+    end
+
+    def puppet_vardir
+      (respond_to?(:store_options) && store_options[:vardir]) || File.join(tmp, 'vardir')
+    end
+
+    # The options Hash that selects the example's store.
+    def opts(extra = {})
+      base = { 'url' => store_options[:url] }
+      base['auth'] = store_options[:auth] unless store_options[:auth].empty?
+      base.merge(extra)
+    end
+
+    def broken_opts(extra = {})
+      { 'url' => broken_options[:url], 'timeout' => 2 }.merge(extra)
+    end
+
+    def log_messages(level = nil)
+      @logs.select { |l| level.nil? || l.level == level }.map { |l| l.message.to_s }
+    end
+  end
+
+  # Defines one context per selected backend, with `backend` and its helpers.
+  def self.each_backend(group, &block)
+    backends.each do |b|
+      group.context("on the #{b.name} store", store: b.name) do
+        let(:backend) { b }
+        include BackendContext
+        instance_exec(b, &block)
+      end
+    end
+  end
+end
