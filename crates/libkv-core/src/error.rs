@@ -35,6 +35,9 @@ pub enum Error {
     #[error("cannot store the value of {key}: {reason}")]
     InvalidValue { key: String, reason: String },
 
+    #[error("previous for {op} {key} must be what atomic_get returned ({{'value' => ..., 'sequence' => Integer >= 0}}), or empty_value for an absent key")]
+    InvalidPrevious { op: &'static str, key: String },
+
     #[error("{0}")]
     InvalidArgument(String),
 
@@ -110,6 +113,7 @@ impl Error {
             Error::InvalidKey { .. }
             | Error::InvalidUrl { .. }
             | Error::InvalidValue { .. }
+            | Error::InvalidPrevious { .. }
             | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Conflict { .. } => ErrorKind::Conflict,
@@ -123,8 +127,10 @@ impl Error {
     /// The key this error is about, when it is about one.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Error::InvalidKey { key, .. }
-            | Error::InvalidValue { key, .. }
+            Error::InvalidKey { key, .. } => Some(key),
+            // Errors about the whole store (opening it) have an empty key.
+            Error::InvalidValue { key, .. }
+            | Error::InvalidPrevious { key, .. }
             | Error::Conflict { key, .. }
             | Error::Store { key, .. }
             | Error::Connection { key, .. }

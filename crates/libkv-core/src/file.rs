@@ -490,15 +490,20 @@ impl FileStore {
                 match unlinkat(dir, name, AtFlags::REMOVEDIR) {
                     Ok(()) => renameat(dir, temp, dir, name)
                         .map_err(|e| self.io(op, key, "cannot rename the temp file into place", e)),
-                    Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => Err(Error::Conflict {
-                        op,
-                        key: key.to_owned(),
-                        store: self.url.clone(),
-                        reason: format!(
-                            "keys exist below {key}, and the file store cannot keep a value at a \
-                             key that has keys below it; deletetree {key} or choose another key"
-                        ),
-                    }),
+                    Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => {
+                        let below = first_key_below(dir, name, key)
+                            .map_or_else(String::new, |k| format!(" (such as {k})"));
+                        Err(Error::Conflict {
+                            op,
+                            key: key.to_owned(),
+                            store: self.url.clone(),
+                            reason: format!(
+                                "keys exist below {key}{below}, and the file store cannot keep a \
+                                 value at a key that has keys below it; deletetree {key} or choose \
+                                 another key"
+                            ),
+                        })
+                    }
                     Err(e) => Err(self.io(op, key, "cannot replace a directory", e)),
                 }
             }
@@ -720,6 +725,37 @@ impl FileStore {
             Err(e) => Err(self.io(op, key.as_str(), "cannot delete", e)),
         }
     }
+}
+
+/// A key below the directory `name` in `dir`, to name in a conflict; best effort.
+fn first_key_below(dir: BorrowedFd<'_>, name: &str, key: &str) -> Option<String> {
+    let mut fd = openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut found = key.to_owned();
+    for _ in 0..MAX_TREE_DEPTH {
+        let entry = Dir::read_from(&fd)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find(|e| is_valid_component(e.file_name().to_bytes()))?;
+        let component = entry.file_name().to_str().ok()?.to_owned();
+        found.push('/');
+        found.push_str(&component);
+        match openat(
+            &fd,
+            component.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(sub) => fd = sub,
+            Err(_) => return Some(found),
+        }
+    }
+    None
 }
 
 /// A file's sequence: its modification time in nanoseconds, never 0.

@@ -134,7 +134,7 @@ fn a_key_cannot_sit_below_another_key() {
     let err = store.put(&k("/x"), b"above").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     let msg = err.to_string();
-    assert!(msg.contains("keys exist below /x"), "{msg}");
+    assert!(msg.contains("keys exist below /x (such as /x/y)"), "{msg}");
     let err = store.atomic_create(&k("/x"), b"above").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert_eq!(

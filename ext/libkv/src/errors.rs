@@ -43,6 +43,7 @@ pub fn to_ruby(ruby: &Ruby, e: CoreError) -> magnus::Error {
         CoreError::InvalidKey { .. } => &INVALID_KEY,
         CoreError::InvalidUrl { .. }
         | CoreError::InvalidValue { .. }
+        | CoreError::InvalidPrevious { .. }
         | CoreError::InvalidArgument(_) => &INVALID_ARGUMENT,
         CoreError::Unsupported { .. } => &UNSUPPORTED,
         CoreError::Conflict { .. } => &CONFLICT,

@@ -84,7 +84,7 @@ fn auth_from(ruby: &Ruby, hash: RHash) -> Result<Auth, Error> {
             (Some(s), _) => s.to_string()?,
             (_, Some(sym)) => sym.name()?.into_owned(),
             _ => {
-                refusal = Some("auth keys must be Strings".to_owned());
+                refusal = Some("auth keys must be Strings or Symbols".to_owned());
                 return Ok(ForEach::Stop);
             }
         };
@@ -156,7 +156,7 @@ fn versioned(ruby: &Ruby, v: Versioned, serialize: bool) -> Result<RHash, Error>
 /// The sequence in `previous`: the Hash atomic_get returned, or an Integer.
 fn previous_sequence(
     ruby: &Ruby,
-    op: &str,
+    op: &'static str,
     key: &Key,
     previous: magnus::Value,
 ) -> Result<u64, Error> {
@@ -168,12 +168,12 @@ fn previous_sequence(
     };
     match sequence.and_then(Integer::from_value).map(|i| i.to_u64()) {
         Some(Ok(seq)) => Ok(seq),
-        _ => Err(invalid_argument(
+        _ => Err(errors::to_ruby(
             ruby,
-            format!(
-                "previous for {op} {key} must be what atomic_get returned \
-                 ({{'value' => ..., 'sequence' => Integer >= 0}}), or empty_value for an absent key"
-            ),
+            CoreError::InvalidPrevious {
+                op,
+                key: key.to_string(),
+            },
         )),
     }
 }
