@@ -1,0 +1,275 @@
+# frozen_string_literal: true
+
+require 'spec_helper'
+require 'pathname'
+
+RSpec.describe 'LibKV.open' do
+  let(:root) { File.join(tmp, 'store') }
+
+  def open_legacy(**options)
+    options = { vardir: File.join(tmp, 'vardir'), environment: 'production' }.merge(options)
+    LibKV.open('legacy-simp6://', **options)
+  end
+
+  # The error LibKV.open raises, which must be a LibKV::InvalidArgumentError.
+  def open_refused(url, auth = {}, **options)
+    LibKV.open(url, auth, **options)
+  rescue LibKV::Error => e
+    expect(e).to be_a(LibKV::InvalidArgumentError), "#{url}: #{e.class}: #{e.message}"
+    e
+  else
+    raise RSpec::Expectations::ExpectationNotMetError, "LibKV.open(#{url.inspect}) did not raise"
+  end
+
+  describe 'the store class of each URL form' do
+    it 'mock:// is a LibKV::Mock' do
+      store = LibKV.open('mock://')
+      expect(store).to be_an_instance_of(LibKV::Mock)
+      expect(store.provider).to eq('mock')
+      expect(store.url).to eq('mock://')
+    end
+
+    it 'mock://NAME is a LibKV::Mock with that name in its URL' do
+      store = LibKV.open('mock://tests-1.a_b')
+      expect(store).to be_an_instance_of(LibKV::Mock)
+      expect(store.url).to eq('mock://tests-1.a_b')
+    end
+
+    it 'each mock:// store is new and empty, even with the same name, and lives as long as the object' do
+      one = LibKV.open('mock://same')
+      one.put('/k', 1)
+      two = LibKV.open('mock://same')
+      expect(two.get('/k')).to be_nil
+      expect(one.get('/k')).to eq(1)
+    end
+
+    it 'file:///ROOT is a LibKV::File' do
+      store = LibKV.open("file://#{root}")
+      expect(store).to be_an_instance_of(LibKV::File)
+      expect(store.provider).to eq('file')
+      expect(store.url).to eq("file://#{root}")
+      expect(store.info).to include('provider' => 'file', 'url' => "file://#{root}", 'root' => root)
+    end
+
+    it 'file://localhost/ROOT/ is a LibKV::File with the canonical URL' do
+      store = LibKV.open("file://localhost#{root}/")
+      expect(store).to be_an_instance_of(LibKV::File)
+      expect(store.url).to eq("file://#{root}")
+    end
+
+    it 'file:// decodes percent escapes in the root' do
+      store = LibKV.open("file://#{tmp}/my%20store")
+      expect(store.info['root']).to eq(File.join(tmp, 'my store'))
+      store.put('/k', 'v')
+      expect(File.read(File.join(tmp, 'my store', 'k'))).to eq('v')
+    end
+
+    it 'legacy-simp6:// is a LibKV::LegacySimp6, a subclass of LibKV::File' do
+      expect(LibKV::LegacySimp6.superclass).to eq(LibKV::File)
+      store = open_legacy
+      expect(store).to be_an_instance_of(LibKV::LegacySimp6)
+      expect(store).to be_a(LibKV::File)
+      expect(store.provider).to eq('legacy-simp6')
+      expect(store.url).to eq('legacy-simp6://')
+      expect(LibKV.open('legacy-simp6:///', vardir: tmp, environment: 'production')).to be_an_instance_of(LibKV::LegacySimp6)
+    end
+
+    it 'legacy-simp6:// takes vardir and environment as anything with to_s' do
+      store = LibKV.open('legacy-simp6://', vardir: Pathname(tmp), environment: :test)
+      expect(store.info['root']).to eq(File.join(tmp, 'simp', 'environments', 'test', 'simp_autofiles'))
+    end
+
+    it 'every store class is a LibKV::Store' do
+      [LibKV::Mock, LibKV::File, LibKV::LegacySimp6, LibKV::Consul, LibKV::Etcd].each do |c|
+        expect(c.ancestors).to include(LibKV::Store)
+      end
+    end
+
+    # The etcd and Consul stores are not implemented yet: their URLs parse, then
+    # open raises LibKV::UnsupportedError. The etcd and Consul issues replace these
+    # examples with ones that open the stores.
+    it 'etcd:// and etcd+ssl:// raise LibKV::UnsupportedError for now' do
+      ['etcd://127.0.0.1:2379/puppet', 'etcd+ssl://a:1,b:2/p', 'etcd://[::1]:2379'].each do |url|
+        expect { LibKV.open(url) }.to raise_error(LibKV::UnsupportedError, /etcd/)
+      end
+    end
+
+    it 'consul:// and its +ssl forms raise LibKV::UnsupportedError for now' do
+      %w[consul://127.0.0.1:8500/puppet consul+ssl://h/p consul+ssl+verify://h/p
+         consul+ssl+noverify://h:1/p].each do |url|
+        expect { LibKV.open(url) }.to raise_error(LibKV::UnsupportedError, /consul/)
+      end
+    end
+  end
+
+  describe 'malformed URLs' do
+    {
+      'no-scheme' => /no ':\/\/'/,
+      '/var/lib/libkv' => /no ':\/\/'/,
+      'ftp://host/x' => /unknown scheme "ftp"/,
+      'mock://a/b' => /no path/,
+      'mock://a b' => /NAME uses only/,
+      'file://' => /absolute root/,
+      'file:///' => /'\/' cannot be a store root/,
+      'file://host/x' => /on this machine/,
+      'file:///a/../b' => /'\.' or '\.\.' components/,
+      'file:///a/./b' => /'\.' or '\.\.' components/,
+      'file:///a%zz' => /percent escape/,
+      'file:///a%2' => /percent escape/,
+      'file:///a%00b' => /NUL/,
+      'legacy-simp6://host' => /takes no host or path/,
+      'legacy-simp6:///var' => /takes no host or path/,
+      'consul://h:0/p' => /bad port/,
+      'consul://h:99999/p' => /bad port/,
+      'consul://h:x/p' => /bad port/,
+      'consul:///p' => /names no HOST/,
+      'consul://h/a b' => /bad PREFIX/,
+      'consul://h/a//b' => /bad PREFIX/,
+      'etcd://' => /names no HOST/,
+      'etcd://a:1,,b:2/p' => /names no HOST/,
+      'etcd://[::1/p' => /unclosed '\['/,
+      'etcd://h!/p' => /bad host/,
+      'mock://?x=1' => /query strings/,
+      'file:///srv/kv#frag' => /query strings and fragments/
+    }.each do |url, why|
+      it "#{url.inspect} raises LibKV::InvalidArgumentError saying why" do
+        e = open_refused(url)
+        expect(e.message).to match(why)
+        expect(e.message).to include('invalid store URL')
+        expect(e.key).to be_nil
+      end
+    end
+
+    it 'refuses a URL with user:password@ without printing the password' do
+      ['consul://admin:hunter2@127.0.0.1:8500/p', 'etcd://root:hunter2@h/p', 'file://u:hunter2@/srv/kv',
+       'mock://x:hunter2@'].each do |url|
+        e = open_refused(url)
+        expect(e.message).to include('credentials do not belong in the URL')
+        expect(e.message).not_to include('hunter2')
+        expect(e.message).to include('***')
+        expect(e.full_message).not_to include('hunter2')
+      end
+    end
+
+    it 'refuses a URL with a query string without printing it' do
+      e = open_refused('consul://h/p?token=hunter2')
+      expect(e.message).not_to include('hunter2')
+    end
+
+    it 'raises TypeError for a url that is not a String' do
+      [nil, :'mock://', 1].each do |url|
+        expect { LibKV.open(url) }.to raise_error(TypeError, /url must be a String/)
+      end
+    end
+  end
+
+  describe 'auth' do
+    it 'refuses unknown auth keys naming the key but never the value' do
+      [{ 'pasword' => 'hunter2' }, { pasword: 'hunter2' }].each do |auth|
+        e = open_refused('mock://', auth)
+        expect(e.message).to include('pasword')
+        expect(e.message).not_to include('hunter2')
+      end
+    end
+
+    it 'refuses auth settings the store does not use, naming the setting but never the value' do
+      e = open_refused('mock://', { 'password' => 'hunter2' })
+      expect(e.message).to include('password')
+      expect(e.message).not_to include('hunter2')
+      e = open_refused("file://#{root}", { token: 'hunter2' })
+      expect(e.message).to include('token')
+      expect(e.message).not_to include('hunter2')
+      expect(File.exist?(root)).to be(false)
+    end
+
+    it 'refuses non-String auth values naming the setting, never the value' do
+      [{ 'password' => 73_218_924 }, { token: :hunter2 }, { 'username' => ['hunter2'] },
+       { 'ca_file' => nil }].each do |auth|
+        e = open_refused('mock://', auth)
+        name = auth.keys.first.to_s
+        expect(e.message).to include(name).and include('must be a String')
+        expect(e.message).not_to include(auth.values.first.inspect.delete('[]:"'))
+      end
+    end
+
+    it 'refuses auth keys that are neither Strings nor Symbols' do
+      e = open_refused('mock://', { 1 => 'hunter2' })
+      expect(e.message).not_to include('hunter2')
+    end
+
+    it 'raises TypeError for auth that is not a Hash' do
+      expect { LibKV.open('mock://', 'token') }.to raise_error(TypeError, /auth must be a Hash/)
+      expect { LibKV.open('mock://', nil) }.to raise_error(TypeError, /auth must be a Hash/)
+    end
+  end
+
+  describe 'timeout' do
+    it 'accepts a positive number of seconds' do
+      [1, 0.5, 2.5, Rational(1, 2), 3600].each do |t|
+        expect(LibKV.open('mock://', timeout: t)).to be_a(LibKV::Mock)
+      end
+    end
+
+    it 'refuses 0, -1, NaN, Infinity and more than an hour with LibKV::InvalidArgumentError' do
+      [0, -1, 0.0, -0.5, Float::NAN, Float::INFINITY, 3601].each do |t|
+        e = open_refused('mock://', timeout: t)
+        expect(e.message).to include('timeout')
+      end
+    end
+
+    it "refuses a timeout that is not a number ('x', nil) with TypeError" do
+      ['x', nil, '5'].each do |t|
+        expect { LibKV.open('mock://', timeout: t) }.to raise_error(TypeError, /timeout/)
+      end
+    end
+  end
+
+  describe 'legacy-simp6:// options' do
+    it 'raises a clear error without vardir or environment' do
+      [{}, { vardir: tmp }, { environment: 'production' }].each do |options|
+        e = open_refused('legacy-simp6://', **options)
+        expect(e.message).to include('vardir').and include('environment')
+      end
+    end
+
+    it 'refuses a relative vardir' do
+      e = open_refused('legacy-simp6://', vardir: 'relative/dir', environment: 'production')
+      expect(e.message).to include('vardir must be an absolute path')
+    end
+
+    it 'refuses an environment that is not a Puppet environment name' do
+      ['../etc', '', 'a/b', 'prod-1'].each do |env|
+        e = open_refused('legacy-simp6://', vardir: tmp, environment: env)
+        expect(e.message).to include('environment')
+      end
+    end
+  end
+
+  describe 'the store classes' do
+    it 'cannot be instantiated with new (the allocator is undefined)' do
+      [LibKV::Store, LibKV::Mock, LibKV::File, LibKV::LegacySimp6, LibKV::Consul, LibKV::Etcd].each do |c|
+        expect { c.new }.to raise_error(TypeError, /allocator undefined/)
+      end
+      expect { LibKV::Mock.allocate }.to raise_error(TypeError)
+    end
+  end
+
+  describe 'LibKV.empty_value' do
+    it 'is {"value" => nil, "sequence" => 0}, a new Hash each time' do
+      expect(LibKV.empty_value).to eq('value' => nil, 'sequence' => 0)
+      expect(LibKV.empty_value.keys).to eq(%w[value sequence])
+      LibKV.empty_value['sequence'] = 1
+      expect(LibKV.empty_value).to eq('value' => nil, 'sequence' => 0)
+      expect(LibKV.empty_value).not_to be(LibKV.empty_value)
+    end
+  end
+
+  describe '#inspect' do
+    it 'shows the class and the URL' do
+      expect(LibKV.open('mock://name').inspect).to eq('#<LibKV::Mock mock://name>')
+      expect(LibKV.open("file://#{root}").inspect).to eq("#<LibKV::File file://#{root}>")
+      expect(open_legacy.inspect).to eq('#<LibKV::LegacySimp6 legacy-simp6://>')
+      expect(LibKV.open('mock://name').to_s).to eq('#<LibKV::Mock mock://name>')
+    end
+  end
+end
