@@ -1,7 +1,8 @@
 # frozen_string_literal: true
 
 # Specs of the Puppet functions, with rspec-puppet, through the real extension.
-# The repository root is the module: spec/fixtures/modules/libkv links to it.
+# The repository root is the module: a temp modulepath links to it as libkv (kept
+# outside spec/, where rspec would follow the link and load every spec twice).
 
 require_relative 'spec_helper'
 require 'rspec-puppet'
@@ -9,11 +10,9 @@ require 'puppet/test/test_helper'
 
 Dir[File.join(__dir__, 'shared', '*.rb')].sort.each { |f| require f }
 
-root = File.expand_path('..', __dir__)
-modules = File.join(__dir__, 'fixtures', 'modules')
-FileUtils.mkdir_p(modules)
-link = File.join(modules, 'libkv')
-File.symlink(root, link) unless File.symlink?(link)
+modules = Dir.mktmpdir('libkv-modules')
+File.symlink(File.expand_path('..', __dir__), File.join(modules, 'libkv'))
+at_exit { FileUtils.rm_rf(modules) }
 
 RSpec.configure do |c|
   c.module_path = modules
