@@ -52,6 +52,24 @@ RSpec.describe 'libkv::put' do
     end
   end
 
+  context 'with auth settings the store does not use' do
+    include LibKVTest::Helpers
+
+    it 'refuses them, naming the setting and never its value' do
+      libkv('pop_error')
+      secret = Puppet::Pops::Types::PSensitiveType::Sensitive.new('s3cret-token')
+      [{ 'url' => 'mock://', 'auth' => { 'token' => secret } },
+       { 'url' => "file://#{tmp}/store", 'auth' => { 'password' => 's3cret-token' } }].each do |options|
+        expect { libkv('put', '/k', 'v', options.merge('softfail' => true)) }.to raise_error(ArgumentError) { |e|
+          expect(e.message).to match(/takes no auth settings, but "(token|password)" was given/)
+          expect(e.message).not_to include('s3cret-token')
+        }
+      end
+      expect(log_messages.join).not_to include('s3cret-token')
+      expect(libkv('pop_error')).to be_nil
+    end
+  end
+
   context 'with Hiera defaults' do
     let(:hiera_config) { File.expand_path('../../fixtures-static/hiera/hiera.yaml', __dir__) }
 
