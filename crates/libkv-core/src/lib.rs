@@ -13,9 +13,11 @@
 
 pub mod codec;
 pub mod error;
+pub mod etcd;
 pub mod file;
 pub mod key;
 pub mod mock;
+mod runtime;
 pub mod store;
 pub mod url;
 pub mod value;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::etcd::EtcdStore;
 use crate::file::FileStore;
 use crate::key::Key;
 use crate::mock::MockStore;
@@ -256,7 +257,12 @@ pub fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
                 options.timeout,
             )))
         }
-        StoreUrl::Consul { .. } | StoreUrl::Etcd { .. } => Err(Error::Unsupported {
+        StoreUrl::Etcd { .. } => Ok(Arc::new(EtcdStore::open(
+            &parsed,
+            &options.auth,
+            options.timeout,
+        )?)),
+        StoreUrl::Consul { .. } => Err(Error::Unsupported {
             op: "open",
             provider: parsed.provider(),
         }),

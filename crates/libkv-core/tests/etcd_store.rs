@@ -1,0 +1,239 @@
+//! The conformance suite on a real etcd, and what only the etcd store promises:
+//! keys under the prefix, sequences that are mod_revisions, bounded waits when etcd
+//! is down or silent, and a client made again once etcd is back.
+
+mod common;
+mod etcd;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{d, k};
+use libkv_core::{open, Auth, ErrorKind, OpenOptions, Store};
+
+fn open_url(url: &str, timeout: Duration) -> Arc<dyn Store> {
+    open(
+        url,
+        &OpenOptions {
+            timeout,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn etcd_store() -> (Arc<dyn Store>, ()) {
+    let url = etcd::shared().url(&etcd::unique_prefix());
+    (open_url(&url, Duration::from_secs(5)), ())
+}
+
+conformance_tests!(etcd_store());
+
+#[test]
+fn keys_live_under_the_prefix() {
+    let prefix = etcd::unique_prefix();
+    let store = open_url(&etcd::shared().url(&prefix), Duration::from_secs(5));
+    store.put(&k("/app/port"), b"8080").unwrap();
+    let root = open_url(&etcd::shared().url(""), Duration::from_secs(5));
+    let full = format!("{prefix}/app/port");
+    assert_eq!(root.get(&k(&full)).unwrap().as_deref(), Some(&b"8080"[..]));
+    // Another prefix sharing the first characters is a different store.
+    let sibling = open_url(
+        &etcd::shared().url(&format!("{prefix}x")),
+        Duration::from_secs(5),
+    );
+    assert!(sibling.list(&d("/")).unwrap().is_empty());
+    assert_eq!(
+        store.list(&d("/")).unwrap(),
+        vec![("app/port".to_owned(), b"8080".to_vec())]
+    );
+    assert_eq!(store.url(), etcd::shared().url(&prefix));
+}
+
+#[test]
+fn sequences_are_store_wide_revisions() {
+    let (store, _) = etcd_store();
+    store.put(&k("/a"), b"1").unwrap();
+    let a = common::sequence(&*store, "/a");
+    store.put(&k("/b"), b"1").unwrap();
+    let b = common::sequence(&*store, "/b");
+    assert!(b > a, "etcd's revision is store-wide: {b} > {a}");
+    // atomic_create is a transaction too: it fails without touching the key.
+    assert!(!store.atomic_create(&k("/a"), b"2").unwrap());
+    assert_eq!(common::sequence(&*store, "/a"), a);
+}
+
+#[test]
+fn keys_below_keys_are_allowed() {
+    let (store, _) = etcd_store();
+    store.put(&k("/a"), b"parent").unwrap();
+    store.put(&k("/a/b"), b"child").unwrap();
+    assert_eq!(
+        store.get(&k("/a")).unwrap().as_deref(),
+        Some(&b"parent"[..])
+    );
+    assert_eq!(
+        store.list(&d("/a")).unwrap(),
+        vec![("b".to_owned(), b"child".to_vec())]
+    );
+}
+
+#[test]
+fn info_reports_the_cluster() {
+    let (store, _) = etcd_store();
+    let info = format!("{:?}", store.info().unwrap());
+    for field in [
+        "\"provider\"",
+        "\"etcd\"",
+        "\"cluster_id\"",
+        "\"member_id\"",
+        "\"version\"",
+        "String(\"3.",
+    ] {
+        assert!(info.contains(field), "{field} in {info}");
+    }
+}
+
+#[test]
+fn an_unreachable_etcd_fails_within_the_timeout_naming_the_endpoint() {
+    let port = etcd::free_port();
+    let store = open_url(
+        &format!("etcd://127.0.0.1:{port}/x"),
+        Duration::from_secs(1),
+    );
+    for _ in 0..2 {
+        let started = Instant::now();
+        let err = store.get(&k("/key")).unwrap_err();
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        assert!(
+            matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+        assert!(msg.contains("get /key"), "{msg}");
+    }
+}
+
+#[test]
+fn a_silent_etcd_times_out() {
+    // Accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let store = open_url(
+        &format!("etcd://127.0.0.1:{port}/x"),
+        Duration::from_millis(700),
+    );
+    let started = Instant::now();
+    let err = store.put(&k("/key"), b"v").unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert!(err.to_string().contains("timed out after 0.7s"), "{err}");
+    assert!(
+        waited >= Duration::from_millis(700) && waited < Duration::from_millis(1700),
+        "{waited:?}"
+    );
+    drop(silent);
+}
+
+#[test]
+fn the_same_store_works_again_after_etcd_restarts() {
+    let (server, pid) = etcd::start(etcd::data_dir("restart"));
+    let store = open_url(&server.url("/r"), Duration::from_secs(1));
+    store.put(&k("/before"), b"1").unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Until etcd has gone, calls may still succeed; once gone, each fails in time.
+    loop {
+        let started = Instant::now();
+        match store.get(&k("/before")) {
+            Ok(_) => assert!(Instant::now() < deadline, "etcd did not stop"),
+            Err(err) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(2),
+                    "{:?}",
+                    started.elapsed()
+                );
+                assert!(
+                    matches!(err.kind(), ErrorKind::Connection | ErrorKind::Timeout),
+                    "{err}"
+                );
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.run();
+    assert_eq!(
+        store.get(&k("/before")).unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    store.put(&k("/after"), b"2").unwrap();
+}
+
+#[test]
+fn auth_settings_are_checked_when_opened() {
+    let url = etcd::shared().url("/x");
+    let open_with = |url: &str, pairs: &[(&str, &str)]| {
+        let auth = Auth::new(pairs.iter().copied()).unwrap();
+        open(
+            url,
+            &OpenOptions {
+                auth,
+                ..OpenOptions::default()
+            },
+        )
+        .err()
+        .map(|e| e.to_string())
+    };
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
+        (&url, &[("username", "root")], "no password"),
+        (&url, &[("password", "s3cret")], "no username"),
+        (
+            &url,
+            &[("ca_file", "/etc/ssl/ca.pem")],
+            "use an etcd+ssl:// URL",
+        ),
+        (
+            &url,
+            &[("token", "s3cret")],
+            "does not use the auth setting \"token\"",
+        ),
+        (
+            "etcd+ssl://127.0.0.1:2379/x",
+            &[("cert_file", "/c.pem")],
+            "both cert_file and key_file",
+        ),
+    ];
+    for (url, pairs, why) in cases {
+        let msg = open_with(url, pairs).expect(why);
+        assert!(msg.contains(why), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+    }
+}
+
+#[test]
+fn an_unreadable_tls_file_is_named_without_its_contents() {
+    let store = open(
+        "etcd+ssl://127.0.0.1:1/x",
+        &OpenOptions {
+            auth: Auth::new([("ca_file", "/nonexistent/ca.pem")]).unwrap(),
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let err = store.get(&k("/key")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        err.to_string()
+            .contains("cannot read ca_file /nonexistent/ca.pem"),
+        "{err}"
+    );
+}
