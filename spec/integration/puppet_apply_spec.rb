@@ -6,6 +6,7 @@ require 'open3'
 # The examples under a real `puppet apply`, through the module and the extension.
 RSpec.describe 'puppet apply' do
   root = File.expand_path('../..', __dir__)
+  etcd = LibKVTest.backends.any? { |b| b.provider == 'etcd' }
 
   # A modulepath holding this repository as the module libkv.
   def modulepath(root)
@@ -41,14 +42,31 @@ RSpec.describe 'puppet apply' do
     expect(out).to include('this example has run 2 time(s) against this store')
   end
 
-  it 'counts exactly when several puppet apply processes race atomic_put on one file-store key' do
-    url = "file://#{tmp}/store"
-    processes = 4
-    increments = 15
-    env = { 'FACTER_libkv_url' => url, 'FACTER_libkv_increments' => increments.to_s }
-    modulepath(root)
-    runs = Array.new(processes) { Thread.new { puppet_apply(root, 'counter.pp', env) } }.map(&:value)
-    runs.each { |_out, err, status| expect(status).to be_success, err }
-    expect(LibKV.open(url).get('/libkv_example/counter')).to eq(processes * increments)
+  it 'runs examples/basic.pp against etcd, storing and reading through it', if: etcd do
+    url = LibKVTest::Etcd.server(:plain).url(LibKVTest::Etcd.unique_prefix)
+    out, err, status = puppet_apply(root, 'basic.pp', 'FACTER_libkv_url' => url)
+    expect(status).to be_success, err
+    expect(out).to include('stored and read back /libkv_example/servers = [web01, web02] (Array[')
+    expect(out).to include('the store: {provider => etcd')
+    store = LibKV.open(url)
+    expect(store.get('/libkv_example/port')).to eq(8080)
+    expect(store.get('/libkv_example/runs')).to eq(1)
+  end
+
+  {
+    'file' => ->(tmp) { "file://#{tmp}/store" },
+    'etcd' => ->(_tmp) { LibKVTest::Etcd.server(:plain).url(LibKVTest::Etcd.unique_prefix) },
+  }.each do |store_name, make_url|
+    it "counts exactly when several puppet apply processes race atomic_put on one #{store_name} key",
+       if: store_name != 'etcd' || etcd do
+      url = make_url.call(tmp)
+      processes = 4
+      increments = 15
+      env = { 'FACTER_libkv_url' => url, 'FACTER_libkv_increments' => increments.to_s }
+      modulepath(root)
+      runs = Array.new(processes) { Thread.new { puppet_apply(root, 'counter.pp', env) } }.map(&:value)
+      runs.each { |_out, err, status| expect(status).to be_success, err }
+      expect(LibKV.open(url).get('/libkv_example/counter')).to eq(processes * increments)
+    end
   end
 end

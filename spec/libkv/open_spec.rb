@@ -85,15 +85,21 @@ RSpec.describe 'LibKV.open' do
       end
     end
 
-    # The etcd and Consul stores are not implemented yet: their URLs parse, then
-    # open raises LibKV::UnsupportedError. The etcd and Consul issues replace these
-    # examples with ones that open the stores.
-    it 'etcd:// and etcd+ssl:// raise LibKV::UnsupportedError for now' do
-      ['etcd://127.0.0.1:2379/puppet', 'etcd+ssl://a:1,b:2/p', 'etcd://[::1]:2379'].each do |url|
-        expect { LibKV.open(url) }.to raise_error(LibKV::UnsupportedError, /etcd/)
+    it 'etcd:// and etcd+ssl:// open a LibKV::Etcd without connecting, in canonical form' do
+      {
+        'etcd://127.0.0.1:2379/puppet' => 'etcd://127.0.0.1:2379/puppet',
+        'etcd+ssl://a:1,b:2/p/' => 'etcd+ssl://a:1,b:2/p',
+        'etcd://[::1]' => 'etcd://[::1]:2379',
+      }.each do |url, canonical|
+        store = LibKV.open(url)
+        expect(store).to be_an_instance_of(LibKV::Etcd)
+        expect(store.provider).to eq('etcd')
+        expect(store.url).to eq(canonical)
       end
     end
 
+    # The Consul store is not implemented yet: its URLs parse, then open raises
+    # LibKV::UnsupportedError. The Consul issue replaces this example.
     it 'consul:// and its +ssl forms raise LibKV::UnsupportedError for now' do
       %w[consul://127.0.0.1:8500/puppet consul+ssl://h/p consul+ssl+verify://h/p
          consul+ssl+noverify://h:1/p].each do |url|

@@ -125,13 +125,17 @@ RSpec.shared_examples 'a libkv key function on a failing store' do |name|
     expect(warning).to include('softfail: returning'), log_messages.inspect
     message = libkv('pop_error')
     expect(message).to start_with("libkv::#{name} with key '#{key}': ").or start_with("libkv::#{name}: ")
-    expect(message).to include(key).and include(broken_options[:url].sub(%r{\Alegacy-simp6://\z}, 'legacy-simp6'))
+    expect(message).to include(key).and include(broken_options[:url]).and match(backend.failure)
+    broken_options[:auth].values_at('password', 'token').compact.each do |secret|
+      expect(message).not_to include(secret)
+      expect(log_messages.join("\n")).not_to include(secret)
+    end
     expect(libkv('pop_error')).to be_nil
   end
 
   it 'without softfail fails the catalog, naming the function, key and store' do
     expect { libkv(name, *spec[:args].call(key), broken_opts) }
-      .to raise_error(Puppet::Error, /\Alibkv::#{name}.*#{Regexp.escape(key)}.*cannot use/)
+      .to raise_error(Puppet::Error, /\Alibkv::#{name}.*#{Regexp.escape(key)}.*#{backend.failure}/)
   end
 
   it 'in the named form with softfail returns the safe value' do

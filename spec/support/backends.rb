@@ -3,16 +3,20 @@
 # The stores the specs run against. Each backend gives, for a temp directory, the
 # options of a fresh empty store, and (when the store can fail) of a broken one.
 # LIBKV_TEST_STORES=mock,file selects some; by default all run.
+require_relative 'etcd'
+
 module LibKVTest
-  Backend = Struct.new(:name, :fresh, :broken)
+  # +provider+ is what the store calls itself; +failure+ matches the message of a
+  # call on the broken store.
+  Backend = Struct.new(:name, :provider, :fresh, :broken, :failure)
 
   @backends = {}
 
   class << self
     # @param fresh [Proc] tmp -> { url:, auth:, vardir: } of a new, empty store
     # @param broken [Proc, nil] tmp -> the same for a store whose every call fails
-    def register(name, fresh:, broken: nil)
-      @backends[name] = Backend.new(name, fresh, broken)
+    def register(name, fresh:, provider: name, broken: nil, failure: nil)
+      @backends[name] = Backend.new(name, provider, fresh, broken, failure)
     end
 
     def backends
@@ -33,12 +37,30 @@ module LibKVTest
            broken: lambda { |tmp|
              File.write(File.join(tmp, 'a-file'), '')
              { url: "file://#{tmp}/a-file/store", auth: {} }
-           })
+           },
+           failure: /cannot use/)
 
   register('legacy-simp6',
            fresh: ->(tmp) { { url: 'legacy-simp6://', auth: {}, vardir: File.join(tmp, 'vardir') } },
            broken: lambda { |tmp|
              File.write(File.join(tmp, 'vardir'), '')
              { url: 'legacy-simp6://', auth: {}, vardir: File.join(tmp, 'vardir') }
-           })
+           },
+           failure: /cannot use/)
+
+  # etcd, plain, over TLS, with client certificates, and with a password; a broken
+  # one is a port nothing listens on, with the same auth settings.
+  { 'etcd' => :plain, 'etcd-tls' => :tls, 'etcd-mtls' => :mtls, 'etcd-auth' => :auth }.each do |name, kind|
+    register(name,
+             provider: 'etcd',
+             fresh: lambda { |_tmp|
+               server = Etcd.server(kind)
+               { url: server.url(Etcd.unique_prefix), auth: server.auth }
+             },
+             broken: lambda { |_tmp|
+               scheme = %i[tls mtls].include?(kind) ? 'etcd+ssl' : 'etcd'
+               { url: "#{scheme}://127.0.0.1:#{Etcd.free_port}/spec", auth: Etcd.auth_for(kind) }
+             },
+             failure: /cannot reach the store/)
+  end
 end

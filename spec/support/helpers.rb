@@ -62,7 +62,9 @@ module LibKVTest
     end
 
     def broken_opts(extra = {})
-      { 'url' => broken_options[:url], 'timeout' => 2 }.merge(extra)
+      base = { 'url' => broken_options[:url], 'timeout' => 2 }
+      base['auth'] = broken_options[:auth] unless broken_options[:auth].empty?
+      base.merge(extra)
     end
 
     def log_messages(level = nil)

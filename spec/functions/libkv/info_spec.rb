@@ -6,7 +6,7 @@ RSpec.describe 'libkv::info' do
   LibKVTest.each_backend(self) do |backend|
     it 'describes the store: its provider and URL' do
       info = libkv('info', opts)
-      expect(info).to include('provider' => backend.name)
+      expect(info).to include('provider' => backend.provider)
       expect(info['url']).to eq(store_options[:url])
     end
 

@@ -4,8 +4,8 @@ require 'spec_helper_puppet'
 
 RSpec.describe 'libkv::provider' do
   LibKVTest.each_backend(self) do |backend|
-    it "is '#{backend.name}'" do
-      expect(libkv('provider', opts)).to eq(backend.name)
+    it "is '#{backend.provider}'" do
+      expect(libkv('provider', opts)).to eq(backend.provider)
     end
   end
 
