@@ -1,0 +1,311 @@
+//! `consul-double`: a **test double** for Consul's KV HTTP API. It is *not* Consul.
+//!
+//! It exists so that libkv's tests can exercise a Consul client (the Consul
+//! store of `libkv-core`) on a machine where no Consul can be installed. It
+//! keeps everything in memory, serves one "datacenter" from one process, and
+//! answers on `127.0.0.1` (or wherever [`start`] is told to listen) over
+//! HTTP/1.1 with keep-alive, optionally over TLS (rustls with the `ring`
+//! provider, ALPN `http/1.1` only) and optionally requiring a client
+//! certificate.
+//!
+//! # What it implements (Consul HTTP API v1)
+//!
+//! * `GET /v1/kv/<key>`, with `?raw`, `?recurse`, `?keys` (with
+//!   `&separator=`, also Consul's historic spelling `&seperator=`), and
+//!   `?pretty`; `?consistent`, `?stale`, `?index=`, `?wait=` are checked the
+//!   way Consul checks them (`?stale` with `?consistent` is a 400, a `wait`
+//!   that is not a Go duration such as `5` without a unit is a 400, an
+//!   `index` that is not a number is a 400) and then ignored: **blocking
+//!   queries answer at once**, whatever `index` and `wait` say.
+//! * `PUT /v1/kv/<key>` with `?cas=` and `?flags=`; the 512 KiB value limit
+//!   (Consul's default `kv_max_value_size`, 524288 bytes) answered with 413.
+//! * `DELETE /v1/kv/<key>` with `?recurse` and `?cas=`.
+//! * `PUT /v1/txn` with **KV operations only** (see
+//!   [Transactions](#transactions)).
+//! * `?dc=`: the configured datacenter (or none) is served; any other one is
+//!   answered 500 `No path to datacenter`, as Consul answers for a
+//!   datacenter it does not know.
+//! * ACL tokens: when [`Config::acl_token`] is set, every known endpoint
+//!   (KV, `txn`, `agent/self`, `status/*`) requires exactly that token,
+//!   taken (in Consul's order) from `?token=`, the `X-Consul-Token` header,
+//!   or `Authorization: Bearer <token>`. No token: 403 `Permission denied:
+//!   anonymous token lacks permission ...`; another token: 403 `ACL not
+//!   found`.
+//! * `GET /v1/agent/self` (a small subset of Consul's answer, see
+//!   [`CONSUL_VERSION`]), `GET /v1/status/leader` (`"127.0.0.1:8300"`) and
+//!   `GET /v1/status/peers` (`["127.0.0.1:8300"]`).
+//! * Consul's HTTP framing: `X-Consul-Index`, `X-Consul-KnownLeader: true`
+//!   and `X-Consul-LastContact: 0` on **every** response (real Consul only
+//!   sends them on reads); a store-wide raft index that starts at 10 and
+//!   grows by one on every write that changed something. A single-key `GET`
+//!   of a present key carries that key's `ModifyIndex` (as Consul does);
+//!   every other response carries the store-wide index.
+//! * The path handling of Go's `http.ServeMux` that Consul inherits: a path
+//!   that is not clean (`//`, `/./`, `/../`, after percent-decoding) is
+//!   answered `301 Moved Permanently` to the cleaned path, and `/v1/kv` to
+//!   `/v1/kv/`. So a client that builds `/v1/kv//key` is caught here, as
+//!   it would be against Consul. Unknown paths are 404 with an empty body;
+//!   a known path with another method is 405 with an `Allow` header and
+//!   `OPTIONS` on a known path is 200 with `Allow`, as Consul answers.
+//!
+//! # Transactions
+//!
+//! `PUT /v1/txn` takes a JSON array of `{"KV": {"Verb", "Key", "Value",
+//! "Flags", "Index", "Session"}}` operations, read as Consul's Go decoder
+//! reads them (member names in any case, unknown members ignored, `Value`
+//! base64 or null, `Session` ignored), and applies them as Consul's
+//! `Txn.Apply` does:
+//!
+//! * Verbs `set`, `cas` (`Index` 0: only if absent), `get` (fails if
+//!   absent), `get-or-empty`, `get-tree`, `check-index`, `check-not-exists`,
+//!   `delete`, `delete-tree`, `delete-cas` (an index that does not match
+//!   fails the transaction, `failed to delete key "k", index is stale`; an
+//!   absent key is nothing to delete). Another verb fails its operation
+//!   (`unknown KV verb "x"`), as in Consul; an empty `Key` fails every verb
+//!   but `delete-tree` (`Must provide key`) before anything runs.
+//! * All or nothing, under the store's lock: each operation sees the ones
+//!   before it; if any fails, nothing is kept and the answer is `409` with
+//!   `{"Results":null,"Errors":[{"OpIndex":i,"What":"..."}, ...]}`, every
+//!   failed operation listed with Consul's message. Otherwise `200` with
+//!   `{"Results":[{"KV":{...}}, ...],"Errors":null}`: `get`,
+//!   `get-or-empty` and `get-tree` give their entries with values; `set`,
+//!   `cas` and `check-index` give the entry with `"Value":null`; deletes
+//!   and `check-not-exists` give nothing (so `"Results":[]` is possible).
+//! * All the writes of a transaction share one new index: the store index
+//!   grows by one for the whole transaction if it changed anything.
+//! * Limits, answered 413 as by Consul: the body is at most 512 KiB
+//!   (Consul's default `txn_max_req_len`), at most [`MAX_TXN_OPS`] (128)
+//!   operations, each value at most [`MAX_VALUE_SIZE`]. A body that is not
+//!   JSON (or not of the right shape) is a 400 `Failed to parse body: ...`.
+//! * A transaction without writes takes the read options (`?stale` with
+//!   `?consistent` is a 400, ...); every transaction takes `?dc=` and the
+//!   token. With ACLs on, a transaction without the right token is a 403
+//!   as everywhere in the double. Real Consul answers an unknown token 403
+//!   `ACL not found` too, but for a known token (the anonymous one
+//!   included) fails each operation it may not do, with a 409, and silently
+//!   drops the `get` results it may not read.
+//! * Not implemented, answered 400: `Node`, `Service`, `Check` and
+//!   `Session` operations (and an element without a `KV` member, which
+//!   Consul would skip), and the session verbs `lock`, `unlock`,
+//!   `check-session`.
+//! * Unlike recent Consul, a `set` that changes nothing still moves the
+//!   entry's `ModifyIndex` (as `PUT /v1/kv` does in the double).
+//!
+//! # What it leaves out
+//!
+//! Sessions and locks (`?acquire`, `?release` are answered 400 and
+//! `LockIndex` is always 0), real blocking queries, the non-KV operations
+//! of transactions, every endpoint not listed above (catalog, health, ...),
+//! ACL policies and rules (one token can do everything; real Consul may
+//! instead filter list results, answering 404 rather than 403), namespaces
+//! and partitions, HTTP/2, gzip, persistence, more than one node. Keys must
+//! be valid UTF-8 after percent-decoding (Consul takes any bytes): others
+//! are answered 400.
+//!
+//! # Use
+//!
+//! ```no_run
+//! let server = consul_double::start(
+//!     consul_double::Config::default(),
+//!     "127.0.0.1:0".parse().unwrap(),
+//! )?;
+//! let url = format!("http://{}/v1/kv/some/key", server.addr());
+//! # let _ = url;
+//! server.shutdown();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! The `consul-double` binary is a thin command line over [`start`].
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+
+mod api;
+mod store;
+mod tls;
+mod txn;
+
+/// The Consul version the double claims to be in `GET /v1/agent/self`.
+///
+/// This is the double's own choice, a realistic recent Consul release; the
+/// double does not behave differently for any version.
+pub const CONSUL_VERSION: &str = "1.20.0";
+
+/// Consul's default `kv_max_value_size`: the largest value a `PUT` may carry.
+/// It is also the largest body `PUT /v1/txn` takes (Consul's default
+/// `txn_max_req_len` is the same 512 KiB).
+pub const MAX_VALUE_SIZE: usize = 512 * 1024;
+
+/// The most operations `PUT /v1/txn` takes: Consul's `maxTxnOps`, 128
+/// since Consul 1.14 (64 before).
+pub const MAX_TXN_OPS: usize = txn::MAX_TXN_OPS;
+
+/// How the double serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The datacenter the double is (`dc1` by default); `?dc=` naming
+    /// another one is answered 500 `No path to datacenter`.
+    pub datacenter: String,
+    /// When set, every request to a known endpoint must present this token.
+    pub acl_token: Option<String>,
+    /// When set, the double serves HTTPS only.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            datacenter: "dc1".to_owned(),
+            acl_token: None,
+            tls: None,
+        }
+    }
+}
+
+/// TLS for the double: PEM files read once by [`start`].
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM, leaf first.
+    pub cert_file: PathBuf,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// When set, a client must present a certificate signed by one of the
+    /// CA certificates in this PEM file, or the TLS handshake fails.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// A running double. [`Server::shutdown`] or dropping it stops it and frees
+/// its port (open connections are closed).
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The address the double listens on (with the port it was given).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The port the double listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Stops the double and waits until its port is free.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts a double listening on `addr` (`127.0.0.1:0` picks a free port).
+///
+/// The double runs on its own thread with its own tokio runtime, so this
+/// may be called from synchronous code or from within another runtime. It
+/// returns once the socket is listening; the TLS files, if any, are read
+/// before that, and a bad one is an [`io::ErrorKind::InvalidInput`] error.
+pub fn start(config: Config, addr: SocketAddr) -> io::Result<Server> {
+    let acceptor = match &config.tls {
+        Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls)?)),
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let listener = {
+        let _entered = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    let state = Arc::new(api::State::new(config));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name(format!("consul-double:{}", addr.port()))
+        .spawn(move || {
+            runtime.spawn(accept_loop(listener, state, acceptor));
+            // Either a send or the sender's drop ends the wait.
+            let _ = runtime.block_on(stopped);
+            // Dropping the runtime drops the listener and every connection.
+            drop(runtime);
+        })?;
+    Ok(Server {
+        addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    state: Arc<api::State>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(_) => {
+                // Out of file descriptors or a connection reset before it was
+                // accepted: let other tasks run, then go on.
+                tokio::task::yield_now().await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                Some(acceptor) => {
+                    // A failed handshake (no or a wrong client certificate,
+                    // plain HTTP on the TLS port) just closes the connection.
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        serve_connection(TokioIo::new(stream), state).await;
+                    }
+                }
+                None => serve_connection(TokioIo::new(stream), state).await,
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: I, state: Arc<api::State>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(api::handle(&state, request).await) }
+    });
+    let _ = http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .await;
+}
