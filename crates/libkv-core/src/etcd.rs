@@ -14,12 +14,10 @@
 //!   after `fork`, and made again by the next call.
 //! - Every call, connecting included, ends within the store's timeout.
 
-use std::collections::HashMap;
-use std::error::Error as StdError;
+use std::error::Error as _;
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use etcd_client::{
@@ -30,7 +28,7 @@ use tonic::Code;
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::runtime::runtime;
+use crate::net::{block_on_timeout, describe, ClientCache};
 use crate::store::{Auth, Listing, Store, Versioned};
 use crate::url::{Endpoint, StoreUrl};
 use crate::value::Value;
@@ -51,23 +49,7 @@ struct ClientKey {
     auth: Auth,
 }
 
-/// A client, the process that made it, and a number telling it from the clients
-/// made before and after it.
-struct Connected {
-    pid: u32,
-    generation: u64,
-    client: Client,
-}
-
-static CLIENTS: LazyLock<Mutex<HashMap<ClientKey, Connected>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-static GENERATION: AtomicU64 = AtomicU64::new(0);
-
-fn clients() -> std::sync::MutexGuard<'static, HashMap<ClientKey, Connected>> {
-    CLIENTS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+static CLIENTS: ClientCache<ClientKey, Client> = ClientCache::new();
 
 /// A failed call, before it is worded for the caller.
 enum Failure {
@@ -172,33 +154,13 @@ impl EtcdStore {
     /// This process's client for the store's endpoints and auth, and its generation,
     /// connecting it if needed.
     async fn client(&self) -> std::result::Result<(Client, u64), Failure> {
-        let pid = std::process::id();
-        {
-            let mut clients = clients();
-            match clients.remove(&self.client_key) {
-                Some(c) if c.pid == pid => {
-                    let found = (c.client.clone(), c.generation);
-                    clients.insert(self.client_key.clone(), c);
-                    return Ok(found);
-                }
-                // Made before fork: its connection belongs to the parent. Leak it, as
-                // dropping it could wait on the parent's runtime.
-                Some(c) => std::mem::forget(c),
-                None => {}
-            }
+        if let Some(found) = CLIENTS.get(&self.client_key) {
+            return Ok(found);
         }
         let client = Client::connect(&self.client_key.endpoints, Some(self.connect_options()?))
             .await
             .map_err(classify)?;
-        let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut clients = clients();
-        // Another thread may have connected meanwhile: use one client only.
-        let kept = clients.entry(self.client_key.clone()).or_insert(Connected {
-            pid,
-            generation,
-            client,
-        });
-        Ok((kept.client.clone(), kept.generation))
+        Ok(CLIENTS.insert(&self.client_key, client))
     }
 
     /// Runs one request on this process's client, within the timeout.
@@ -207,24 +169,20 @@ impl EtcdStore {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let runtime = runtime()
-            .map_err(|e| self.failed(op, key, format_args!("cannot start the I/O runtime: {e}")))?;
         // The generation of the client the request went to, to drop that one only.
         let used = Mutex::new(None);
-        let outcome = runtime.block_on(async {
-            tokio::time::timeout(self.timeout, async {
-                let (client, generation) = self.client().await?;
-                *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
-                request(client).await.map_err(classify)
-            })
-            .await
-        });
+        let outcome = block_on_timeout(self.timeout, async {
+            let (client, generation) = self.client().await?;
+            *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
+            request(client).await.map_err(classify)
+        })
+        .map_err(|e| self.failed(op, key, format_args!("cannot start the I/O runtime: {e}")))?;
         let used = used.into_inner().unwrap_or_else(|p| p.into_inner());
         match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(failure)) => Err(self.fail(op, key, failure, used)),
-            Err(_elapsed) => {
-                self.forget_client(used);
+            Some(Ok(value)) => Ok(value),
+            Some(Err(failure)) => Err(self.fail(op, key, failure, used)),
+            None => {
+                CLIENTS.forget(&self.client_key, used);
                 Err(Error::Timeout {
                     op,
                     key: key.to_owned(),
@@ -232,17 +190,6 @@ impl EtcdStore {
                     after: self.timeout,
                 })
             }
-        }
-    }
-
-    /// Drops the client a failed request went to, if it is still the current one,
-    /// so the next call connects anew. A failure before any client was used (while
-    /// connecting) has none to drop.
-    fn forget_client(&self, generation: Option<u64>) {
-        let mut clients = clients();
-        let current = clients.get(&self.client_key).map(|c| c.generation);
-        if generation.is_some() && current == generation {
-            clients.remove(&self.client_key);
         }
     }
 
@@ -258,7 +205,7 @@ impl EtcdStore {
     fn fail(&self, op: &'static str, key: &str, failure: Failure, used: Option<u64>) -> Error {
         match failure {
             Failure::Connection(reason) => {
-                self.forget_client(used);
+                CLIENTS.forget(&self.client_key, used);
                 Error::Connection {
                     op,
                     key: key.to_owned(),
@@ -270,7 +217,7 @@ impl EtcdStore {
                 }
             }
             Failure::Auth(reason) => {
-                self.forget_client(used);
+                CLIENTS.forget(&self.client_key, used);
                 Error::Auth {
                     op,
                     key: key.to_owned(),
@@ -322,27 +269,6 @@ fn classify(e: etcd_client::Error) -> Failure {
         etcd_client::Error::IoError(e) => Failure::Connection(e.to_string()),
         other => Failure::Refused(other.to_string()),
     }
-}
-
-/// A message and the errors under it, "outer: inner: innermost", without repeats
-/// and without tonic's bare "transport error".
-fn describe(message: Option<&str>, source: Option<&(dyn StdError + 'static)>) -> String {
-    let mut texts: Vec<String> = message.map(str::to_owned).into_iter().collect();
-    let mut next = source;
-    while let Some(err) = next {
-        texts.push(err.to_string());
-        next = err.source();
-    }
-    let mut parts: Vec<&str> = Vec::new();
-    for full in &texts {
-        let text = full
-            .trim_start_matches("transport error")
-            .trim_start_matches(": ");
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
 }
 
 fn sequence(mod_revision: i64) -> u64 {

@@ -12,12 +12,13 @@
 //! ```
 
 pub mod codec;
+pub mod consul;
 pub mod error;
 pub mod etcd;
 pub mod file;
 pub mod key;
 pub mod mock;
-mod runtime;
+mod net;
 pub mod store;
 pub mod url;
 pub mod value;

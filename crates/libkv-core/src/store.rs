@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::consul::ConsulStore;
 use crate::error::{Error, Result};
 use crate::etcd::EtcdStore;
 use crate::file::FileStore;
@@ -262,10 +263,11 @@ pub fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
             &options.auth,
             options.timeout,
         )?)),
-        StoreUrl::Consul { .. } => Err(Error::Unsupported {
-            op: "open",
-            provider: parsed.provider(),
-        }),
+        StoreUrl::Consul { .. } => Ok(Arc::new(ConsulStore::open(
+            &parsed,
+            &options.auth,
+            options.timeout,
+        )?)),
     }
 }
 

@@ -25,7 +25,7 @@ const FORMS: &str = "use mock://[NAME], file:///ROOT, legacy-simp6://, \
 consul[+ssl|+ssl+verify|+ssl+noverify]://HOST[:PORT]/PREFIX or \
 etcd[+ssl]://HOST[:PORT][,HOST[:PORT]...]/PREFIX";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConsulTls {
     /// Plain HTTP.
     None,

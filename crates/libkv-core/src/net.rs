@@ -1,0 +1,150 @@
+//! What network stores share: one tokio runtime per process, a per-process cache of
+//! clients, and waiting on a request with a timeout.
+//!
+//! A forked child inherits the parent's runtime and clients in memory, but not the
+//! runtime's threads nor, usefully, its connections: both belong to the process that
+//! made them. After `fork` the child makes its own; the parent's are leaked there,
+//! since dropping them could wait on threads that do not exist in the child.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::runtime::{Builder, Runtime};
+
+static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
+
+/// This process's runtime, made on first use.
+pub fn runtime() -> std::io::Result<&'static Runtime> {
+    let pid = std::process::id();
+    let mut current = RUNTIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match *current {
+        Some((owner, runtime)) if owner == pid => Ok(runtime),
+        _ => {
+            let runtime: &'static Runtime = Box::leak(Box::new(
+                Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("libkv-io")
+                    .enable_all()
+                    .build()?,
+            ));
+            *current = Some((pid, runtime));
+            Ok(runtime)
+        }
+    }
+}
+
+/// Runs `future` on this process's runtime for at most `timeout`: `Ok(None)` when
+/// the time ran out (the future is then dropped, cancelling it).
+pub fn block_on_timeout<T>(
+    timeout: Duration,
+    future: impl Future<Output = T>,
+) -> std::io::Result<Option<T>> {
+    Ok(runtime()?
+        .block_on(async { tokio::time::timeout(timeout, future).await })
+        .ok())
+}
+
+/// Clients of this process, one per key (what a client is made from), each with a
+/// generation that tells it from the clients made before and after it.
+pub struct ClientCache<K, C> {
+    clients: Mutex<Option<HashMap<K, Cached<C>>>>,
+    generation: AtomicU64,
+}
+
+struct Cached<C> {
+    pid: u32,
+    generation: u64,
+    client: C,
+}
+
+impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
+    pub const fn new() -> Self {
+        ClientCache {
+            clients: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<HashMap<K, Cached<C>>>> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This process's client for `key`, and its generation.
+    pub fn get(&self, key: &K) -> Option<(C, u64)> {
+        let pid = std::process::id();
+        let mut clients = self.lock();
+        let map = clients.get_or_insert_with(HashMap::new);
+        match map.remove(key) {
+            Some(c) if c.pid == pid => {
+                let found = (c.client.clone(), c.generation);
+                map.insert(key.clone(), c);
+                Some(found)
+            }
+            // Made before fork, in the parent: leak it.
+            Some(c) => {
+                std::mem::forget(c);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Keeps `client` for `key`, unless another thread kept one meanwhile: returns
+    /// the one kept, and its generation.
+    pub fn insert(&self, key: &K, client: C) -> (C, u64) {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut clients = self.lock();
+        let kept = clients
+            .get_or_insert_with(HashMap::new)
+            .entry(key.clone())
+            .or_insert(Cached {
+                pid: std::process::id(),
+                generation,
+                client,
+            });
+        (kept.client.clone(), kept.generation)
+    }
+
+    /// Drops the client a failed request went to, if it is still the one kept, so
+    /// the next call makes a new one. A failure before any client was used has
+    /// none to drop.
+    pub fn forget(&self, key: &K, generation: Option<u64>) {
+        let mut clients = self.lock();
+        if let Some(map) = clients.as_mut() {
+            let current = map.get(key).map(|c| c.generation);
+            if generation.is_some() && current == generation {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+/// A message and the errors under it, "outer: inner: innermost", without repeats
+/// and without tonic's bare "transport error".
+pub fn describe(message: Option<&str>, source: Option<&(dyn StdError + 'static)>) -> String {
+    let mut texts: Vec<String> = message.map(str::to_owned).into_iter().collect();
+    let mut next = source;
+    while let Some(err) = next {
+        texts.push(err.to_string());
+        next = err.source();
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for full in &texts {
+        let text = full
+            .trim_start_matches("transport error")
+            .trim_start_matches(": ");
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
