@@ -7,6 +7,7 @@ require 'open3'
 RSpec.describe 'puppet apply' do
   root = File.expand_path('../..', __dir__)
   etcd = LibKVTest.backends.any? { |b| b.provider == 'etcd' }
+  consul = LibKVTest.backends.any? { |b| b.provider == 'consul' }
 
   # A modulepath holding this repository as the module libkv.
   def modulepath(root)
@@ -56,9 +57,12 @@ RSpec.describe 'puppet apply' do
   {
     'file' => ->(tmp) { "file://#{tmp}/store" },
     'etcd' => ->(_tmp) { LibKVTest::Etcd.server(:plain).url(LibKVTest::Etcd.unique_prefix) },
+    'consul' => lambda { |_tmp|
+      LibKVTest.backends.find { |b| b.provider == 'consul' }.fresh.call(nil)[:url]
+    },
   }.each do |store_name, make_url|
     it "counts exactly when several puppet apply processes race atomic_put on one #{store_name} key",
-       if: store_name != 'etcd' || etcd do
+       if: { 'file' => true, 'etcd' => etcd, 'consul' => consul }.fetch(store_name) do
       url = make_url.call(tmp)
       processes = 4
       increments = 15

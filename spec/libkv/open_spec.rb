@@ -98,12 +98,17 @@ RSpec.describe 'LibKV.open' do
       end
     end
 
-    # The Consul store is not implemented yet: its URLs parse, then open raises
-    # LibKV::UnsupportedError. The Consul issue replaces this example.
-    it 'consul:// and its +ssl forms raise LibKV::UnsupportedError for now' do
-      %w[consul://127.0.0.1:8500/puppet consul+ssl://h/p consul+ssl+verify://h/p
-         consul+ssl+noverify://h:1/p].each do |url|
-        expect { LibKV.open(url) }.to raise_error(LibKV::UnsupportedError, /consul/)
+    it 'consul:// and its +ssl forms open a LibKV::Consul without connecting, in canonical form' do
+      {
+        'consul://127.0.0.1:8500/puppet' => 'consul://127.0.0.1:8500/puppet',
+        'consul+ssl://h/p' => 'consul+ssl://h:8500/p',
+        'consul+ssl+verify://h/p' => 'consul+ssl://h:8500/p',
+        'consul+ssl+noverify://h:1/p/' => 'consul+ssl+noverify://h:1/p',
+      }.each do |url, canonical|
+        store = LibKV.open(url)
+        expect(store).to be_an_instance_of(LibKV::Consul)
+        expect(store.provider).to eq('consul')
+        expect(store.url).to eq(canonical)
       end
     end
   end

@@ -4,6 +4,7 @@
 # options of a fresh empty store, and (when the store can fail) of a broken one.
 # LIBKV_TEST_STORES=mock,file selects some; by default all run.
 require_relative 'etcd'
+require_relative 'consul'
 
 module LibKVTest
   # +provider+ is what the store calls itself; +failure+ matches the message of a
@@ -62,5 +63,28 @@ module LibKVTest
                { url: "#{scheme}://127.0.0.1:#{Etcd.free_port}/spec", auth: Etcd.auth_for(kind) }
              },
              failure: /cannot reach the store/)
+  end
+
+  # Consul: a real one when LIBKV_TEST_CONSUL_URL names it, else the test double in
+  # each of its setups. A broken one is a port nothing listens on.
+  if Consul.real_url
+    register('consul',
+             fresh: ->(_tmp) { { url: Consul.real_url + Consul.unique_prefix, auth: Consul.real_auth } },
+             broken: ->(_tmp) { { url: "consul://127.0.0.1:#{Etcd.free_port}/spec", auth: {} } },
+             failure: /cannot reach the store/)
+  else
+    { 'consul' => :plain, 'consul-tls' => :tls, 'consul-noverify' => :noverify, 'consul-mtls' => :mtls,
+      'consul-token' => :token }.each do |name, kind|
+      register(name,
+               provider: 'consul',
+               fresh: lambda { |_tmp|
+                 server = Consul.server(kind)
+                 { url: server.url(Consul.unique_prefix), auth: server.auth }
+               },
+               broken: lambda { |_tmp|
+                 { url: "#{Consul.scheme_for(kind)}://127.0.0.1:#{Etcd.free_port}/spec", auth: Consul.auth_for(kind) }
+               },
+               failure: /cannot reach the store/)
+    end
   end
 end

@@ -1,9 +1,10 @@
 # frozen_string_literal: true
 
-require 'openssl'
 require 'socket'
 require 'tmpdir'
 require 'fileutils'
+
+require_relative 'certs'
 
 module LibKVTest
   # Real etcd servers (Debian's etcd-server) for the specs, on 127.0.0.1 with free
@@ -52,7 +53,7 @@ module LibKVTest
       end
 
       def certs
-        @certs ||= make_certs(File.join(base_dir, 'certs'))
+        Certs.files
       end
 
       def stop(server)
@@ -132,62 +133,6 @@ module LibKVTest
           sleep 0.05
           retry
         end
-      end
-
-      # A test CA, a server certificate for 127.0.0.1 and localhost, and a client
-      # certificate, as PEM files; and a second CA that signed nothing here.
-      def make_certs(dir)
-        FileUtils.mkdir_p(dir)
-        ca_key, ca = authority('libkv spec CA')
-        other_key, other = authority('libkv spec other CA')
-        server_key, server = leaf(ca, ca_key, '127.0.0.1', 'serverAuth', 'IP:127.0.0.1,DNS:localhost')
-        client_key, client = leaf(ca, ca_key, 'libkv-client', 'clientAuth', nil)
-        files = { ca: ca, other_ca: other, server: server, client: client }
-        keys = { ca_key: ca_key, other_ca_key: other_key, server_key: server_key, client_key: client_key }
-        paths = {}
-        files.each { |name, cert| paths[name] = write(dir, "#{name}.pem", cert.to_pem) }
-        keys.each { |name, key| paths[name] = write(dir, "#{name}.pem", key.private_to_pem) }
-        paths
-      end
-
-      def write(dir, name, text)
-        File.join(dir, name).tap { |path| File.write(path, text) }
-      end
-
-      def authority(name)
-        key = OpenSSL::PKey::EC.generate('prime256v1')
-        cert = certificate(key, name, nil, nil)
-        ext = OpenSSL::X509::ExtensionFactory.new(cert, cert)
-        cert.add_extension(ext.create_extension('basicConstraints', 'CA:TRUE', true))
-        cert.add_extension(ext.create_extension('keyUsage', 'keyCertSign,cRLSign', true))
-        cert.add_extension(ext.create_extension('subjectKeyIdentifier', 'hash'))
-        cert.sign(key, OpenSSL::Digest.new('SHA256'))
-        [key, cert]
-      end
-
-      def leaf(ca, ca_key, name, usage, alt_names)
-        key = OpenSSL::PKey::EC.generate('prime256v1')
-        cert = certificate(key, name, ca, ca_key)
-        ext = OpenSSL::X509::ExtensionFactory.new(ca, cert)
-        cert.add_extension(ext.create_extension('basicConstraints', 'CA:FALSE', true))
-        cert.add_extension(ext.create_extension('keyUsage', 'digitalSignature', true))
-        cert.add_extension(ext.create_extension('extendedKeyUsage', usage))
-        cert.add_extension(ext.create_extension('subjectAltName', alt_names)) if alt_names
-        cert.add_extension(ext.create_extension('authorityKeyIdentifier', 'keyid:always'))
-        cert.sign(ca_key, OpenSSL::Digest.new('SHA256'))
-        [key, cert]
-      end
-
-      def certificate(key, name, issuer, _issuer_key)
-        cert = OpenSSL::X509::Certificate.new
-        cert.version = 2
-        cert.serial = OpenSSL::BN.rand(64)
-        cert.subject = OpenSSL::X509::Name.parse("/CN=#{name}")
-        cert.issuer = issuer ? issuer.subject : cert.subject
-        cert.public_key = key
-        cert.not_before = Time.now - 60
-        cert.not_after = Time.now + 86_400
-        cert
       end
     end
   end
