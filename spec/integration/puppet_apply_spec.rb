@@ -17,11 +17,14 @@ RSpec.describe 'puppet apply' do
     end
   end
 
-  # puppet apply of an example, with Puppet dirs of the example's own.
-  def puppet_apply(root, manifest, env = {})
-    cmd = ['puppet', 'apply', '--modulepath', modulepath(root), '--vardir', File.join(tmp, 'var'),
-           '--confdir', File.join(tmp, 'conf'), '--codedir', File.join(tmp, 'code'),
-           '--logdir', File.join(tmp, 'log'), '--rundir', File.join(tmp, 'run'),
+  # puppet apply of an example, with Puppet dirs of the example's own. Processes
+  # running at once get dirs of their own (+name+): Puppet's setup of a new vardir
+  # is not safe against another process doing the same.
+  def puppet_apply(root, manifest, env = {}, name = '')
+    dirs = File.join(tmp, "puppet#{name}")
+    cmd = ['puppet', 'apply', '--modulepath', modulepath(root), '--vardir', File.join(dirs, 'var'),
+           '--confdir', File.join(dirs, 'conf'), '--codedir', File.join(dirs, 'code'),
+           '--logdir', File.join(dirs, 'log'), '--rundir', File.join(dirs, 'run'),
            '--color', 'false', File.join(root, 'examples', manifest)]
     env = { 'RUBYLIB' => File.join(root, 'lib') }.merge(env)
     Open3.capture3(env, *cmd)
@@ -34,7 +37,7 @@ RSpec.describe 'puppet apply' do
     expect(out).to include('stored and read back /libkv_example/settings = {tls => true, peers => {db => 10.0.0.2}} (Hash[')
     expect(out).to include('stored and read back /libkv_example/keytab = BQIAAABHAAIAC0VYQU1QTEUuQ09N (Binary)')
     expect(out).to include('this example has run 1 time(s) against this store')
-    autofiles = File.join(tmp, 'var', 'simp', 'environments', 'production', 'simp_autofiles')
+    autofiles = File.join(tmp, 'puppet', 'var', 'simp', 'environments', 'production', 'simp_autofiles')
     expect(File.read(File.join(autofiles, 'libkv_example', 'password'))).to eq('correct horse battery staple')
     expect(File.read(File.join(autofiles, 'libkv_example', 'port'))).to eq('{"libkv":1,"value":8080}')
 
@@ -68,7 +71,7 @@ RSpec.describe 'puppet apply' do
       increments = 15
       env = { 'FACTER_libkv_url' => url, 'FACTER_libkv_increments' => increments.to_s }
       modulepath(root)
-      runs = Array.new(processes) { Thread.new { puppet_apply(root, 'counter.pp', env) } }.map(&:value)
+      runs = Array.new(processes) { |i| Thread.new { puppet_apply(root, 'counter.pp', env, i.to_s) } }.map(&:value)
       runs.each { |_out, err, status| expect(status).to be_success, err }
       expect(LibKV.open(url).get('/libkv_example/counter')).to eq(processes * increments)
     end

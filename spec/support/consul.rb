@@ -41,6 +41,12 @@ module LibKVTest
         @servers[kind] ||= start(kind)
       end
 
+      # A server of its own, for an example that must not share one.
+      def private_server(kind)
+        @private = (@private || 0) + 1
+        (@servers ||= {})[:"private_#{@private}"] = start(kind)
+      end
+
       # A prefix no other example uses.
       def unique_prefix
         @counter = (@counter || 0) + 1
