@@ -6,10 +6,11 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, OpenOptions, Store, Versioned};
+use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, OpenOptions, Store};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::typed_data::Obj;
+use magnus::value::Lazy;
 use magnus::{function, method, Error, Integer, RClass, RHash, RModule, RString, Ruby, Symbol};
 
 use crate::convert::{self, to_ruby};
@@ -26,6 +27,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     let class = module.define_class("Store", ruby.class_object())?;
     class.undef_default_alloc_func();
     class.define_singleton_method("_open", function!(open, 5))?;
+    module.define_singleton_method("binary_inside?", function!(binary_inside, 1))?;
     class.define_method("provider", method!(RbStore::provider, 0))?;
     class.define_method("url", method!(RbStore::url, 0))?;
     class.define_method("supports", method!(RbStore::supports, 0))?;
@@ -72,6 +74,11 @@ fn open(
     let module: RModule = ruby.class_object().const_get("LibKV")?;
     let class: RClass = module.const_get(class_name)?;
     Ok(ruby.obj_wrap_as(RbStore { store }, class))
+}
+
+/// `LibKV.binary_inside?(value)`: whether the value holds a binary String.
+fn binary_inside(ruby: &Ruby, value: magnus::Value) -> bool {
+    convert::binary_inside(ruby, value)
 }
 
 /// The auth Hash, with String or Symbol keys and String values. Errors name the
@@ -145,12 +152,25 @@ fn decode(ruby: &Ruby, bytes: Vec<u8>, serialize: bool) -> magnus::Value {
     to_ruby(ruby, value)
 }
 
+// The keys of atomic_get's Hash, interned once: Ruby would intern a new String
+// key at every insert.
+static VALUE_KEY: Lazy<RString> = Lazy::new(|ruby| ruby.str_new("value").to_interned_str());
+static SEQUENCE_KEY: Lazy<RString> = Lazy::new(|ruby| ruby.str_new("sequence").to_interned_str());
+
 /// `{"value" => v, "sequence" => n}`
-fn versioned(ruby: &Ruby, v: Versioned, serialize: bool) -> Result<RHash, Error> {
+fn versioned(ruby: &Ruby, value: magnus::Value, sequence: u64) -> Result<RHash, Error> {
     let h = ruby.hash_new();
-    h.aset("value", decode(ruby, v.value, serialize))?;
-    h.aset("sequence", v.sequence)?;
+    h.aset(ruby.get_inner(&VALUE_KEY), value)?;
+    h.aset(ruby.get_inner(&SEQUENCE_KEY), sequence)?;
     Ok(h)
+}
+
+/// A key of a listing as a frozen String: a Hash keeps a frozen key as it is, where
+/// it would intern (look up and copy) one that is not.
+fn listing_key(ruby: &Ruby, relative: &str) -> RString {
+    let key = ruby.str_new(relative);
+    key.freeze();
+    key
 }
 
 /// The sequence in `previous`: the Hash atomic_get returned, or an Integer.
@@ -247,7 +267,7 @@ impl RbStore {
         let listing: Listing<Vec<u8>> = rb_self.run(ruby, |s| s.list(&d))?;
         let h = ruby.hash_new();
         for (rel, bytes) in listing {
-            h.aset(rel, decode(ruby, bytes, serialize))?;
+            h.aset(listing_key(ruby, &rel), decode(ruby, bytes, serialize))?;
         }
         Ok(h)
     }
@@ -273,13 +293,8 @@ impl RbStore {
     fn atomic_get(ruby: &Ruby, rb_self: &Self, k: String, serialize: bool) -> Result<RHash, Error> {
         let k = key(ruby, &k)?;
         match rb_self.run(ruby, |s| s.atomic_get(&k))? {
-            Some(v) => versioned(ruby, v, serialize),
-            None => {
-                let empty = ruby.hash_new();
-                empty.aset("value", ruby.qnil())?;
-                empty.aset("sequence", 0)?;
-                Ok(empty)
-            }
+            Some(v) => versioned(ruby, decode(ruby, v.value, serialize), v.sequence),
+            None => versioned(ruby, ruby.qnil().as_value(), 0),
         }
     }
 
@@ -318,7 +333,8 @@ impl RbStore {
         let listing = rb_self.run(ruby, |s| s.atomic_list(&d))?;
         let h = ruby.hash_new();
         for (rel, v) in listing {
-            h.aset(rel, versioned(ruby, v, serialize)?)?;
+            let value = decode(ruby, v.value, serialize);
+            h.aset(listing_key(ruby, &rel), versioned(ruby, value, v.sequence)?)?;
         }
         Ok(h)
     }
