@@ -42,6 +42,9 @@ module LibKV
     Store._open(url, auth, timeout.to_f, vardir && vardir.to_s, environment && environment.to_s)
   end
 
+  # LibKV.binary_inside?(value) (native): whether +value+ is, or holds at any
+  # depth, a binary (BINARY-encoded) String.
+
   # The Hash that stands for an absent key in atomic_get and atomic_put.
   def self.empty_value
     { "value" => nil, "sequence" => 0 }

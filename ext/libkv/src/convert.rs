@@ -125,6 +125,41 @@ fn string(ruby: &Ruby, s: RString) -> Result<Value, Refusal> {
     })
 }
 
+/// True when `v` is, or holds at any depth, a BINARY-encoded String: what a caller
+/// turning binary Strings into its own Binary type has to walk. Deeper than a
+/// value can be stored, it answers true, so the caller's own walk decides.
+pub fn binary_inside(ruby: &Ruby, v: magnus::Value) -> bool {
+    binary_at(ruby, v, 0)
+}
+
+fn binary_at(ruby: &Ruby, v: magnus::Value, depth: usize) -> bool {
+    if let Some(s) = RString::from_value(v) {
+        return s.enc_get() == ruby.ascii8bit_encindex();
+    }
+    if depth > MAX_DEPTH {
+        return true;
+    }
+    if let Some(a) = RArray::from_value(v) {
+        return (0..a.len()).any(|i| {
+            a.entry::<magnus::Value>(i as isize)
+                .map_or(true, |item| binary_at(ruby, item, depth + 1))
+        });
+    }
+    if let Some(h) = RHash::from_value(v) {
+        let mut found = false;
+        let walked = h.foreach(|k: magnus::Value, v: magnus::Value| {
+            found = binary_at(ruby, k, depth + 1) || binary_at(ruby, v, depth + 1);
+            Ok(if found {
+                ForEach::Stop
+            } else {
+                ForEach::Continue
+            })
+        });
+        return found || walked.is_err();
+    }
+    false
+}
+
 /// Bytes as a Ruby String: BINARY-encoded.
 pub fn binary(ruby: &Ruby, bytes: &[u8]) -> RString {
     ruby.enc_str_new(bytes, ruby.ascii8bit_encoding())

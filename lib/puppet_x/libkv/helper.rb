@@ -50,16 +50,18 @@ module PuppetX
       'supports' => [[], ->(s, _, _) { s.supports }, []],
     }.freeze
 
-    # Per catalog compilation: the mock stores (their data lives for one compile)
-    # and the Hiera defaults (looked up once).
+    # Per catalog compilation: the mock stores (their data lives for one compile),
+    # the Hiera defaults (looked up once), and for each distinct options Hash the
+    # resolved options and the store (so repeated calls skip that work).
     class CompileState < Puppet::Pops::Adaptable::Adapter
-      attr_reader :mock_stores
+      attr_reader :mock_stores, :prepared
       attr_accessor :hiera_defaults
 
       def initialize
         super
         @mock_stores = {}
         @hiera_defaults = nil
+        @prepared = {}
       end
     end
 
@@ -70,9 +72,7 @@ module PuppetX
     class << self
       # Runs libkv::<name> with +args+ (parameter name => value) and +options+.
       def call(func, name, args, options)
-        options ||= {}
-        assert_options(name, options)
-        run(func, name, args, options)
+        run(func, name, args, options || {}, true)
       end
 
       # Runs libkv::<name> given one Hash of named parameters and options.
@@ -83,8 +83,9 @@ module PuppetX
 
           raise ArgumentError, "libkv::#{name}: the Hash of parameters has no '#{param}' entry"
         end
+        # The options were checked with the parameters just above.
         run(func, name, params.select { |k, _| params_of(name).include?(k) },
-            params.select { |k, _| OPTION_TYPES.key?(k) })
+            params.select { |k, _| OPTION_TYPES.key?(k) }, false)
       end
 
       # The message of the last soft-failed call in this process, then forgets it.
@@ -106,22 +107,27 @@ module PuppetX
         FUNCTIONS.fetch(name)[0]
       end
 
-      def run(func, name, args, options)
-        opts = resolve(func, options)
+      def run(func, name, args, options, check_options)
+        state = compile_state(func)
+        begin
+          # Opening a store touches nothing: only bad input (a URL, auth) fails here.
+          opts, store = prepare(func, state, name, options, check_options)
+        rescue ::LibKV::InvalidArgumentError, TypeError => e
+          raise ArgumentError, message(name, args['key'], e)
+        end
         started = Process.clock_gettime(Process::CLOCK_MONOTONIC) if opts['debug']
         key = args['key']
-        # Input is converted (and refused) before the store is touched; the binding
-        # then checks the key and encodes the value before any I/O.
+        # Input is converted (and refused) before the store is touched (opening a
+        # store touches nothing); the binding then checks the key and encodes the
+        # value before any I/O.
         args = to_libkv_args(name, args, opts)
-        store = nil
         begin
-          store = store_for(func, opts)
           _, operation, = FUNCTIONS.fetch(name)
           result = from_libkv(operation.call(store, args, opts['serialize']))
           log_debug(name, key, opts, started, 'ok') if opts['debug']
           result
         rescue ::LibKV::StoreError => e
-          forget(func, opts) if store
+          forget(func, state, opts, store)
           log_debug(name, key, opts, started, "failed: #{e.class}") if opts['debug']
           raise Puppet::Error, message(name, key, e) unless opts['softfail']
 
@@ -143,6 +149,24 @@ module PuppetX
         key && !named ? "libkv::#{name} with key '#{key}': #{error.message}" : "libkv::#{name}: #{error.message}"
       end
 
+      def compile_state(func)
+        compiler = compiler_of(func)
+        compiler ? CompileState.adapt(compiler) : nil
+      end
+
+      # The resolved options and the store for +options+, worked out once per
+      # distinct options Hash in a compilation.
+      def prepare(func, state, name, options, check_options)
+        found = state && state.prepared[options]
+        return found if found
+
+        assert_options(name, options) if check_options
+        opts = resolve(func, options)
+        prepared = [opts, store_for(func, opts)].freeze
+        state.prepared[options.dup.freeze] = prepared if state
+        prepared
+      end
+
       # Call options, then Hiera libkv::<option>, then defaults.
       def resolve(func, options)
         opts = options.reject { |_, v| v.nil? }
@@ -159,10 +183,9 @@ module PuppetX
       end
 
       def hiera_defaults(func)
-        compiler = compiler_of(func)
-        return {} unless compiler
+        state = compile_state(func)
+        return {} unless state
 
-        state = CompileState.adapt(compiler)
         state.hiera_defaults ||= HIERA_OPTIONS.each_with_object({}) do |option, found|
           value = func.call_function('lookup', "libkv::#{option}", 'default_value' => nil)
           next if value.nil?
@@ -208,9 +231,10 @@ module PuppetX
       end
 
       # A store that failed is opened again by the next call.
-      def forget(func, opts)
+      def forget(func, state, opts, store)
         cache = cache_for(func, opts['url'])
         @mutex.synchronize { cache.delete(cache_key(opts)) }
+        state.prepared.delete_if { |_, (_, prepared_store)| prepared_store.equal?(store) } if state
       end
 
       def environment_name
@@ -259,15 +283,21 @@ module PuppetX
         end
       end
 
-      # Ruby API values as Puppet values: binary Strings become Binary.
+      # Ruby API values as Puppet values: binary Strings become Binary. Values
+      # without one (LibKV.binary_inside? looks, in native code) are returned as
+      # they are, unwalked and uncopied.
       def from_libkv(value)
+        ::LibKV.binary_inside?(value) ? to_binary(value) : value
+      end
+
+      def to_binary(value)
         case value
         when String
           value.encoding == Encoding::BINARY ? Puppet::Pops::Types::PBinaryType::Binary.from_binary_string(value) : value
         when Array
-          value.map { |v| from_libkv(v) }
+          value.map { |v| to_binary(v) }
         when Hash
-          value.each_with_object({}) { |(k, v), h| h[from_libkv(k)] = from_libkv(v) }
+          value.each_with_object({}) { |(k, v), h| h[to_binary(k)] = to_binary(v) }
         else
           value
         end
