@@ -68,8 +68,11 @@ module LibKVTest
           token: 'consul' }.fetch(kind)
       end
 
-      # The double's binary, built by `cargo build -p consul-double`.
+      # The double's binary, built by `cargo build -p consul-double`, or the one
+      # LIBKV_CONSUL_DOUBLE names (the benchmarks use a release build).
       def binary
+        return ENV['LIBKV_CONSUL_DOUBLE'] if ENV['LIBKV_CONSUL_DOUBLE']
+
         target = ENV['CARGO_TARGET_DIR'] || File.expand_path('../../target', __dir__)
         path = File.join(target, 'debug', 'consul-double')
         return path if File.executable?(path)

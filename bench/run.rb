@@ -1,0 +1,304 @@
+# frozen_string_literal: true
+
+# libkv's benchmarks: what each layer costs, against the floor, measured in one
+# run so the ratios are fair on a noisy machine. `rake bench` builds what it needs
+# and runs this; `ruby bench/run.rb --quick` runs fewer iterations.
+#
+# For each store (mock, file, etcd, the Consul test double) and each operation
+# (get, put, exists, list100, atomic_get_put):
+#   1. floor  the raw thing without libkv (Rust: a HashMap, temp file + fsync +
+#             rename + dir fsync, a raw etcd-client loop, a raw HTTP loop)
+#   2. core   libkv's Rust Store trait, called directly          (target/release/libkv-bench)
+#   3. ruby   LibKV.open(url).get(...) from plain Ruby           (this process)
+#   4. puppet libkv::get(...) inside a real `puppet apply` catalog compilation,
+#             next to the same manifest calling a no-op function (bench/modules)
+#      direct the Ruby API called from a function in that same compilation: what
+#             the operation costs there without libkv's Puppet layer
+# and then: TCP connections opened by a process making 10,000 calls to one etcd
+# store, and the RSS a puppet process gains by loading libkv.
+#
+# Nothing here asserts a time: it prints numbers, ratios and where the targets of
+# BENCHMARKS.md stand.
+
+require 'json'
+require 'open3'
+require 'tmpdir'
+require 'fileutils'
+require 'etc'
+
+ROOT = File.expand_path('..', __dir__)
+$LOAD_PATH.unshift(File.join(ROOT, 'lib'))
+require 'libkv'
+# The test suite's launchers of etcd and the Consul test double.
+require_relative '../spec/support/etcd'
+require_relative '../spec/support/consul'
+
+QUICK = ARGV.include?('--quick')
+OPS = %w[get put exists list100 atomic_get_put].freeze
+VALUE = 'v' * 64
+ITERATIONS = {
+  'mock' => QUICK ? 5_000 : 100_000,
+  'file' => QUICK ? 300 : 2_000,
+  'etcd' => QUICK ? 500 : 3_000,
+  'consul' => QUICK ? 500 : 3_000,
+}.freeze
+PUPPET_CALLS = QUICK ? 200 : 1_000
+TARGET = ENV['CARGO_TARGET_DIR'] || File.join(ROOT, 'target')
+
+def monotonic
+  Process.clock_gettime(Process::CLOCK_MONOTONIC)
+end
+
+# { n, ops_per_sec, p50_us, p99_us, mean_us } of latencies in seconds.
+def stats(samples)
+  sorted = samples.sort
+  pick = ->(q) { sorted[[(q * sorted.size).ceil - 1, 0].max] * 1e6 }
+  total = samples.sum
+  { 'n' => samples.size, 'ops_per_sec' => samples.size / total, 'p50_us' => pick.call(0.50),
+    'p99_us' => pick.call(0.99), 'mean_us' => total / samples.size * 1e6 }
+end
+
+# --- the stores -------------------------------------------------------------
+
+def store_urls(scratch)
+  {
+    'mock' => 'mock://bench',
+    'file' => "file://#{scratch}/file-store",
+    'etcd' => LibKVTest::Etcd.server(:plain).url('/bench'),
+    'consul' => LibKVTest::Consul.server(:plain).url('/bench'),
+  }
+end
+
+# --- layers 1 and 2: the Rust binary ------------------------------------------
+
+def rust_layers(store, url)
+  bin = File.join(TARGET, 'release', 'libkv-bench')
+  out, err, status = Open3.capture3(bin, '--store', store, '--url', url,
+                                    '--iterations', ITERATIONS.fetch(store).to_s)
+  raise "libkv-bench failed for #{store}: #{err}" unless status.success?
+
+  out.lines.map { |l| JSON.parse(l) }
+end
+
+# --- layer 3: the Ruby API --------------------------------------------------------
+
+def ruby_layer(store_name, url)
+  store = LibKV.open(url)
+  # The mock store lives in this object only, like the Rust layers' own data.
+  store.put('/ruby/key', VALUE)
+  100.times { |i| store.put("/ruby/list/k#{i}", VALUE) }
+  store.put('/ruby/counter', VALUE)
+  calls = {
+    'get' => -> { store.get('/ruby/key') },
+    'put' => -> { store.put('/ruby/key', VALUE) },
+    'exists' => -> { store.exists('/ruby/key') },
+    'list100' => -> { store.list('/ruby/list') },
+    'atomic_get_put' => lambda {
+      current = store.atomic_get('/ruby/counter')
+      store.atomic_put('/ruby/counter', VALUE, current)
+    },
+  }
+  n = ITERATIONS.fetch(store_name)
+  calls.map do |op, call|
+    [n / 10, 10].max.times { call.call }
+    samples = Array.new(n) do
+      started = monotonic
+      call.call
+      monotonic - started
+    end
+    { 'store' => store_name, 'layer' => 'ruby', 'op' => op }.merge(stats(samples))
+  end
+end
+
+# --- layer 4: Puppet ---------------------------------------------------------------
+
+# A manifest timing PUPPET_CALLS calls of each operation, through libkv or the no-op.
+def manifest(url, noop:)
+  f = ->(name) { noop ? 'libkv_bench::noop' : "libkv::#{name}" }
+  timed = lambda do |op, body|
+    <<~PP
+      #{PUPPET_CALLS / 10}.each |$i| { #{body} }
+      $#{op} = #{PUPPET_CALLS}.map |$i| {
+        $t = libkv_bench::clock()
+        #{body}
+        libkv_bench::clock() - $t
+      }
+    PP
+  end
+  <<~PP
+    $rss_before = libkv_bench::rss()
+    $o = { 'url' => '#{url}' }
+    #{f.call('put')}('/puppet/key', '#{VALUE}', $o)
+    100.each |$i| { #{f.call('put')}("/puppet/list/k${i}", '#{VALUE}', $o) }
+    #{f.call('put')}('/puppet/counter', '#{VALUE}', $o)
+    $rss_after = libkv_bench::rss()
+    #{timed.call('get', "#{f.call('get')}('/puppet/key', $o)")}
+    #{timed.call('put', "#{f.call('put')}('/puppet/key', '#{VALUE}', $o)")}
+    #{timed.call('exists', "#{f.call('exists')}('/puppet/key', $o)")}
+    #{timed.call('list100', "#{f.call('list')}('/puppet/list', $o)")}
+    #{timed.call('atomic_get_put', "$c = #{f.call('atomic_get')}('/puppet/counter', $o) #{f.call('atomic_put')}('/puppet/counter', '#{VALUE}', $c, $o)")}
+    # The direct calls' own data (a mock store they open is a store of their own).
+    libkv_bench::direct('put', '#{url}', '/puppet/key')
+    libkv_bench::direct('put', '#{url}', '/puppet/counter')
+    100.each |$i| { libkv_bench::direct('put', '#{url}', "/puppet/list/k${i}") }
+    #{timed.call('direct_get', "libkv_bench::direct('get', '#{url}', '/puppet/key')")}
+    #{timed.call('direct_put', "libkv_bench::direct('put', '#{url}', '/puppet/key')")}
+    #{timed.call('direct_exists', "libkv_bench::direct('exists', '#{url}', '/puppet/key')")}
+    #{timed.call('direct_list100', "libkv_bench::direct('list', '#{url}', '/puppet/list')")}
+    #{timed.call('direct_atomic_get_put', "libkv_bench::direct('atomic_get_put', '#{url}', '/puppet/counter')")}
+    libkv_bench::report({
+      'get' => $get, 'put' => $put, 'exists' => $exists, 'list100' => $list100,
+      'atomic_get_put' => $atomic_get_put, 'rss_before' => $rss_before, 'rss_after' => $rss_after,
+      'direct_get' => $direct_get, 'direct_put' => $direct_put, 'direct_exists' => $direct_exists,
+      'direct_list100' => $direct_list100, 'direct_atomic_get_put' => $direct_atomic_get_put,
+    })
+  PP
+end
+
+def puppet_apply(scratch, name, code)
+  modules = File.join(scratch, 'modules')
+  unless File.directory?(modules)
+    FileUtils.mkdir_p(modules)
+    File.symlink(ROOT, File.join(modules, 'libkv'))
+    File.symlink(File.join(ROOT, 'bench', 'modules', 'libkv_bench'), File.join(modules, 'libkv_bench'))
+  end
+  dir = File.join(scratch, "puppet-#{name}")
+  FileUtils.mkdir_p(dir)
+  File.write(File.join(dir, 'bench.pp'), code)
+  out_file = File.join(dir, 'out.json')
+  env = { 'RUBYLIB' => File.join(ROOT, 'lib'), 'LIBKV_BENCH_OUT' => out_file }
+  _out, err, status = Open3.capture3(env, 'puppet', 'apply', '--modulepath', modules,
+                                     '--vardir', File.join(dir, 'var'), '--confdir', File.join(dir, 'conf'),
+                                     '--codedir', File.join(dir, 'code'), '--logdir', File.join(dir, 'log'),
+                                     '--rundir', File.join(dir, 'run'), File.join(dir, 'bench.pp'))
+  raise "puppet apply (#{name}) failed: #{err.lines.grep_v(/Facter/).join}" unless status.success?
+
+  JSON.parse(File.read(out_file))
+end
+
+def puppet_layer(scratch, store_name, url)
+  real = puppet_apply(scratch, store_name, manifest(url, noop: false))
+  noop = puppet_apply(scratch, "#{store_name}-noop", manifest(url, noop: true))
+  rows = OPS.flat_map do |op|
+    [{ 'store' => store_name, 'layer' => 'puppet', 'op' => op }.merge(stats(real.fetch(op))),
+     { 'store' => store_name, 'layer' => 'direct', 'op' => op }.merge(stats(real.fetch("direct_#{op}"))),
+     { 'store' => store_name, 'layer' => 'noop', 'op' => op }.merge(stats(noop.fetch(op)))]
+  end
+  [rows, real['rss_after'] - real['rss_before']]
+end
+
+# --- connections and memory ------------------------------------------------------------
+
+# Established TCP connections of this process to +port+, by local port.
+def connections_to(port)
+  inodes = Dir['/proc/self/fd/*'].map { |fd| File.readlink(fd)[/\Asocket:\[(\d+)\]\z/, 1] rescue nil }.compact
+  File.readlines('/proc/net/tcp').drop(1).map(&:split).select { |r|
+    r[3] == '01' && r[2].split(':')[1].to_i(16) == port && inodes.include?(r[9])
+  }.map { |r| r[1].split(':')[1].to_i(16) }
+end
+
+def etcd_connections
+  server = LibKVTest::Etcd.private_server(:plain)
+  store = LibKV.open(server.url('/connections'))
+  seen = []
+  10_000.times do |i|
+    store.get('/k') if i.odd?
+    store.put('/k', VALUE) if i.even?
+    seen |= connections_to(server.port) if (i % 250).zero?
+  end
+  { 'calls' => 10_000, 'distinct_connections_seen' => seen.size, 'established_at_end' => connections_to(server.port).size }
+end
+
+# --- the report --------------------------------------------------------------------
+
+def machine
+  cpu = File.read('/proc/cpuinfo')[/^model name\s*:\s*(.+)$/, 1]
+  mem = File.read('/proc/meminfo')[/^MemTotal:\s+(\d+)/, 1].to_i / 1024 / 1024.0
+  fs = `df -T #{Dir.tmpdir} | tail -1`.split[1]
+  etcd = `etcd --version`[/etcd Version: (\S+)/, 1]
+  {
+    'cpu' => "#{cpu} (#{Etc.nprocessors} cores)", 'memory' => format('%.1f GiB', mem),
+    'kernel' => `uname -r`.strip, 'filesystem' => "#{Dir.tmpdir} on #{fs}",
+    'ruby' => RUBY_DESCRIPTION, 'puppet' => `puppet --version`.strip, 'etcd' => etcd,
+    'rust' => `rustc --version`.strip
+  }
+end
+
+def print_table(rows)
+  by = rows.group_by { |r| [r['store'], r['op']] }
+  puts format('%-7s %-15s %-7s %12s %10s %10s %8s', 'store', 'op', 'layer', 'ops/s', 'p50 µs', 'p99 µs', '×floor')
+  puts '(ops/s from the mean latency; ×floor and every comparison below use the p50, which tail spikes of a shared machine do not move)'
+  by.each do |(store, op), layer_rows|
+    floor = layer_rows.find { |r| r['layer'] == 'floor' }
+    layer_rows.each do |r|
+      ratio = floor && !%w[noop direct].include?(r['layer']) ? format('%.2f', r['p50_us'] / floor['p50_us']) : ''
+      puts format('%-7s %-15s %-7s %12.0f %10.1f %10.1f %8s', store, op, r['layer'], r['ops_per_sec'],
+                  r['p50_us'], r['p99_us'], ratio)
+    end
+    real = layer_rows.find { |r| r['layer'] == 'puppet' }
+    noop = layer_rows.find { |r| r['layer'] == 'noop' }
+    direct = layer_rows.find { |r| r['layer'] == 'direct' }
+    if real && noop && floor && direct
+      puts format('%-7s %-15s puppet: %.1f µs beyond the no-op (target: floor %.1f + 20 = %.1f); ' \
+                  '%.1f µs beyond the direct Ruby API call in the same compile',
+                  store, op, real['p50_us'] - noop['p50_us'], floor['p50_us'], floor['p50_us'] + 20,
+                  real['p50_us'] - direct['p50_us'])
+    end
+  end
+end
+
+def row(rows, store, layer, op)
+  rows.find { |r| r['store'] == store && r['layer'] == layer && r['op'] == op }
+end
+
+def targets(rows, rss, connections)
+  ruby_etcd = row(rows, 'etcd', 'ruby', 'get')['p50_us'] / row(rows, 'etcd', 'floor', 'get')['p50_us']
+  file_put = row(rows, 'file', 'ruby', 'put')['p50_us'] / row(rows, 'file', 'floor', 'put')['p50_us']
+  worst = rows.select { |r| r['layer'] == 'puppet' }.map { |r|
+    noop = row(rows, r['store'], 'noop', r['op'])
+    floor = row(rows, r['store'], 'floor', r['op'])
+    [r['p50_us'] - noop['p50_us'] - floor['p50_us'], "#{r['store']} #{r['op']}"]
+  }.max
+  layer4 = rows.select { |r| r['layer'] == 'puppet' }.map { |r|
+    [r['p50_us'] - row(rows, r['store'], 'direct', r['op'])['p50_us'], "#{r['store']} #{r['op']}"]
+  }.max
+  max_rss = rss.values.max / 1024.0
+  [
+    ['Ruby API get on etcd ≤ 1.15× the floor', format('%.2f×', ruby_etcd), ruby_etcd <= 1.15],
+    ['file-store put (Ruby API) ≤ 1.2× the fsync floor', format('%.2f×', file_put), file_put <= 1.2],
+    ['Puppet cost ≤ no-op + floor + 20 µs (worst op)', format('+%.1f µs beyond no-op + floor (%s)', *worst), worst[0] <= 20],
+    ['libkv::op beyond the Ruby API in the same compile (worst)', format('+%.1f µs (%s)', *layer4), layer4[0] <= 20],
+    ['one connection per store (10,000 etcd calls)', "#{connections['distinct_connections_seen']} seen, #{connections['established_at_end']} at the end",
+     connections['distinct_connections_seen'] == 1],
+    ['≤ 15 MiB RSS gained by a puppet process', format('%.1f MiB (largest: %s)', max_rss, rss.max_by { |_, v| v }[0]), max_rss <= 15],
+  ]
+end
+
+Dir.mktmpdir('libkv-bench') do |scratch|
+  urls = store_urls(scratch)
+  rows = []
+  rss = {}
+  urls.each do |store, url|
+    warn "benchmarking #{store} ..."
+    rows.concat(rust_layers(store, url))
+    rows.concat(ruby_layer(store, url))
+    puppet_rows, rss[store] = puppet_layer(scratch, store, url)
+    rows.concat(puppet_rows)
+  end
+  connections = etcd_connections
+  order = %w[floor core ruby puppet direct noop]
+  rows.sort_by! { |r| [urls.keys.index(r['store']), OPS.index(r['op']), order.index(r['layer'])] }
+
+  puts "libkv benchmarks, #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')}#{QUICK ? ' (--quick)' : ''}"
+  machine.each { |k, v| puts "  #{k}: #{v}" }
+  puts "  iterations: #{ITERATIONS.map { |s, n| "#{s} #{n}" }.join(', ')}; puppet: #{PUPPET_CALLS} calls per op"
+  puts
+  print_table(rows)
+  puts
+  puts "etcd connections for 10,000 calls: #{connections['distinct_connections_seen']} seen, #{connections['established_at_end']} established at the end"
+  puts "RSS a puppet process gains by loading libkv (KiB): #{rss.map { |s, v| "#{s} #{v}" }.join(', ')}"
+  puts
+  puts 'targets:'
+  targets(rows, rss, connections).each { |name, value, met| puts format('  %-50s %-45s %s', name, value, met ? 'met' : 'MISSED') }
+  File.write(File.join(ROOT, 'tmp', 'bench.json'), JSON.pretty_generate(rows)) if File.directory?(File.join(ROOT, 'tmp'))
+end

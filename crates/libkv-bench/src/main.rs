@@ -1,0 +1,227 @@
+//! `libkv-bench`: measures what each store costs raw (the `floor` layer) and
+//! through libkv's core `Store` trait (the `core` layer), printing one JSON object
+//! per store, layer and operation on stdout. Diagnostics go to stderr.
+//!
+//! ```text
+//! libkv-bench --store mock|file|etcd|consul --url URL --iterations N
+//!             [--warmup W] [--layers floor,core] [--value-size BYTES]
+//! ```
+
+mod core_layer;
+mod floor;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use stats::Bench;
+
+pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "usage: libkv-bench --store mock|file|etcd|consul --url URL --iterations N \
+[--warmup W] [--layers floor,core] [--value-size BYTES]
+
+URL is mock://, file:///ABS/ROOT, etcd://HOST:PORT/PREFIX or consul://HOST:PORT/PREFIX.
+Prints one JSON object per layer and operation (get, put, exists, list100,
+atomic_get_put) on stdout.";
+
+/// How many keys the listed directory holds.
+pub const LIST_LEN: usize = 100;
+
+/// The names a layer uses, all below one base (which ends with `/`): the key read
+/// and written, the counter of `atomic_get_put`, and the listed directory.
+pub struct Names {
+    pub key: String,
+    pub counter: String,
+    /// Ends with `/`.
+    pub dir: String,
+}
+
+impl Names {
+    pub fn under(base: &str) -> Names {
+        Names {
+            key: format!("{base}key"),
+            counter: format!("{base}counter"),
+            dir: format!("{base}list/"),
+        }
+    }
+
+    /// The `i`th key of the listed directory.
+    pub fn list_key(&self, i: usize) -> String {
+        format!("{}k{i:03}", self.dir)
+    }
+}
+
+/// The counter's first value: 0 in decimal, zero-padded to `size` bytes.
+pub fn initial_counter(size: usize) -> Vec<u8> {
+    format!("{:0size$}", 0).into_bytes()
+}
+
+/// The read-modify-write of `atomic_get_put`: the counter plus one, same width.
+pub fn next_counter(current: &[u8]) -> Result<Vec<u8>> {
+    let n: u64 = std::str::from_utf8(current)?.parse()?;
+    Ok(format!("{:0width$}", n + 1, width = current.len()).into_bytes())
+}
+
+/// Fails with `what` unless `ok`.
+pub fn check(ok: bool, what: &str) -> Result {
+    if ok {
+        Ok(())
+    } else {
+        Err(what.into())
+    }
+}
+
+/// Where the floor finds the store, parsed from the URL.
+pub enum Target {
+    Mock,
+    File {
+        root: PathBuf,
+    },
+    /// Endpoints as `http://HOST:PORT`; prefix `""` or `/PREFIX`, as libkv does.
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+    /// Base `http://HOST:PORT`; prefix `""` or `PREFIX/` (Consul keys have no
+    /// leading slash).
+    Consul {
+        base: String,
+        prefix: String,
+    },
+}
+
+impl Target {
+    fn parse(store: &str, url: &str) -> Result<Target> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| format!("{url}: not a URL"))?;
+        if scheme != store {
+            return Err(format!("--store {store} does not match the URL {url}").into());
+        }
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let with_port = |default: u16| {
+            if authority.contains(':') {
+                authority.to_owned()
+            } else {
+                format!("{authority}:{default}")
+            }
+        };
+        Ok(match store {
+            "mock" => Target::Mock,
+            "file" if authority.is_empty() && path.len() > 1 => Target::File { root: path.into() },
+            "file" => return Err(format!("{url}: use file:///ABSOLUTE/ROOT").into()),
+            "etcd" => Target::Etcd {
+                endpoints: with_port(2379)
+                    .split(',')
+                    .map(|e| format!("http://{e}"))
+                    .collect(),
+                prefix: path.trim_end_matches('/').to_owned(),
+            },
+            "consul" => Target::Consul {
+                base: format!("http://{}", with_port(8500)),
+                prefix: match path.trim_matches('/') {
+                    "" => String::new(),
+                    p => format!("{p}/"),
+                },
+            },
+            other => return Err(format!("unknown store {other:?}").into()),
+        })
+    }
+}
+
+struct Args {
+    store: String,
+    url: String,
+    iterations: usize,
+    warmup: Option<usize>,
+    layers: Vec<String>,
+    value_size: usize,
+}
+
+impl Args {
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Args> {
+        let (mut store, mut url, mut iterations, mut warmup) = (None, None, None, None);
+        let mut layers = vec!["floor".to_owned(), "core".to_owned()];
+        let mut value_size = 64;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (arg, None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            let number = |v: String| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("{name}: not a number: {v}"))
+            };
+            match name.as_str() {
+                "--store" => store = Some(value()?),
+                "--url" => url = Some(value()?),
+                "--iterations" => iterations = Some(number(value()?)?),
+                "--warmup" => warmup = Some(number(value()?)?),
+                "--value-size" => value_size = number(value()?)?,
+                "--layers" => layers = value()?.split(',').map(str::to_owned).collect(),
+                "-h" | "--help" => return Err(USAGE.into()),
+                other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
+            }
+        }
+        if let Some(bad) = layers
+            .iter()
+            .find(|l| !["floor", "core"].contains(&l.as_str()))
+        {
+            return Err(format!("unknown layer {bad:?}: use floor, core or floor,core").into());
+        }
+        let (Some(store), Some(url), Some(iterations)) = (store, url, iterations) else {
+            return Err(format!("--store, --url and --iterations are required\n{USAGE}").into());
+        };
+        check(iterations > 0, "--iterations must be at least 1")?;
+        check(value_size > 0, "--value-size must be at least 1")?;
+        Ok(Args {
+            store,
+            url,
+            iterations,
+            warmup,
+            layers,
+            value_size,
+        })
+    }
+}
+
+fn run() -> Result {
+    let args = Args::parse(std::env::args().skip(1))?;
+    let target = Target::parse(&args.store, &args.url)?;
+    let value = vec![b'v'; args.value_size];
+    for layer in &args.layers {
+        let bench = Bench {
+            store: args.store.clone(),
+            layer: layer.clone(),
+            iterations: args.iterations,
+            warmup: args.warmup.unwrap_or((args.iterations / 10).max(10)),
+        };
+        eprintln!(
+            "libkv-bench: {} {layer}: {} warmup + {} iterations",
+            args.store, bench.warmup, bench.iterations
+        );
+        match layer.as_str() {
+            "floor" => floor::run(&bench, &target, &value)?,
+            _ => core_layer::run(&bench, &args.url, &value)?,
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("libkv-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
