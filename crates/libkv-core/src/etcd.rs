@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    TlsOptions, Txn, TxnOp,
+    KvClient, TlsOptions, Txn, TxnOp,
 };
 use tonic::Code;
 
@@ -49,7 +49,18 @@ struct ClientKey {
     auth: Auth,
 }
 
-static CLIENTS: ClientCache<ClientKey, Client> = ClientCache::new();
+static CLIENTS: ClientCache<ClientKey, Conn> = ClientCache::new();
+
+/// The largest response the client accepts: what etcd itself may send (grpc-go's
+/// default limit), not tonic's 4 MiB, which a list of a few large values exceeds.
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+/// A connected client, and its KV client with the response limit raised.
+#[derive(Clone)]
+struct Conn {
+    client: Client,
+    kv: KvClient,
+}
 
 /// A failed call, before it is worded for the caller.
 enum Failure {
@@ -153,20 +164,23 @@ impl EtcdStore {
 
     /// This process's client for the store's endpoints and auth, and its generation,
     /// connecting it if needed.
-    async fn client(&self) -> std::result::Result<(Client, u64), Failure> {
+    async fn client(&self) -> std::result::Result<(Conn, u64), Failure> {
         if let Some(found) = CLIENTS.get(&self.client_key) {
             return Ok(found);
         }
         let client = Client::connect(&self.client_key.endpoints, Some(self.connect_options()?))
             .await
             .map_err(classify)?;
-        Ok(CLIENTS.insert(&self.client_key, client))
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        Ok(CLIENTS.insert(&self.client_key, Conn { client, kv }))
     }
 
     /// Runs one request on this process's client, within the timeout.
     fn call<T, F, Fut>(&self, op: &'static str, key: &str, request: F) -> Result<T>
     where
-        F: FnOnce(Client) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         // The generation of the client the request went to, to drop that one only.
@@ -258,6 +272,17 @@ fn classify(e: etcd_client::Error) -> Failure {
                 _ if message.contains("user name is empty") => Failure::Auth(format!(
                     "{text}: this etcd has authentication enabled and needs a username and password"
                 )),
+                _ if message.contains("request is too large")
+                    || (status.code() == Code::ResourceExhausted
+                        && message.contains("larger than max")) =>
+                {
+                    Failure::Refused(format!(
+                        "{text} ({:?}): the value is larger than this etcd takes in one request \
+                         (its --max-request-bytes, 1.5 MiB by default); store a smaller value, or \
+                         raise that limit on every etcd member",
+                        status.code()
+                    ))
+                }
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                     Failure::Connection(text)
                 }
@@ -291,7 +316,7 @@ impl Store for EtcdStore {
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let k = self.etcd_key(key);
         self.call("get", key.as_str(), |mut c| async move {
-            let resp = c.get(k, None).await?;
+            let resp = c.kv.get(k, None).await?;
             Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
         })
     }
@@ -299,21 +324,23 @@ impl Store for EtcdStore {
     fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
         let k = self.etcd_key(key);
         self.call("put", key.as_str(), |mut c| async move {
-            c.put(k, value, None).await.map(|_| ())
+            c.kv.put(k, value, None).await.map(|_| ())
         })
     }
 
     fn delete(&self, key: &Key) -> Result<()> {
         let k = self.etcd_key(key);
         self.call("delete", key.as_str(), |mut c| async move {
-            c.delete(k, None).await.map(|_| ())
+            c.kv.delete(k, None).await.map(|_| ())
         })
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
         let k = self.etcd_key(key);
         self.call("exists", key.as_str(), |mut c| async move {
-            let resp = c.get(k, Some(GetOptions::new().with_count_only())).await?;
+            let resp =
+                c.kv.get(k, Some(GetOptions::new().with_count_only()))
+                    .await?;
             Ok(resp.count() > 0)
         })
     }
@@ -321,9 +348,9 @@ impl Store for EtcdStore {
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
         let range = self.etcd_dir(dir);
         self.call("list", dir.as_str(), |mut c| async move {
-            let resp = c
-                .get(range.clone(), Some(GetOptions::new().with_prefix()))
-                .await?;
+            let resp =
+                c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
+                    .await?;
             Ok(resp
                 .kvs()
                 .iter()
@@ -340,7 +367,7 @@ impl Store for EtcdStore {
     fn deletetree(&self, dir: &Key) -> Result<()> {
         let range = self.etcd_dir(dir);
         self.call("deletetree", dir.as_str(), |mut c| async move {
-            c.delete(range, Some(DeleteOptions::new().with_prefix()))
+            c.kv.delete(range, Some(DeleteOptions::new().with_prefix()))
                 .await
                 .map(|_| ())
         })
@@ -353,7 +380,7 @@ impl Store for EtcdStore {
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
         let k = self.etcd_key(key);
         self.call("atomic_get", key.as_str(), |mut c| async move {
-            let resp = c.get(k, None).await?;
+            let resp = c.kv.get(k, None).await?;
             Ok(resp.kvs().first().map(|kv| Versioned {
                 value: kv.value().to_vec(),
                 sequence: sequence(kv.mod_revision()),
@@ -375,16 +402,16 @@ impl Store for EtcdStore {
                     revision(previous),
                 )])
                 .and_then([TxnOp::delete(k, None)]);
-            Ok(c.txn(txn).await?.succeeded())
+            Ok(c.kv.txn(txn).await?.succeeded())
         })
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
         let range = self.etcd_dir(dir);
         self.call("atomic_list", dir.as_str(), |mut c| async move {
-            let resp = c
-                .get(range.clone(), Some(GetOptions::new().with_prefix()))
-                .await?;
+            let resp =
+                c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
+                    .await?;
             Ok(resp
                 .kvs()
                 .iter()
@@ -402,7 +429,7 @@ impl Store for EtcdStore {
     }
 
     fn info(&self) -> Result<Value> {
-        let status = self.call("info", "", |mut c| async move { c.status().await })?;
+        let status = self.call("info", "", |mut c| async move { c.client.status().await })?;
         let hex = |id: u64| Value::from(format!("{id:x}"));
         let mut facts = vec![
             ("provider", Value::from("etcd")),
@@ -448,7 +475,7 @@ impl EtcdStore {
                     revision(previous),
                 )])
                 .and_then([TxnOp::put(k, value, None)]);
-            Ok(c.txn(txn).await?.succeeded())
+            Ok(c.kv.txn(txn).await?.succeeded())
         })
     }
 }

@@ -237,3 +237,34 @@ fn an_unreadable_tls_file_is_named_without_its_contents() {
         "{err}"
     );
 }
+
+#[test]
+fn listings_larger_than_grpcs_default_message_limit_are_read() {
+    let (store, _) = etcd_store();
+    // Six values of 1 MB, each below etcd's request limit, 6 MB together: above
+    // the 4 MiB a gRPC client accepts by default.
+    let value = vec![b'x'; 1_000_000];
+    for i in 0..6 {
+        store.put(&k(&format!("/big/k{i}")), &value).unwrap();
+    }
+    let listed = store.list(&d("/big")).unwrap();
+    assert_eq!(listed.len(), 6);
+    assert!(listed.iter().all(|(_, v)| v == &value));
+    assert_eq!(store.atomic_list(&d("/big")).unwrap().len(), 6);
+}
+
+#[test]
+fn a_value_larger_than_etcd_takes_is_refused_saying_so() {
+    let (store, _) = etcd_store();
+    // Above etcd's request limit, and above its gRPC message limit.
+    for size in [1_700_000, 10 << 20] {
+        let err = store.put(&k("/huge"), &vec![b'x'; size]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("put /huge") && msg.contains("--max-request-bytes"),
+            "{msg}"
+        );
+    }
+    assert_eq!(store.get(&k("/huge")).unwrap(), None);
+}
