@@ -38,6 +38,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
+use crate::fork;
 use crate::key::{is_valid_component, Key};
 use crate::store::{Listing, Store, Versioned};
 use crate::value::Value;
@@ -74,8 +75,10 @@ impl AsFd for DirFd<'_> {
     }
 }
 
-/// The store lock, held until dropped (closing the file releases the `flock`).
-struct Locked(OwnedFd);
+/// The store lock, held until dropped (closing the file releases the `flock`). It
+/// is a fork section: a child forked meanwhile would hold the lock for its whole
+/// life (see `fork`).
+struct Locked(OwnedFd, fork::Section);
 
 /// The directories opened on the way to a key or directory, below the root.
 struct Walked<'a> {
@@ -180,6 +183,7 @@ impl FileStore {
     }
 
     fn lock(&self, op: &'static str, key: &str) -> Result<Locked> {
+        let section = fork::section();
         let fd = openat(
             self.root(op, key)?,
             LOCK_NAME,
@@ -198,7 +202,7 @@ impl FileStore {
         let mut pause = Duration::from_micros(50);
         loop {
             match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Locked(fd)),
+                Ok(()) => return Ok(Locked(fd, section)),
                 Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {
                     let now = Instant::now();
                     if now >= deadline {

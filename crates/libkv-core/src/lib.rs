@@ -16,6 +16,7 @@ pub mod consul;
 pub mod error;
 pub mod etcd;
 pub mod file;
+mod fork;
 pub mod key;
 pub mod mock;
 mod net;

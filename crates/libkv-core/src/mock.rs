@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::Result;
+use crate::fork;
 use crate::key::Key;
 use crate::store::{Listing, Store, Versioned};
 use crate::value::Value;
@@ -48,6 +49,25 @@ impl Inner {
     }
 }
 
+/// The store's data, locked; a fork waits until it is unlocked (see `fork`).
+struct Locked<'a> {
+    guard: MutexGuard<'a, Inner>,
+    _section: fork::Section,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.guard
+    }
+}
+
 impl MockStore {
     pub fn new(name: &str) -> MockStore {
         MockStore {
@@ -56,12 +76,18 @@ impl MockStore {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
+        let section = fork::section();
         // A panic while holding the lock cannot leave an entry half-written: every
         // change is a single map operation. Keep serving.
-        self.inner
+        let guard = self
+            .inner
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked {
+            guard,
+            _section: section,
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! A forked child inherits the parent's runtime and clients in memory, but not the
 //! runtime's threads nor, usefully, its connections: both belong to the process that
 //! made them. After `fork` the child makes its own; the parent's are leaked there,
-//! since dropping them could wait on threads that do not exist in the child.
+//! since dropping them could wait on threads that do not exist in the child. The
+//! locks around the runtime and the clients are fork sections, so a child never
+//! starts with one held.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use tokio::runtime::{Builder, Runtime};
 
+use crate::fork;
+
 static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 
 /// This process's runtime, made on first use. It is a current-thread runtime: the
@@ -26,6 +30,7 @@ static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 /// call. Threads calling at once take turns driving it.
 pub fn runtime() -> std::io::Result<&'static Runtime> {
     let pid = std::process::id();
+    let _section = fork::section();
     let mut current = RUNTIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -73,6 +78,7 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
         }
     }
 
+    /// The clients, locked. Callers hold a fork section around it (see `fork`).
     fn lock(&self) -> MutexGuard<'_, Option<HashMap<K, Cached<C>>>> {
         self.clients
             .lock()
@@ -82,6 +88,7 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
     /// This process's client for `key`, and its generation.
     pub fn get(&self, key: &K) -> Option<(C, u64)> {
         let pid = std::process::id();
+        let _section = fork::section();
         let mut clients = self.lock();
         let map = clients.get_or_insert_with(HashMap::new);
         match map.remove(key) {
@@ -103,6 +110,7 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
     /// the one kept, and its generation.
     pub fn insert(&self, key: &K, client: C) -> (C, u64) {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let _section = fork::section();
         let mut clients = self.lock();
         let kept = clients
             .get_or_insert_with(HashMap::new)
@@ -119,6 +127,7 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
     /// the next call makes a new one. A failure before any client was used has
     /// none to drop.
     pub fn forget(&self, key: &K, generation: Option<u64>) {
+        let _section = fork::section();
         let mut clients = self.lock();
         if let Some(map) = clients.as_mut() {
             let current = map.get(key).map(|c| c.generation);

@@ -1,0 +1,116 @@
+//! Fork safety for what a process shares between its threads.
+//!
+//! A forked child gets a copy of every lock and file descriptor of the parent, but
+//! only the thread that called `fork`. A mutex another thread held stays locked in
+//! the child forever; a lock file another thread had open keeps its `flock` held for
+//! as long as the child lives, since the lock belongs to the open file, which the
+//! child's copy of the descriptor keeps open (`O_CLOEXEC` only helps a child that
+//! execs).
+//!
+//! So code that holds such a mutex or lock file runs inside a [`Section`], and `fork`
+//! waits, in a `pthread_atfork` handler, until no other thread is inside one: a child
+//! never starts with one held. Sections are short: a mutex held for a lookup, a file
+//! store write held for its I/O (waiting for the store's lock at most its timeout).
+//! While a fork waits, new sections wait for it. Sections nest.
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Once;
+use std::time::Duration;
+
+/// Threads inside a section.
+static INSIDE: AtomicUsize = AtomicUsize::new(0);
+/// Forks waiting for the sections to end, or under way.
+static FORKING: AtomicUsize = AtomicUsize::new(0);
+static HANDLERS: Once = Once::new();
+
+thread_local! {
+    /// How deep this thread is in sections.
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+const PAUSE: Duration = Duration::from_micros(50);
+
+/// Held while code holds a lock a forked child must not inherit. Not `Send`: it
+/// ends on the thread it began on.
+#[must_use = "a section lasts as long as its value"]
+pub struct Section(PhantomData<*const ()>);
+
+/// Begins a section, after any fork under way.
+pub fn section() -> Section {
+    HANDLERS.call_once(register);
+    DEPTH.with(|depth| {
+        if depth.get() == 0 {
+            loop {
+                while FORKING.load(SeqCst) > 0 {
+                    std::thread::sleep(PAUSE);
+                }
+                INSIDE.fetch_add(1, SeqCst);
+                if FORKING.load(SeqCst) == 0 {
+                    break;
+                }
+                INSIDE.fetch_sub(1, SeqCst);
+            }
+        }
+        depth.set(depth.get() + 1);
+    });
+    Section(PhantomData)
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        DEPTH.with(|depth| {
+            depth.set(depth.get() - 1);
+            if depth.get() == 0 {
+                INSIDE.fetch_sub(1, SeqCst);
+            }
+        });
+    }
+}
+
+/// Sections of the forking thread itself (it cannot wait for its own).
+fn own() -> usize {
+    DEPTH.with(|depth| usize::from(depth.get() > 0))
+}
+
+extern "C" fn prepare() {
+    FORKING.fetch_add(1, SeqCst);
+    while INSIDE.load(SeqCst) > own() {
+        std::thread::sleep(PAUSE);
+    }
+}
+
+extern "C" fn parent() {
+    FORKING.fetch_sub(1, SeqCst);
+}
+
+extern "C" fn child() {
+    // Only this thread lives on: forks of other threads are not under way here.
+    FORKING.store(0, SeqCst);
+    INSIDE.store(own(), SeqCst);
+}
+
+fn register() {
+    // SAFETY: the handlers only touch atomics and this thread's own depth.
+    let status = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+    // Only ENOMEM can fail it; without handlers, forking is as unsafe as before.
+    debug_assert_eq!(status, 0, "pthread_atfork failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_nest_and_end() {
+        let before = INSIDE.load(SeqCst);
+        {
+            let _outer = section();
+            let _inner = section();
+            assert_eq!(INSIDE.load(SeqCst), before + 1);
+            assert_eq!(own(), 1);
+        }
+        assert_eq!(own(), 0);
+    }
+}
