@@ -749,6 +749,24 @@ RSpec.shared_examples 'a libkv store' do |backend|
       expect { store.atomic_delete('bad', 'malformed') }.to raise_error(LibKV::InvalidKeyError)
     end
 
+    it 'a key in another encoding is its text: binary and UTF-16 Strings of valid keys work' do
+      store.put('/enc/a'.b, 1)
+      store.put('/enc/b'.encode('UTF-16LE'), 2)
+      store.put('/enc/c'.encode('ISO-8859-1'), 3)
+      expect(store.get('/enc/a')).to eq(1)
+      expect(store.list('/enc'.encode('UTF-16LE'))).to eq('a' => 1, 'b' => 2, 'c' => 3)
+    end
+
+    it 'a key that is not valid UTF-8 raises LibKV::InvalidKeyError saying so' do
+      ["/a\xffb".b, (+"/a\xff").force_encoding('UTF-8')].each do |bad|
+        key_ops.merge(dir_ops).each do |op, call|
+          expect { call.call(store, bad) }.to raise_error(LibKV::InvalidKeyError, /invalid key "\/a.*not valid UTF-8/),
+                                              "#{op}(#{bad.inspect})"
+        end
+      end
+      expect(store.list('/')).to eq({})
+    end
+
     it 'a non-String key raises TypeError' do
       [1, nil, :'/a', ['/a']].each do |k|
         key_ops.merge(dir_ops).each do |op, call|

@@ -125,6 +125,24 @@ fn string(ruby: &Ruby, s: RString) -> Result<Value, Refusal> {
     })
 }
 
+/// A String of any encoding as UTF-8 text: a binary String's bytes as they are,
+/// others converted to UTF-8. `Err` shows what was given, lossily, when it is not
+/// text.
+pub fn text(ruby: &Ruby, s: RString) -> Result<String, String> {
+    // SAFETY (both): the bytes are copied before any other Ruby call.
+    let lossy = |s: RString| String::from_utf8_lossy(unsafe { s.as_slice() }).into_owned();
+    let index = s.enc_get();
+    let utf8 = if index == ruby.ascii8bit_encindex()
+        || index == ruby.utf8_encindex()
+        || index == ruby.usascii_encindex()
+    {
+        s
+    } else {
+        s.conv_enc(ruby.utf8_encoding()).map_err(|_| lossy(s))?
+    };
+    String::from_utf8(unsafe { utf8.as_slice() }.to_vec()).map_err(|_| lossy(utf8))
+}
+
 /// True when `v` is, or holds at any depth, a BINARY-encoded String: what a caller
 /// turning binary Strings into its own Binary type has to walk. Deeper than a
 /// value can be stored, it answers true, so the caller's own walk decides.

@@ -110,12 +110,28 @@ fn auth_from(ruby: &Ruby, hash: RHash) -> Result<Auth, Error> {
     Auth::new(pairs).map_err(|e| errors::to_ruby(ruby, e))
 }
 
-fn key(ruby: &Ruby, key: &str) -> Result<Key, Error> {
-    Key::new(key).map_err(|e| errors::to_ruby(ruby, e))
+fn key(ruby: &Ruby, key: RString) -> Result<Key, Error> {
+    Key::new(&key_text(ruby, key)?).map_err(|e| errors::to_ruby(ruby, e))
 }
 
-fn dir(ruby: &Ruby, dir: &str) -> Result<Key, Error> {
-    Key::dir(dir).map_err(|e| errors::to_ruby(ruby, e))
+fn dir(ruby: &Ruby, dir: RString) -> Result<Key, Error> {
+    Key::dir(&key_text(ruby, dir)?).map_err(|e| errors::to_ruby(ruby, e))
+}
+
+/// A key's text; bytes that are not text are an invalid key, shown as well as
+/// they can be.
+fn key_text(ruby: &Ruby, key: RString) -> Result<String, Error> {
+    convert::text(ruby, key).map_err(|shown| {
+        errors::to_ruby(
+            ruby,
+            CoreError::InvalidKey {
+                key: shown,
+                reason: "it is not valid UTF-8; keys look like /dir/name and use only \
+                         A-Z a-z 0-9 . _ : - /"
+                    .into(),
+            },
+        )
+    })
 }
 
 /// The bytes to store for a Ruby value: encoded (`serialize`), or the String's own
@@ -228,10 +244,10 @@ impl RbStore {
     fn get(
         ruby: &Ruby,
         rb_self: &Self,
-        k: String,
+        k: RString,
         serialize: bool,
     ) -> Result<magnus::Value, Error> {
-        let k = key(ruby, &k)?;
+        let k = key(ruby, k)?;
         Ok(match rb_self.run(ruby, |s| s.get(&k))? {
             Some(bytes) => decode(ruby, bytes, serialize),
             None => ruby.qnil().as_value(),
@@ -241,29 +257,29 @@ impl RbStore {
     fn put(
         ruby: &Ruby,
         rb_self: &Self,
-        k: String,
+        k: RString,
         value: magnus::Value,
         serialize: bool,
     ) -> Result<bool, Error> {
-        let k = key(ruby, &k)?;
+        let k = key(ruby, k)?;
         let bytes = encode(ruby, &k, value, serialize)?;
         rb_self.run(ruby, |s| s.put(&k, &bytes))?;
         Ok(true)
     }
 
-    fn delete(ruby: &Ruby, rb_self: &Self, k: String) -> Result<bool, Error> {
-        let k = key(ruby, &k)?;
+    fn delete(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<bool, Error> {
+        let k = key(ruby, k)?;
         rb_self.run(ruby, |s| s.delete(&k))?;
         Ok(true)
     }
 
-    fn exists(ruby: &Ruby, rb_self: &Self, k: String) -> Result<bool, Error> {
-        let k = key(ruby, &k)?;
+    fn exists(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<bool, Error> {
+        let k = key(ruby, k)?;
         rb_self.run(ruby, |s| s.exists(&k))
     }
 
-    fn list(ruby: &Ruby, rb_self: &Self, d: String, serialize: bool) -> Result<RHash, Error> {
-        let d = dir(ruby, &d)?;
+    fn list(ruby: &Ruby, rb_self: &Self, d: RString, serialize: bool) -> Result<RHash, Error> {
+        let d = dir(ruby, d)?;
         let listing: Listing<Vec<u8>> = rb_self.run(ruby, |s| s.list(&d))?;
         let h = ruby.hash_new();
         for (rel, bytes) in listing {
@@ -272,8 +288,8 @@ impl RbStore {
         Ok(h)
     }
 
-    fn deletetree(ruby: &Ruby, rb_self: &Self, d: String) -> Result<bool, Error> {
-        let d = dir(ruby, &d)?;
+    fn deletetree(ruby: &Ruby, rb_self: &Self, d: RString) -> Result<bool, Error> {
+        let d = dir(ruby, d)?;
         rb_self.run(ruby, |s| s.deletetree(&d))?;
         Ok(true)
     }
@@ -281,17 +297,22 @@ impl RbStore {
     fn atomic_create(
         ruby: &Ruby,
         rb_self: &Self,
-        k: String,
+        k: RString,
         value: magnus::Value,
         serialize: bool,
     ) -> Result<bool, Error> {
-        let k = key(ruby, &k)?;
+        let k = key(ruby, k)?;
         let bytes = encode(ruby, &k, value, serialize)?;
         rb_self.run(ruby, |s| s.atomic_create(&k, &bytes))
     }
 
-    fn atomic_get(ruby: &Ruby, rb_self: &Self, k: String, serialize: bool) -> Result<RHash, Error> {
-        let k = key(ruby, &k)?;
+    fn atomic_get(
+        ruby: &Ruby,
+        rb_self: &Self,
+        k: RString,
+        serialize: bool,
+    ) -> Result<RHash, Error> {
+        let k = key(ruby, k)?;
         match rb_self.run(ruby, |s| s.atomic_get(&k))? {
             Some(v) => versioned(ruby, decode(ruby, v.value, serialize), v.sequence),
             None => versioned(ruby, ruby.qnil().as_value(), 0),
@@ -301,12 +322,12 @@ impl RbStore {
     fn atomic_put(
         ruby: &Ruby,
         rb_self: &Self,
-        k: String,
+        k: RString,
         value: magnus::Value,
         previous: magnus::Value,
         serialize: bool,
     ) -> Result<bool, Error> {
-        let k = key(ruby, &k)?;
+        let k = key(ruby, k)?;
         let previous = previous_sequence(ruby, "atomic_put", &k, previous)?;
         let bytes = encode(ruby, &k, value, serialize)?;
         rb_self.run(ruby, |s| s.atomic_put(&k, &bytes, previous))
@@ -315,10 +336,10 @@ impl RbStore {
     fn atomic_delete(
         ruby: &Ruby,
         rb_self: &Self,
-        k: String,
+        k: RString,
         previous: magnus::Value,
     ) -> Result<bool, Error> {
-        let k = key(ruby, &k)?;
+        let k = key(ruby, k)?;
         let previous = previous_sequence(ruby, "atomic_delete", &k, previous)?;
         rb_self.run(ruby, |s| s.atomic_delete(&k, previous))
     }
@@ -326,10 +347,10 @@ impl RbStore {
     fn atomic_list(
         ruby: &Ruby,
         rb_self: &Self,
-        d: String,
+        d: RString,
         serialize: bool,
     ) -> Result<RHash, Error> {
-        let d = dir(ruby, &d)?;
+        let d = dir(ruby, d)?;
         let listing = rb_self.run(ruby, |s| s.atomic_list(&d))?;
         let h = ruby.hash_new();
         for (rel, v) in listing {
