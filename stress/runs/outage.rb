@@ -1,0 +1,160 @@
+# frozen_string_literal: true
+
+require 'socket'
+
+# etcd, then the Consul test double, stopped and then frozen (SIGSTOP: it accepts
+# connections but never answers) while a process calls every function, through
+# the Ruby API and as Puppet functions with and without softfail. Each call ends
+# within the timeout + 1 s with a clear error, or with softfail the safe value; once
+# the server is back, the same store object works again.
+module Stress
+  # Starts, stops, freezes and thaws one server on a fixed port.
+  class Outage
+    TIMEOUT = 1.0
+    SAFE = {
+      'get' => nil, 'put' => false, 'delete' => false, 'exists' => false, 'list' => {},
+      'deletetree' => false, 'atomic_create' => false, 'atomic_get' => { 'value' => nil, 'sequence' => 0 },
+      'atomic_put' => false, 'atomic_delete' => false, 'atomic_list' => {}, 'info' => {}
+    }.freeze
+
+    def initialize(run, name)
+      @run = run
+      @name = name
+    end
+
+    # etcd's own process, or the Consul double's.
+    def start
+      if @name == 'etcd'
+        @etcd = LibKVTest::Etcd.private_server(:plain)
+        @url = @etcd.url('/outage')
+      else
+        @port = LibKVTest::Etcd.free_port
+        consul_up
+        @url = "consul://127.0.0.1:#{@port}/outage"
+      end
+      self
+    end
+
+    attr_reader :url
+
+    def pid
+      @etcd ? @etcd.pid : @consul.pid
+    end
+
+    def stop
+      @etcd ? LibKVTest::Etcd.stop(@etcd) : @consul.close
+    end
+
+    def restart
+      @etcd ? LibKVTest::Etcd.restart(@etcd) : consul_up
+    end
+
+    def consul_up
+      @consul = IO.popen([LibKVTest::Consul.binary, '--port', @port.to_s], 'r+')
+      line = @consul.gets.to_s
+      raise "consul-double did not start: #{line.inspect}" unless line.start_with?('listening on')
+    end
+
+    # Every Ruby API operation on +store+ fails within the timeout + 1 s with a
+    # StoreError that names the store and says what happened.
+    def ruby_api(store, state)
+      slowest = 0.0
+      Stress.every_operation.each do |op, call|
+        started = Stress.monotonic
+        outcome =
+          begin
+            "returned #{call.call(store).inspect}"
+          rescue LibKV::Error => e
+            e
+          end
+        took = Stress.monotonic - started
+        slowest = [slowest, took].max
+        what = "#{@name} #{state}: Ruby API #{op}"
+        @run.check(took <= TIMEOUT + 1, format('%s took %.2f s, more than the timeout + 1 s', what, took))
+        clear = outcome.is_a?(LibKV::ConnectionError) && outcome.message.include?(url) &&
+                outcome.message.match?(/cannot reach the store|timed out after/)
+        @run.check(clear, "#{what} should fail with a ConnectionError naming #{url}: #{outcome.inspect}")
+      end
+      slowest
+    end
+
+    # Every libkv:: function in a Puppet compilation: with softfail each returns its
+    # safe value and pop_error tells why; without, each raises a Puppet error.
+    def puppet(state)
+      options = { 'url' => url, 'timeout' => TIMEOUT }
+      args = { 'get' => ['/k'], 'put' => ['/k', 'v'], 'delete' => ['/k'], 'exists' => ['/k'], 'list' => ['/'],
+               'deletetree' => ['/d'], 'atomic_create' => ['/k', 'v'], 'atomic_get' => ['/k'],
+               'atomic_put' => ['/k', 'v', { 'value' => 'old', 'sequence' => 1 }],
+               'atomic_delete' => ['/k', { 'value' => 'old', 'sequence' => 1 }], 'atomic_list' => ['/'], 'info' => [] }
+      calls = SAFE.keys.flat_map do |f|
+        [[f, *args[f], options.merge('softfail' => true)], ['pop_error'], [f, *args[f], options]]
+      end
+      pid, out = Stress.spawn_worker('puppet', { dir: Stress.tmpdir('outage-puppet'), calls: calls })
+      status = Stress.wait_all([pid], 180)[pid]
+      result = Stress.result_of(out)
+      return @run.fail!("#{@name} #{state}: the Puppet process failed: #{status.inspect}") unless status&.success? && result
+
+      slowest = 0.0
+      result['results'].each_slice(3).zip(SAFE) do |(soft, popped, hard), (f, safe)|
+        what = "#{@name} #{state}: libkv::#{f}"
+        slowest = [slowest, soft['seconds'], hard['seconds']].max
+        @run.check(soft['seconds'] <= TIMEOUT + 1 && hard['seconds'] <= TIMEOUT + 1,
+                   format('%s took %.2f s and %.2f s, more than the timeout + 1 s', what, soft['seconds'], hard['seconds']))
+        @run.check(!soft.key?('error') && soft['result'] == safe,
+                   "#{what} with softfail should return #{safe.inspect}: #{soft.inspect}")
+        @run.check(popped['result'].to_s.start_with?("libkv::#{f}") && popped['result'].include?(url),
+                   "#{what}: pop_error should tell what failed: #{popped.inspect}")
+        @run.check(hard['error'].to_s.match?(/\APuppet::Error: libkv::#{f}.*#{Regexp.escape(url)}/),
+                   "#{what} without softfail should raise a Puppet::Error naming the store: #{hard.inspect}")
+      end
+      slowest
+    end
+
+    # The store object made before the outage works again.
+    def recovered(store, state, kept)
+      outcome =
+        begin
+          store.put('/after', state)
+          [store.get('/after'), store.get('/before')]
+        rescue LibKV::Error => e
+          e
+        end
+      @run.check(outcome == [state, kept],
+                 "#{@name} after #{state}: the store object should work again: #{outcome.inspect}")
+    end
+  end
+end
+
+Stress.define('outage', 'etcd and the Consul test double stopped, then frozen, while every function is called') do |run, _random|
+  %w[etcd consul].each do |name|
+    if name == 'consul' && LibKVTest::Consul.real_url
+      run.say('consul: not run against a real Consul (LIBKV_TEST_CONSUL_URL), which this run cannot stop')
+      next
+    end
+    server = Stress::Outage.new(run, name).start
+    store = LibKV.open(server.url, {}, timeout: Stress::Outage::TIMEOUT)
+    store.put('/before', 'kept')
+
+    server.stop
+    ruby = server.ruby_api(store, 'stopped')
+    puppet = server.puppet('stopped')
+    run.say(format('%-6s stopped: 12 Ruby API calls, slowest %.2f s; 12 functions with and without softfail ' \
+                   'in Puppet, slowest %.2f s (timeout %.1f s)', name, ruby, puppet.to_f, Stress::Outage::TIMEOUT))
+    server.restart
+    # The Consul double keeps its data in memory only: it comes back empty.
+    kept = name == 'etcd' ? 'kept' : nil
+    server.recovered(store, 'restart', kept)
+
+    Process.kill('STOP', server.pid)
+    begin
+      ruby = server.ruby_api(store, 'frozen')
+      puppet = server.puppet('frozen')
+    ensure
+      Process.kill('CONT', server.pid)
+    end
+    run.say(format('%-6s frozen:  12 Ruby API calls, slowest %.2f s; 12 functions with and without softfail ' \
+                   'in Puppet, slowest %.2f s', name, ruby, puppet.to_f))
+    server.recovered(store, 'thaw', kept)
+    server.stop
+  end
+end

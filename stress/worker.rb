@@ -1,0 +1,257 @@
+# frozen_string_literal: true
+
+# A worker process of the stress runs: `ruby stress/worker.rb COMMAND` with its
+# input as JSON on stdin; it prints its result as one JSON line. Each is a plain
+# Ruby process that loads libkv itself, as a Puppet run would.
+
+require 'json'
+require 'fileutils'
+$LOAD_PATH.unshift(File.expand_path('../lib', __dir__))
+require 'libkv'
+require_relative 'crash_value'
+require_relative 'operations'
+
+input = JSON.parse($stdin.read)
+
+def monotonic
+  Process.clock_gettime(Process::CLOCK_MONOTONIC)
+end
+
+def open_store(input)
+  LibKV.open(input['url'], input['auth'] || {}, timeout: input['timeout'] || 5.0)
+end
+
+# Sleeps until the wall-clock time every worker of a race starts at.
+def wait_for_start(input)
+  wait = input['start_at'].to_f - Time.now.to_f
+  sleep(wait) if wait.positive?
+end
+
+# Whether +a+ and +b+ are the same value, Strings with the same encoding too.
+def same?(a, b)
+  case a
+  when String then b.is_a?(String) && a.encoding == b.encoding && a.b == b.b
+  when Array then b.is_a?(Array) && a.size == b.size && a.each_index.all? { |i| same?(a[i], b[i]) }
+  when Hash then b.is_a?(Hash) && a.size == b.size && a.keys.zip(b.keys).all? { |x, y| same?(x, y) } &&
+                 a.all? { |k, v| same?(v, b[k]) }
+  when Float then b.is_a?(Float) && [a].pack('G') == [b].pack('G')
+  else a.class == b.class && a == b
+  end
+end
+
+def nested(depth, kind)
+  (1...depth).reduce(kind == :array ? ['leaf'] : { 'k' => 'leaf' }) { |v, _| kind == :array ? [v] : { 'k' => v } }
+end
+
+# Hostile values put and read back (get, and atomic_get for the small ones) on one
+# store. Each case says what it expects back (nil: exactly what was put) and
+# whether the store may refuse it (with a clear error) instead.
+def hostile_values(input)
+  store = open_store(input)
+  random = Random.new(input['seed'])
+  mib = 1 << 20
+  own = [1, 2]
+  own << own
+  cases = [
+    ['empty String', ''],
+    ['empty binary String', ''.b],
+    ['10 MiB String', 'x' * (10 * mib), nil, true],
+    ['10 MiB of random bytes', random.bytes(10 * mib), nil, true],
+    ['10 MiB of random bytes, serialize false', random.bytes(10 * mib), nil, true, false],
+    ['Arrays nested 1,000 levels deep', nested(1000, :array), nil, true],
+    ['Hashes nested 1,000 levels deep', nested(1000, :hash), nil, true],
+    ['Arrays nested 100 levels deep (the limit)', nested(100, :array)],
+    ['an Array that contains itself', own, nil, true],
+    ['bytes that are not UTF-8', "\xff\xfe\x00\x80\xc3".b],
+    ['a UTF-8 String with invalid bytes', (+"ok \xff").force_encoding('UTF-8'), nil, true],
+    ['NUL bytes in a String', "a\0b\0\0c"],
+    ['NUL bytes, serialize false', "\0\0\0", nil, false, false],
+    ['a String that looks like an envelope', '{"libkv":1,"value":5}'],
+    ['a binary String that looks like an envelope', '{"libkv":1,"value":"x"}'.b],
+    ['four-byte UTF-8 and combining marks', "\u{1F600} e\u0301 \u{10FFFF}"],
+    ['a UTF-16LE String (read back as UTF-8)', 'h\u00e9llo'.encode('UTF-16LE'), 'h\u00e9llo'],
+    ['a Symbol (read back as its name)', :sym, 'sym'],
+    ['a Hash of 100,000 entries', Hash[Array.new(100_000) { |i| ["key#{i}", i] }], nil, true],
+    ['an Array of 200,000 Integers', Array.new(200_000) { |i| i * 7919 }, nil, true],
+    ['Hash keys that are not Strings', { 1 => 'one', nil => 'nil', [1, 2] => { true => 2.5 }, '__ptype' => 'x' }],
+    ['Integer and Float limits', [2**63 - 1, -2**63, 0.1, -0.0, 1e308, 5e-324, -1.5e-300]],
+    ['an Integer beyond 64 bits', 2**64, nil, true],
+    ['NaN', Float::NAN, nil, true],
+    ['an object libkv does not store', Object.new, nil, true],
+  ]
+  outcomes = cases.map.with_index do |(name, value, expected, may_refuse, serialize), i|
+    serialize = true if serialize.nil?
+    key = "/values/#{i}"
+    expected = value if expected.nil?
+    outcome =
+      begin
+        store.put(key, value, serialize: serialize)
+        back = store.get(key, serialize: serialize)
+        atomic = value.is_a?(String) && value.bytesize > 1024 ? back : store.atomic_get(key, serialize: serialize)['value']
+        same?(expected, back) && same?(expected, atomic) ? 'exact' : "read back differently: #{back.inspect[0, 120]}"
+      rescue LibKV::Error, TypeError => e
+        may_refuse ? "refused: #{e.class}: #{e.message}" : "refused, but it should be stored: #{e.class}: #{e.message}"
+      end
+    { 'case' => name, 'outcome' => outcome }
+  end
+  # A listing larger than any one value: 12 values of 400 KB (below every store's
+  # limit for one value), read back together.
+  big = Array.new(12) { |i| random.bytes(200_000).unpack1('H*')[0, 400_000 - i].encode(Encoding::UTF_8) }
+  big.each_with_index { |v, i| store.put("/values/big/#{i}", v) }
+  listed = store.list('/values/big')
+  atomic = store.atomic_list('/values/big')
+  same = listed.size == 12 && atomic.size == 12 &&
+         big.each_with_index.all? { |v, i| same?(v, listed[i.to_s]) && same?(v, atomic[i.to_s]['value']) }
+  outcomes << { 'case' => 'a listing of 12 values of 400 KB', 'outcome' => same ? 'exact' : 'read back differently' }
+rescue LibKV::Error => e
+  outcomes << { 'case' => 'a listing of 12 values of 400 KB', 'outcome' => "refused, but it should be stored: #{e.message}" }
+end
+
+# Every path a secret could leak by, for each setup of +input['setups']+ ({ url,
+# auth }): LibKV.open, inspect, url, info, every operation and its error (message,
+# inspect, full_message); then the same setups as options of every libkv::
+# function in Puppet, with debug on, with and without softfail, with auth as
+# plain Strings and as Sensitive. Returns all the text seen.
+def secret_paths(input)
+  texts = []
+  input['setups'].each do |setup|
+    begin
+      store = LibKV.open(setup['url'], setup['auth'], timeout: 2.0)
+      texts << store.inspect << store.to_s << store.url << store.provider
+      Stress.every_operation.each do |op, call|
+        texts << "#{op}: #{call.call(store).inspect}"
+      rescue LibKV::Error => e
+        texts << e.message << e.inspect << e.full_message(highlight: false)
+      end
+    rescue LibKV::Error, TypeError => e
+      texts << e.message << e.inspect << e.full_message(highlight: false)
+    end
+  end
+  functions = [['put', '/k', 'v'], ['get', '/k'], ['list', '/'], ['atomic_get', '/k'], ['info'], ['provider'],
+               ['pop_error']]
+  calls = input['setups'].flat_map do |setup|
+    [false, true].flat_map do |softfail|
+      options = { 'url' => setup['url'], 'auth' => setup['auth'], 'debug' => true, 'softfail' => softfail, 'timeout' => 2 }
+      functions.map { |f, *args| f == 'pop_error' ? [f] : [f, *args, options] }
+    end
+  end
+  puppet = %w[plain sensitive].map do |form|
+    puppet_calls('dir' => File.join(input['dir'], form), 'calls' => calls, 'sensitive_auth' => form == 'sensitive')
+  end
+  { 'texts' => texts, 'puppet' => puppet }
+end
+
+# A Puppet value as JSON can carry it.
+def plain(value)
+  case value
+  when Hash then value.each_with_object({}) { |(k, v), h| h[plain(k).to_s] = plain(v) }
+  when Array then value.map { |v| plain(v) }
+  when String, Integer, Float, true, false, nil then value
+  else value.to_s
+  end
+end
+
+# libkv:: functions called in one real Puppet compilation (Puppet's PAL script
+# compiler, with this checkout as the module libkv), every log message of Puppet
+# kept at debug level. Input: { dir:, calls: [[function, args...]],
+# sensitive_auth: true to pass auth values as Sensitive }. Returns, per call, its
+# result or error and its time, and the log messages.
+def puppet_calls(input)
+  require 'puppet'
+  require 'puppet_pal'
+  dir = input['dir']
+  modules = File.join(dir, 'modules')
+  FileUtils.mkdir_p(modules)
+  link = File.join(modules, 'libkv')
+  File.symlink(File.expand_path('..', __dir__), link) unless File.symlink?(link)
+  hiera = File.join(dir, 'hiera.yaml')
+  File.write(hiera, "---\nversion: 5\nhierarchy: []\n")
+  unless Puppet.settings.global_defaults_initialized?
+    Puppet.initialize_settings(['--vardir', File.join(dir, 'var'), '--confdir', File.join(dir, 'conf'),
+                                '--codedir', File.join(dir, 'code'), '--hiera_config', hiera])
+  end
+  logs = []
+  Puppet::Util::Log.close_all
+  Puppet::Util::Log.newdestination(Puppet::Test::LogCollector.new(logs))
+  Puppet::Util::Log.level = :debug
+  results = []
+  Puppet::Pal.in_tmp_environment('stress', modulepath: [modules], facts: {}) do |pal|
+    pal.with_script_compiler do |compiler|
+      input['calls'].each do |function, *args|
+        args = args.map { |a| sensitive_auth(a) } if input['sensitive_auth']
+        started = monotonic
+        begin
+          value = compiler.call_function("libkv::#{function}", *args)
+          results << { 'function' => function, 'result' => plain(value), 'seconds' => monotonic - started }
+        rescue StandardError => e
+          results << { 'function' => function, 'error' => "#{e.class}: #{e.message}", 'seconds' => monotonic - started }
+        end
+      end
+    end
+  end
+  { 'results' => results, 'logs' => logs.map { |l| "#{l.level}: #{l.message}" } }
+end
+
+def sensitive_auth(arg)
+  return arg unless arg.is_a?(Hash) && arg['auth'].is_a?(Hash)
+
+  sensitive = arg['auth'].transform_values { |v| Puppet::Pops::Types::PSensitiveType::Sensitive.new(v) }
+  arg.merge('auth' => sensitive)
+end
+
+result =
+  case ARGV.first
+  when 'counter'
+    # atomic_get/atomic_put increments of one key, retrying on a conflict.
+    store = open_store(input)
+    wait_for_start(input)
+    attempts = 0
+    errors = []
+    input['increments'].times do
+      loop do
+        attempts += 1
+        begin
+          current = store.atomic_get(input['key'])
+          break if store.atomic_put(input['key'], current['value'].to_i + 1, current)
+        rescue LibKV::Error => e
+          # The outcome of a failed atomic_put is unknown: report it, never retry it.
+          errors << "#{e.class}: #{e.message}"
+          break
+        end
+      end
+    end
+    { 'attempts' => attempts, 'errors' => errors }
+  when 'create'
+    # atomic_create of each key in turn; which ones this worker created.
+    store = open_store(input)
+    wait_for_start(input)
+    won = input['keys'].select { |key| store.atomic_create(key, input['id']) }
+    { 'won' => won }
+  when 'crash-writer'
+    # Puts key after key, generation after generation, appending "i gen" to the
+    # ack file after each put has returned, until killed.
+    store = open_store(input)
+    ack = File.open(input['ack'], File::WRONLY | File::APPEND | File::CREAT)
+    i = input['start_key']
+    gen = input['start_gen']
+    loop do
+      store.put(Stress::CrashValue.key(i), Stress::CrashValue.make(i, gen))
+      ack.syswrite("#{i} #{gen}\n")
+      i += 1
+      next if i < input['keys']
+
+      i = 0
+      gen += 1
+      break if gen > input['last_gen']
+    end
+    { 'done' => true }
+  when 'puppet'
+    puppet_calls(input)
+  when 'values'
+    hostile_values(input)
+  when 'secrets'
+    secret_paths(input)
+  else
+    abort "unknown worker command #{ARGV.first.inspect}"
+  end
+puts JSON.generate(result)
