@@ -26,13 +26,12 @@ use reqwest::{Client, Method, StatusCode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::net::{block_on_timeout, describe, ClientCache};
+use crate::net::{block_on_timeout, describe, ClientCache, PemFile};
 use crate::store::{Auth, Listing, Store, Versioned};
 use crate::url::{ConsulTls, StoreUrl};
 use crate::value::Value;
@@ -181,7 +180,10 @@ impl ConsulStore {
                 let mut roots = RootCertStore::empty();
                 match auth.get("ca_file") {
                     Some(path) => {
-                        for cert in read_certs("ca_file", path)? {
+                        let certs = PemFile::read("ca_file", path)
+                            .and_then(|f| f.certs())
+                            .map_err(Failure::Settings)?;
+                        for cert in certs {
                             roots.add(cert).map_err(|e| {
                                 Failure::Settings(format!(
                                     "ca_file {path} holds a bad certificate: {e}"
@@ -199,11 +201,12 @@ impl ConsulStore {
         };
         let tls = match (auth.get("cert_file"), auth.get("key_file")) {
             (Some(cert), Some(key)) => {
-                let chain = read_certs("cert_file", cert)?;
-                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    // Names the file, never what is in it.
-                    Failure::Settings(format!("cannot read key_file {key}: {e}"))
-                })?;
+                let chain = PemFile::read("cert_file", cert)
+                    .and_then(|f| f.certs())
+                    .map_err(Failure::Settings)?;
+                let key = PemFile::read("key_file", key)
+                    .and_then(|f| f.key())
+                    .map_err(Failure::Settings)?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| Failure::Settings(format!("cert_file and key_file: {e}")))?
@@ -437,21 +440,6 @@ fn transport(e: reqwest::Error) -> Failure {
     // Never the request URL: it is named by the error's caller, and tokens are
     // headers, not query parameters.
     Failure::Connection(describe(None, Some(&e.without_url())))
-}
-
-fn read_certs(
-    name: &str,
-    path: &str,
-) -> std::result::Result<Vec<CertificateDer<'static>>, Failure> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| Failure::Settings(format!("cannot read {name} {path}: {e}")))?;
-    if certs.is_empty() {
-        return Err(Failure::Settings(format!(
-            "{name} {path} holds no PEM certificate"
-        )));
-    }
-    Ok(certs)
 }
 
 /// consul+ssl+noverify://: encrypts, but accepts any server certificate.

@@ -28,7 +28,7 @@ use tonic::Code;
 
 use crate::error::{Error, Result};
 use crate::key::Key;
-use crate::net::{block_on_timeout, describe, ClientCache};
+use crate::net::{block_on_timeout, describe, ClientCache, PemFile};
 use crate::store::{Auth, Listing, Store, Versioned};
 use crate::url::{Endpoint, StoreUrl};
 use crate::value::Value;
@@ -149,12 +149,12 @@ impl EtcdStore {
         if self.tls {
             let mut tls = TlsOptions::new();
             if let Some(ca) = auth.get("ca_file") {
-                tls = tls.ca_certificate(Certificate::from_pem(read_setting("ca_file", ca)?));
+                tls = tls.ca_certificate(Certificate::from_pem(read_certs("ca_file", ca)?));
             }
             if let (Some(cert), Some(key)) = (auth.get("cert_file"), auth.get("key_file")) {
                 tls = tls.identity(Identity::from_pem(
-                    read_setting("cert_file", cert)?,
-                    read_setting("key_file", key)?,
+                    read_certs("cert_file", cert)?,
+                    read_key("key_file", key)?,
                 ));
             }
             options = options.with_tls(tls);
@@ -255,9 +255,18 @@ impl EtcdStore {
     }
 }
 
-fn read_setting(name: &str, path: &str) -> std::result::Result<Vec<u8>, Failure> {
-    // The message names the file, never what is in it.
-    std::fs::read(path).map_err(|e| Failure::Settings(format!("cannot read {name} {path}: {e}")))
+/// A PEM file of certificates, checked, for etcd-client (which takes PEM).
+fn read_certs(name: &'static str, path: &str) -> std::result::Result<Vec<u8>, Failure> {
+    let file = PemFile::read(name, path).map_err(Failure::Settings)?;
+    file.certs().map_err(Failure::Settings)?;
+    Ok(file.bytes)
+}
+
+/// A PEM private key file, checked, for etcd-client.
+fn read_key(name: &'static str, path: &str) -> std::result::Result<Vec<u8>, Failure> {
+    let file = PemFile::read(name, path).map_err(Failure::Settings)?;
+    file.key().map_err(Failure::Settings)?;
+    Ok(file.bytes)
 }
 
 /// Sorts an etcd client error into the failures the store words differently.

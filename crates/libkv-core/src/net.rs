@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::runtime::{Builder, Runtime};
 
 use crate::fork;
@@ -157,4 +159,49 @@ pub fn describe(message: Option<&str>, source: Option<&(dyn StdError + 'static)>
         }
     }
     parts.join(": ")
+}
+
+/// The TLS files of the auth settings `ca_file`, `cert_file` and `key_file`, read
+/// and checked before connecting: a wrong file is a clear error about the setting,
+/// not a failed handshake. Errors name the setting and the file, never what is in
+/// it.
+pub struct PemFile {
+    name: &'static str,
+    path: String,
+    pub bytes: Vec<u8>,
+}
+
+impl PemFile {
+    pub fn read(name: &'static str, path: &str) -> Result<PemFile, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {name} {path}: {e}"))?;
+        Ok(PemFile {
+            name,
+            path: path.to_owned(),
+            bytes,
+        })
+    }
+
+    /// The certificates in the file; at least one.
+    pub fn certs(&self) -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs = CertificateDer::pem_slice_iter(&self.bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{} {} is not PEM: {e}", self.name, self.path))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "{} {} holds no PEM certificate",
+                self.name, self.path
+            ));
+        }
+        Ok(certs)
+    }
+
+    /// The private key in the file.
+    pub fn key(&self) -> Result<PrivateKeyDer<'static>, String> {
+        PrivateKeyDer::from_pem_slice(&self.bytes).map_err(|e| {
+            format!(
+                "{} {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+                self.name, self.path
+            )
+        })
+    }
 }

@@ -238,6 +238,60 @@ fn an_unreadable_tls_file_is_named_without_its_contents() {
     );
 }
 
+/// Both network stores check their TLS files the same way before connecting.
+#[test]
+fn a_tls_file_holding_the_wrong_thing_is_a_settings_error_naming_it() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let junk = write("junk.pem", "not-a-pem-s3cret\n");
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = write("key.pem", &cert.signing_key.serialize_pem());
+    let cert = write("cert.pem", &cert.cert.pem());
+    let cases = [
+        (
+            vec![("ca_file", &junk)],
+            format!("ca_file {junk} holds no PEM certificate"),
+        ),
+        (
+            vec![("ca_file", &key)],
+            format!("ca_file {key} holds no PEM certificate"),
+        ),
+        (
+            vec![("cert_file", &key), ("key_file", &key)],
+            format!("cert_file {key} holds no PEM certificate"),
+        ),
+        (
+            vec![("cert_file", &cert), ("key_file", &junk)],
+            format!("key_file {junk} holds no PEM private key"),
+        ),
+        (
+            vec![("cert_file", &cert), ("key_file", &cert)],
+            format!("key_file {cert} holds no PEM private key"),
+        ),
+    ];
+    for url in ["etcd+ssl://127.0.0.1:1/x", "consul+ssl://127.0.0.1:1/x"] {
+        for (pairs, why) in &cases {
+            let store = open(
+                url,
+                &OpenOptions {
+                    auth: Auth::new(pairs.iter().map(|(k, v)| (*k, v.as_str()))).unwrap(),
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap();
+            let err = store.get(&k("/key")).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{url}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(why), "{url}: {msg}");
+            assert!(!msg.contains("s3cret") && !msg.contains("BEGIN"), "{msg}");
+        }
+    }
+}
+
 #[test]
 fn listings_larger_than_grpcs_default_message_limit_are_read() {
     let (store, _) = etcd_store();
