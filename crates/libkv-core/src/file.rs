@@ -19,6 +19,19 @@
 //!   refused, never followed. A file with more than one hard link is refused on read,
 //!   since it may also be a file outside the root; writes replace the name, never the
 //!   linked file.
+//! - **The root is the directory the URL names, now.** The root is opened once and
+//!   the handle kept, but every operation first looks at the root path (one `lstat`,
+//!   its device and inode compared with the handle's). When the path names another
+//!   directory (moved away and made again, a backup restored), that one is opened
+//!   and used from then on; when nothing is there, the directory is made, as at first
+//!   use. So a long-running Puppet server never keeps writing into a directory that
+//!   is no longer the store. An operation that started just before such a change
+//!   finishes on the directory it started on.
+//! - **No symbolic link as the root.** When the root path itself is a symbolic link,
+//!   at first use or later, every operation fails with a store error that says so:
+//!   a link that someone can change would send every key elsewhere. Point the URL
+//!   at the real directory. Links in the directories above the root are the admin's
+//!   choice and are followed.
 //! - Names that cannot be key components (`.libkv@lock`, temp files `.NAME@...tmp`) are
 //!   the store's own and never listed; temp files a crash left behind are ignored.
 
@@ -28,7 +41,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{
@@ -55,8 +68,23 @@ pub struct FileStore {
     url: String,
     provider: &'static str,
     root_path: PathBuf,
-    root: OnceLock<OwnedFd>,
+    /// The root directory last opened; checked against the root path by every
+    /// operation.
+    root: RwLock<Option<Arc<RootDir>>>,
     timeout: Duration,
+}
+
+/// An open handle on the root directory, and which directory it is.
+struct RootDir {
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+}
+
+impl AsFd for RootDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 /// A directory handle: the root's, borrowed, or one opened below it.
@@ -110,16 +138,17 @@ impl FileStore {
             url,
             provider,
             root_path: root,
-            root: OnceLock::new(),
+            root: RwLock::new(None),
             timeout,
         }
     }
 
-    /// The root directory's handle, opened (and the directory made) on first use.
-    fn root(&self, op: &'static str, key: &str) -> Result<BorrowedFd<'_>> {
-        if let Some(fd) = self.root.get() {
-            return Ok(fd.as_fd());
-        }
+    /// The root directory's handle. Every operation checks, with one `lstat` of the
+    /// root path, that the path still names the directory held; when it names
+    /// another one (moved away and made again), that one is opened; when nothing is
+    /// there, the directory is made, as at first use. A symbolic link at the root
+    /// path is refused.
+    fn root(&self, op: &'static str, key: &str) -> Result<Arc<RootDir>> {
         let fail = |e: std::io::Error| {
             self.failed(
                 op,
@@ -131,22 +160,65 @@ impl FileStore {
                 ),
             )
         };
-        std::os::unix::fs::DirBuilderExt::mode(
-            std::fs::DirBuilder::new().recursive(true),
-            DIR_MODE,
-        )
-        .create(&self.root_path)
-        .map_err(fail)?;
+        let found = match statat(CWD, &self.root_path, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(fail(e.into())),
+        };
+        if let Some(st) = &found {
+            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                return Err(self.root_is_a_link(op, key));
+            }
+            let held = self.root.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(held) = held
+                .as_ref()
+                .filter(|h| h.dev == st.st_dev && h.ino == st.st_ino)
+            {
+                return Ok(Arc::clone(held));
+            }
+        } else {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                DIR_MODE,
+            )
+            .create(&self.root_path)
+            .map_err(fail)?;
+        }
         let fd = openat(
             CWD,
             &self.root_path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| fail(e.into()))?;
-        // Threads racing here each open one; the first set is kept.
-        let _ = self.root.set(fd);
-        Ok(self.root.get().expect("set just above").as_fd())
+        .map_err(|e| match e {
+            Errno::LOOP => self.root_is_a_link(op, key),
+            e => fail(e.into()),
+        })?;
+        let st = fstat(&fd).map_err(|e| fail(e.into()))?;
+        let opened = Arc::new(RootDir {
+            fd,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
+        // Threads racing here each open one; each uses its own, the last is kept.
+        *self.root.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    fn root_is_a_link(&self, op: &'static str, key: &str) -> Error {
+        let target = rustix::fs::readlinkat(CWD, &self.root_path, Vec::new())
+            .map(|t| format!(" (to {})", t.to_string_lossy()))
+            .unwrap_or_default();
+        self.failed(
+            op,
+            key,
+            format_args!(
+                "the store root {} is a symbolic link{target}; the file store does not follow \
+                 a link at its root, which could be changed to send every key elsewhere: point \
+                 the store's URL at the real directory",
+                self.root_path.display()
+            ),
+        )
     }
 
     fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
@@ -179,9 +251,9 @@ impl FileStore {
         )
     }
 
-    fn lock(&self, op: &'static str, key: &str) -> Result<Locked> {
+    fn lock(&self, op: &'static str, key: &str, root: BorrowedFd<'_>) -> Result<Locked> {
         let fd = openat(
-            self.root(op, key)?,
+            root,
             LOCK_NAME,
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(FILE_MODE),
@@ -248,14 +320,14 @@ impl FileStore {
     /// Opens the directories along `components` below the root, one at a time, never
     /// following a link. With `create`, missing ones are made; without, a missing
     /// one (or a file in the way) gives `None`. Returns the handles, root excluded.
-    fn walk<'c>(
+    fn walk<'r, 'c>(
         &self,
         op: &'static str,
         key: &str,
+        root: BorrowedFd<'r>,
         components: impl Iterator<Item = &'c str>,
         create: bool,
-    ) -> Result<Option<Walked<'_>>> {
-        let root = self.root(op, key)?;
+    ) -> Result<Option<Walked<'r>>> {
         let mut chain: Vec<OwnedFd> = Vec::new();
         let mut walked = String::new();
         for c in components {
@@ -318,13 +390,14 @@ impl FileStore {
 
     /// `walk`, making missing directories; a directory that vanishes meanwhile is an
     /// error the caller may retry.
-    fn walk_creating<'c>(
+    fn walk_creating<'r, 'c>(
         &self,
         op: &'static str,
         key: &Key,
+        root: BorrowedFd<'r>,
         components: impl Iterator<Item = &'c str>,
-    ) -> Result<Walked<'_>> {
-        self.walk(op, key.as_str(), components, true)?
+    ) -> Result<Walked<'r>> {
+        self.walk(op, key.as_str(), root, components, true)?
             .ok_or_else(|| {
                 self.failed(
                     op,
@@ -536,12 +609,17 @@ impl FileStore {
     }
 
     /// The handle of the directory `dir`, or `None` when it does not exist.
-    fn open_dir(&self, op: &'static str, dir: &Key) -> Result<Option<DirFd<'_>>> {
+    fn open_dir<'r>(
+        &self,
+        op: &'static str,
+        dir: &Key,
+        root: BorrowedFd<'r>,
+    ) -> Result<Option<DirFd<'r>>> {
         if dir.is_root() {
-            return Ok(Some(DirFd::Root(self.root(op, dir.as_str())?)));
+            return Ok(Some(DirFd::Root(root)));
         }
         Ok(self
-            .walk(op, dir.as_str(), dir.components(), false)?
+            .walk(op, dir.as_str(), root, dir.components(), false)?
             .and_then(|mut walked| walked.chain.pop())
             .map(DirFd::Sub))
     }
@@ -798,8 +876,9 @@ impl Store for FileStore {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        let root = self.root("get", key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("get", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("get", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(None);
         };
         Ok(self
@@ -809,9 +888,10 @@ impl Store for FileStore {
 
     fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
         let op = "put";
-        let lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        let walked = self.walk_creating(op, key, dirs)?;
+        let walked = self.walk_creating(op, key, root.as_fd(), dirs)?;
         let dir = walked.dir();
         let current = self.current(op, key, dir, name)?;
         let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
@@ -820,17 +900,19 @@ impl Store for FileStore {
 
     fn delete(&self, key: &Key) -> Result<()> {
         let op = "delete";
-        let _lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let _lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        match self.walk(op, key.as_str(), dirs, false)? {
+        match self.walk(op, key.as_str(), root.as_fd(), dirs, false)? {
             Some(walked) => self.unlink_key(op, key, &walked, name),
             None => Ok(()),
         }
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
+        let root = self.root("exists", key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("exists", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("exists", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(false);
         };
         Ok(matches!(
@@ -841,7 +923,8 @@ impl Store for FileStore {
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
         let mut out = Vec::new();
-        if let Some(fd) = self.open_dir("list", dir)? {
+        let root = self.root("list", dir.as_str())?;
+        if let Some(fd) = self.open_dir("list", dir, root.as_fd())? {
             self.visit_tree("list", dir, fd.as_fd(), "", 0, &mut |rel, value, _| {
                 out.push((rel, value))
             })?;
@@ -852,11 +935,13 @@ impl Store for FileStore {
 
     fn deletetree(&self, dir: &Key) -> Result<()> {
         let op = "deletetree";
-        let _lock = self.lock(op, dir.as_str())?;
+        let root = self.root(op, dir.as_str())?;
+        let _lock = self.lock(op, dir.as_str(), root.as_fd())?;
         if dir.is_root() {
-            return self.remove_contents(op, dir.as_str(), self.root(op, dir.as_str())?, true, 0);
+            return self.remove_contents(op, dir.as_str(), root.as_fd(), true, 0);
         }
-        let Some(walked) = self.walk(op, dir.as_str(), dir.components(), false)? else {
+        let Some(walked) = self.walk(op, dir.as_str(), root.as_fd(), dir.components(), false)?
+        else {
             return Ok(());
         };
         self.remove_contents(op, dir.as_str(), walked.dir(), false, 0)?;
@@ -867,9 +952,10 @@ impl Store for FileStore {
 
     fn atomic_create(&self, key: &Key, value: &[u8]) -> Result<bool> {
         let op = "atomic_create";
-        let lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        let walked = self.walk_creating(op, key, dirs)?;
+        let walked = self.walk_creating(op, key, root.as_fd(), dirs)?;
         let dir = walked.dir();
         if self.current(op, key, dir, name)? != 0 {
             return Ok(false);
@@ -880,8 +966,9 @@ impl Store for FileStore {
     }
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
+        let root = self.root("atomic_get", key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("atomic_get", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("atomic_get", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(None);
         };
         Ok(self
@@ -894,10 +981,11 @@ impl Store for FileStore {
 
     fn atomic_put(&self, key: &Key, value: &[u8], previous: u64) -> Result<bool> {
         let op = "atomic_put";
-        let lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
         // Only a create (previous 0) may need directories made.
-        let Some(walked) = self.walk(op, key.as_str(), dirs, previous == 0)? else {
+        let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, previous == 0)? else {
             return Ok(false);
         };
         let dir = walked.dir();
@@ -912,9 +1000,10 @@ impl Store for FileStore {
 
     fn atomic_delete(&self, key: &Key, previous: u64) -> Result<bool> {
         let op = "atomic_delete";
-        let _lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let _lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk(op, key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(previous == 0);
         };
         let current = self.current(op, key, walked.dir(), name)?;
@@ -929,7 +1018,8 @@ impl Store for FileStore {
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
         let mut out = Vec::new();
-        if let Some(fd) = self.open_dir("atomic_list", dir)? {
+        let root = self.root("atomic_list", dir.as_str())?;
+        if let Some(fd) = self.open_dir("atomic_list", dir, root.as_fd())? {
             self.visit_tree(
                 "atomic_list",
                 dir,

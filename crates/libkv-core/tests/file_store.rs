@@ -298,6 +298,99 @@ fn a_store_root_that_cannot_exist_fails_each_call_as_a_store_error() {
     assert_eq!(store.get(&k("/x")).unwrap().as_deref(), Some(&b"v"[..]));
 }
 
+/// Every operation of the store, each returning only whether it succeeded.
+fn every_operation(store: &dyn Store) -> Vec<(&'static str, libkv_core::Result<()>)> {
+    let key = k("/k");
+    vec![
+        ("get", store.get(&key).map(drop)),
+        ("put", store.put(&key, b"v")),
+        ("delete", store.delete(&key)),
+        ("exists", store.exists(&key).map(drop)),
+        ("list", store.list(&d("/")).map(drop)),
+        ("deletetree", store.deletetree(&d("/"))),
+        ("atomic_create", store.atomic_create(&key, b"v").map(drop)),
+        ("atomic_get", store.atomic_get(&key).map(drop)),
+        ("atomic_put", store.atomic_put(&key, b"v", 0).map(drop)),
+        ("atomic_delete", store.atomic_delete(&key, 0).map(drop)),
+        ("atomic_list", store.atomic_list(&d("/")).map(drop)),
+    ]
+}
+
+#[test]
+fn a_root_that_is_a_symbolic_link_is_refused_by_every_operation() {
+    let tmp = TempDir::new().unwrap();
+    let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("k"), b"outside data").unwrap();
+    let store = open_at(&root, Duration::from_secs(5));
+    store.put(&k("/k"), b"inside").unwrap();
+
+    // The root is moved aside and a link to another directory put in its place.
+    fs::rename(&root, tmp.path().join("real")).unwrap();
+    symlink(&outside, &root).unwrap();
+    // A store object that held the old root, and one opened afresh.
+    let fresh = open_at(&root, Duration::from_secs(5));
+    for store in [&store, &fresh] {
+        for (op, result) in every_operation(&**store) {
+            let err = result.expect_err(op);
+            assert_eq!(err.kind(), ErrorKind::Store, "{op}: {err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("the store root {} is a symbolic link", root.display()))
+                    && msg.contains(&format!("(to {})", outside.display()))
+                    && msg.contains("point the store's URL at the real directory"),
+                "{op}: {msg}"
+            );
+        }
+    }
+    assert_eq!(tree(&outside), ["k"], "nothing made outside the root");
+    assert_eq!(fs::read(outside.join("k")).unwrap(), b"outside data");
+
+    // With the real directory back, both store objects work on it.
+    fs::remove_file(&root).unwrap();
+    fs::rename(tmp.path().join("real"), &root).unwrap();
+    for store in [&store, &fresh] {
+        assert_eq!(store.get(&k("/k")).unwrap().as_deref(), Some(&b"inside"[..]));
+    }
+}
+
+#[test]
+fn a_symbolic_link_above_the_root_is_followed() {
+    let tmp = TempDir::new().unwrap();
+    fs::create_dir(tmp.path().join("real")).unwrap();
+    symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
+    let store = open_at(&tmp.path().join("link/root"), Duration::from_secs(5));
+    store.put(&k("/k"), b"v").unwrap();
+    assert_eq!(fs::read(tmp.path().join("real/root/k")).unwrap(), b"v");
+}
+
+#[test]
+fn a_root_moved_away_and_made_again_is_the_one_used() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    let store = open_at(&root, Duration::from_secs(5));
+    store.put(&k("/k"), b"before").unwrap();
+
+    // An admin moves the root away and restores another copy in its place.
+    fs::rename(&root, tmp.path().join("old")).unwrap();
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("restored"), b"from the backup").unwrap();
+    assert_eq!(store.get(&k("/k")).unwrap(), None);
+    assert_eq!(
+        store.get(&k("/restored")).unwrap().as_deref(),
+        Some(&b"from the backup"[..])
+    );
+    store.put(&k("/k"), b"after").unwrap();
+    assert_eq!(fs::read(root.join("k")).unwrap(), b"after");
+    assert_eq!(fs::read(tmp.path().join("old/k")).unwrap(), b"before");
+
+    // Removed altogether, it is made again, as at first use.
+    fs::remove_dir_all(&root).unwrap();
+    assert_eq!(store.get(&k("/k")).unwrap(), None);
+    store.put(&k("/k"), b"again").unwrap();
+    assert_eq!(fs::read(root.join("k")).unwrap(), b"again");
+}
+
 #[test]
 fn writes_wait_for_the_lock_at_most_the_timeout() {
     let tmp = TempDir::new().unwrap();
