@@ -32,9 +32,27 @@
 //!   a link that someone can change would send every key elsewhere. Point the URL
 //!   at the real directory. Links in the directories above the root are the admin's
 //!   choice and are followed.
-//! - Names that cannot be key components (`.libkv@lock`, temp files `.NAME@...tmp`) are
-//!   the store's own and never listed; temp files a crash left behind are ignored.
+//! - Names that cannot be key components (`.libkv@lock`, temp files `.NAME@PID.N.tmp`)
+//!   are the store's own and never listed or read as keys.
+//! - **Leftover temp files are removed.** A writer creates and renames its temp file
+//!   only while it holds the lock, so a temp file seen by the lock's holder is a
+//!   leftover of a writer killed mid-write. Before creating it, the writer records
+//!   the temp file's path below the root on a second line of the lock file, in the
+//!   same `pwrite` as the counter, and truncates that line away after the rename (no
+//!   extra fsync). Whoever takes the lock next and finds a record removes the file it
+//!   names: walked to from the root handle without following links, only when every
+//!   directory is a valid key component and the name has the temp file form (which
+//!   no key and not the lock file can have), and only a regular file. A lock file
+//!   holding just the counter (all earlier versions wrote that) reads as before; a
+//!   libkv older than this one, taking the lock after a crash left a record, cannot
+//!   read the counter and falls back to the clock and the key's own sequence, as
+//!   with any lock file it cannot read. A temp file whose record did not survive
+//!   (a power loss before the lock file reached the disk) stays, ignored by every
+//!   read and listing, until `deletetree` removes it. A temp file name that exists
+//!   already (left by an earlier process with the same PID) is skipped for the next
+//!   number, so it never fails a write.
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::fmt::Display;
 use std::io::Read;
@@ -45,8 +63,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{
-    fstat, fsync, futimens, mkdirat, openat, renameat, statat, unlinkat, AtFlags, Dir, FileType,
-    FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, CWD, UTIME_OMIT,
+    fstat, fsync, ftruncate, futimens, mkdirat, openat, renameat, statat, unlinkat, AtFlags, Dir,
+    FileType, FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, CWD, UTIME_OMIT,
 };
 use rustix::io::Errno;
 
@@ -103,7 +121,84 @@ impl AsFd for DirFd<'_> {
 }
 
 /// The store lock, held until dropped (closing the file releases the `flock`).
-struct Locked(OwnedFd);
+struct Locked {
+    fd: OwnedFd,
+    /// The last sequence issued, read from the lock file when the lock was taken.
+    last: u64,
+    /// The lock file's length as last read or written.
+    len: Cell<usize>,
+}
+
+impl Locked {
+    /// Writes the counter and the temp file about to be made (its path below the
+    /// root) in one `pwrite`, so that a writer killed before its rename leaves a
+    /// record of its temp file for the next one.
+    fn record(&self, seq: u64, temp: &str) -> rustix::io::Result<()> {
+        let text = format!("{seq:020}\n{temp}\n");
+        rustix::io::pwrite(&self.fd, text.as_bytes(), 0)?;
+        if self.len.get() > text.len() {
+            ftruncate(&self.fd, text.len() as u64)?;
+        }
+        self.len.set(text.len());
+        Ok(())
+    }
+
+    /// Leaves only the counter in the lock file. Best effort, no fsync: a record
+    /// left behind names a file that is gone, which is harmless.
+    fn clear(&self) {
+        if self.len.get() > COUNTER_LEN && ftruncate(&self.fd, COUNTER_LEN as u64).is_ok() {
+            self.len.set(COUNTER_LEN);
+        }
+    }
+}
+
+/// The lock file's first line, the last sequence issued: 20 digits and a newline.
+const COUNTER_LEN: usize = 21;
+/// The most the lock file holds: the counter and the path of one temp file.
+const LOCK_FILE_MAX: usize = 2048;
+/// Temp file names tried for one write when earlier ones exist (left by an earlier
+/// process with the same PID whose record did not survive).
+const TEMP_ATTEMPTS: usize = 1000;
+
+/// What the lock file says: the last sequence issued (0 when unreadable) and the
+/// temp file a writer was about to make, if it recorded one and did not clear it.
+fn parse_lock_file(text: &[u8]) -> (u64, Option<&str>) {
+    let (first, rest) = match text.iter().position(|&b| b == b'\n') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text, &[][..]),
+    };
+    let last = std::str::from_utf8(first)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let pending = rest
+        .strip_suffix(b"\n")
+        .filter(|r| !r.is_empty() && !r.contains(&b'\n'))
+        .and_then(|r| std::str::from_utf8(r).ok());
+    (last, pending)
+}
+
+/// A recorded temp file's directories and name, if the record is one the store
+/// writes: valid key components, then a name `.STEM@PID.N.tmp`, which no key and
+/// not the lock file can have. Anything else is not acted on.
+fn parse_leftover(record: &str) -> Option<(Vec<&str>, &str)> {
+    let mut parts: Vec<&str> = record.split('/').collect();
+    let name = parts.pop()?;
+    if !parts.iter().all(|c| is_valid_component(c.as_bytes())) {
+        return None;
+    }
+    let (stem, numbers) = name
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?
+        .rsplit_once('@')?;
+    let (pid, n) = numbers.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    (stem.len() <= TEMP_STEM && is_valid_component(stem.as_bytes()) && digits(pid) && digits(n))
+        .then_some((parts, name))
+}
+
+/// The characters of a key's name that start its temp files' names.
+const TEMP_STEM: usize = 200;
 
 /// The directories opened on the way to a key or directory, below the root.
 struct Walked<'a> {
@@ -270,7 +365,7 @@ impl FileStore {
         let mut pause = Duration::from_micros(50);
         loop {
             match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Locked(fd)),
+                Ok(()) => return self.locked(op, key, root, fd),
                 Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -289,6 +384,32 @@ impl FileStore {
         }
     }
 
+    /// The lock just taken: reads the counter, and removes the temp file a writer
+    /// recorded and did not clear (it was killed before its rename). Whoever holds
+    /// the lock is the only writer, so a recorded temp file is nobody's now.
+    fn locked(
+        &self,
+        op: &'static str,
+        key: &str,
+        root: BorrowedFd<'_>,
+        fd: OwnedFd,
+    ) -> Result<Locked> {
+        let mut buf = [0u8; LOCK_FILE_MAX + 1];
+        let n = rustix::io::pread(&fd, &mut buf, 0)
+            .map_err(|e| self.io(op, key, "cannot read the lock file", e))?;
+        let (last, pending) = parse_lock_file(&buf[..n.min(LOCK_FILE_MAX)]);
+        if let Some((dirs, name)) = pending.and_then(parse_leftover) {
+            remove_leftover(root, &dirs, name);
+        }
+        let locked = Locked {
+            fd,
+            last,
+            len: Cell::new(n),
+        };
+        locked.clear();
+        Ok(locked)
+    }
+
     /// The next sequence: above the clock's reading, the last one issued and `current`.
     fn next_sequence(
         &self,
@@ -297,23 +418,13 @@ impl FileStore {
         lock: &Locked,
         current: u64,
     ) -> Result<u64> {
-        let mut buf = [0u8; 32];
-        let n = rustix::io::pread(&lock.0, &mut buf, 0)
-            .map_err(|e| self.io(op, key, "cannot read the lock file", e))?;
-        let last: u64 = std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let seq = now.max(last.max(current) + 1);
+        let seq = now.max(lock.last.max(current) + 1);
         if seq > i64::MAX as u64 {
             return Err(self.failed(op, key, "the store's sequence counter is exhausted"));
         }
-        let text = format!("{seq:020}\n");
-        rustix::io::pwrite(&lock.0, text.as_bytes(), 0)
-            .map_err(|e| self.io(op, key, "cannot write the lock file", e))?;
         Ok(seq)
     }
 
@@ -480,32 +591,24 @@ impl FileStore {
         )
     }
 
-    /// Writes `value` as the file `name` in `dir` with modification time `seq`: temp
-    /// file, fsync, rename over the old file, fsync of the directory.
+    /// Writes `value` as the file `name` in `dir`, with the next sequence above
+    /// `current` as its modification time: temp file (recorded in the lock file),
+    /// fsync, rename over the old file, fsync of the directory.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         op: &'static str,
         key: &Key,
+        lock: &Locked,
         dir: impl AsFd,
         name: &str,
         value: &[u8],
-        seq: u64,
+        current: u64,
     ) -> Result<()> {
         let dir = dir.as_fd();
         let k = key.as_str();
-        let stem: String = name.chars().take(200).collect();
-        let temp = format!(
-            ".{stem}@{}.{}.tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let fd = openat(
-            dir,
-            temp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(FILE_MODE),
-        )
-        .map_err(|e| self.io(op, k, "cannot create a temp file", e))?;
+        let seq = self.next_sequence(op, k, lock, current)?;
+        let (temp, fd) = self.create_temp(op, k, lock, dir, name, seq)?;
         let written = (|| {
             write_all(&fd, value).map_err(|e| self.io(op, k, "cannot write", e))?;
             let mtime = Timespec {
@@ -544,7 +647,48 @@ impl FileStore {
         if written.is_err() {
             let _ = unlinkat(dir, temp.as_str(), AtFlags::empty());
         }
+        lock.clear();
         written
+    }
+
+    /// Makes a new temp file for the key `k` (whose name is `name`) in `dir`,
+    /// recording it and the sequence `seq` in the lock file first. A name that
+    /// exists already is skipped for the next one.
+    fn create_temp(
+        &self,
+        op: &'static str,
+        k: &str,
+        lock: &Locked,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        seq: u64,
+    ) -> Result<(String, OwnedFd)> {
+        let stem: String = name.chars().take(TEMP_STEM).collect();
+        // The key's directories below the root, as the record names them: "a/b/".
+        let dirs = &k[1..k.len() - name.len()];
+        let mut attempts = 0;
+        loop {
+            let temp = format!(
+                ".{stem}@{}.{}.tmp",
+                std::process::id(),
+                TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            lock.record(seq, &format!("{dirs}{temp}"))
+                .map_err(|e| self.io(op, k, "cannot write the lock file", e))?;
+            match openat(
+                dir,
+                temp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(FILE_MODE),
+            ) {
+                Ok(fd) => return Ok((temp, fd)),
+                Err(Errno::EXIST) if attempts < TEMP_ATTEMPTS => attempts += 1,
+                Err(e) => {
+                    lock.clear();
+                    return Err(self.io(op, k, "cannot create a temp file", e));
+                }
+            }
+        }
     }
 
     fn rename_into_place(
@@ -805,6 +949,31 @@ impl FileStore {
     }
 }
 
+/// Removes the temp file `name` in the directories `dirs` below the root, walking
+/// there without following links; only a regular file is removed. Best effort:
+/// whatever stands in the way, nothing is done.
+fn remove_leftover(root: BorrowedFd<'_>, dirs: &[&str], name: &str) {
+    let mut held: Option<OwnedFd> = None;
+    for c in dirs {
+        let parent = held.as_ref().map_or(root, |fd| fd.as_fd());
+        match openat(
+            parent,
+            *c,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => held = Some(fd),
+            Err(_) => return,
+        }
+    }
+    let dir = held.as_ref().map_or(root, |fd| fd.as_fd());
+    if statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+    {
+        let _ = unlinkat(dir, name, AtFlags::empty());
+    }
+}
+
 /// A key below the directory `name` in `dir`, to name in a conflict; best effort.
 fn first_key_below(dir: BorrowedFd<'_>, name: &str, key: &str) -> Option<String> {
     let mut fd = openat(
@@ -894,8 +1063,7 @@ impl Store for FileStore {
         let walked = self.walk_creating(op, key, root.as_fd(), dirs)?;
         let dir = walked.dir();
         let current = self.current(op, key, dir, name)?;
-        let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
-        self.write(op, key, dir, name, value, seq)
+        self.write(op, key, &lock, dir, name, value, current)
     }
 
     fn delete(&self, key: &Key) -> Result<()> {
@@ -960,8 +1128,7 @@ impl Store for FileStore {
         if self.current(op, key, dir, name)? != 0 {
             return Ok(false);
         }
-        let seq = self.next_sequence(op, key.as_str(), &lock, 0)?;
-        self.write(op, key, dir, name, value, seq)?;
+        self.write(op, key, &lock, dir, name, value, 0)?;
         Ok(true)
     }
 
@@ -993,8 +1160,7 @@ impl Store for FileStore {
         if current != previous {
             return Ok(false);
         }
-        let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
-        self.write(op, key, dir, name, value, seq)?;
+        self.write(op, key, &lock, dir, name, value, current)?;
         Ok(true)
     }
 
@@ -1047,5 +1213,58 @@ impl Store for FileStore {
             ("url", Value::from(self.url.as_str())),
             ("root", Value::from(self.root_path.display().to_string())),
         ]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_files_with_only_the_counter_still_parse() {
+        assert_eq!(parse_lock_file(b""), (0, None));
+        assert_eq!(parse_lock_file(b"00000000000000000042\n"), (42, None));
+        assert_eq!(parse_lock_file(b"42"), (42, None));
+        assert_eq!(parse_lock_file(b"garbage\n"), (0, None));
+        assert_eq!(
+            parse_lock_file(b"00000000000000000042\na/.b@1.2.tmp\n"),
+            (42, Some("a/.b@1.2.tmp"))
+        );
+        // A record cut short, or followed by more lines, is no record.
+        assert_eq!(parse_lock_file(b"42\na/.b@1.2.t"), (42, None));
+        assert_eq!(parse_lock_file(b"42\na/.b@1.2.tmp\nx\n"), (42, None));
+    }
+
+    #[test]
+    fn only_temp_file_names_below_valid_directories_are_leftovers() {
+        assert_eq!(parse_leftover(".b@1.2.tmp"), Some((vec![], ".b@1.2.tmp")));
+        assert_eq!(
+            parse_leftover("a/..x/.b.c@123.4567.tmp"),
+            Some((vec!["a", "..x"], ".b.c@123.4567.tmp"))
+        );
+        for bad in [
+            "",
+            "a/b",
+            "a/.libkv@lock",
+            ".libkv@lock",
+            "../.b@1.2.tmp",
+            "./.b@1.2.tmp",
+            "/.b@1.2.tmp",
+            "a//.b@1.2.tmp",
+            "a b/.b@1.2.tmp",
+            "a/.b@1.2.tmp/",
+            "a/.b@1.2.tmp/c",
+            "a/b@1.2.tmp",
+            "a/.@1.2.tmp",
+            "a/...@1.2.tmp",
+            "a/.b@x.2.tmp",
+            "a/.b@1.tmp",
+            "a/.b@1.2.3.tmp",
+            "a/.b@@1.2.tmp",
+            "a/.b c@1.2.tmp",
+            "a/.b@1.2.tmpx",
+        ] {
+            assert_eq!(parse_leftover(bad), None, "{bad:?}");
+        }
     }
 }
