@@ -711,16 +711,8 @@ impl Run {
         );
         let mut kinds: Vec<_> = s.failed.iter().collect();
         kinds.sort();
-        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k}: {n}")).collect();
-        println!(
-            "failures: {} {}",
-            self.failures,
-            if kinds.is_empty() {
-                String::new()
-            } else {
-                format!("({})", kinds.join(", "))
-            }
-        );
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!(", {k}: {n}")).collect();
+        println!("failures: {}{}", self.failures, kinds.concat());
         println!("time: {:.1} s", started.elapsed().as_secs_f64());
     }
 }
