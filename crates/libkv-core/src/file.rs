@@ -264,6 +264,8 @@ impl FileStore {
             if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
                 return Err(self.root_is_a_link(op, key));
             }
+            // The handle held keeps its directory's inode allocated, so a directory
+            // made at the path since cannot have the same number.
             let held = self.root.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(held) = held
                 .as_ref()
@@ -350,7 +352,13 @@ impl FileStore {
         let fd = openat(
             root,
             LOCK_NAME,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // As for keys: a FIFO or terminal planted here is refused, never waited on.
+            OFlags::RDWR
+                | OFlags::CREATE
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::NOCTTY
+                | OFlags::CLOEXEC,
             Mode::from_raw_mode(FILE_MODE),
         )
         .map_err(|e| match e {
@@ -551,8 +559,9 @@ impl FileStore {
         let fd = match openat(
             dir,
             name,
-            // NONBLOCK: opening a planted FIFO must not hang.
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            // NONBLOCK: opening a planted FIFO must not hang. NOCTTY: a planted terminal
+            // must not become the process's controlling terminal.
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
             Ok(fd) => fd,

@@ -250,6 +250,36 @@ fn a_planted_fifo_does_not_hang_reads() {
 }
 
 #[test]
+fn a_lock_file_that_is_a_link_or_a_fifo_is_refused_without_waiting() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    let lock = root.join(".libkv@lock");
+    fs::write(tmp.path().join("target"), b"outside").unwrap();
+    for plant in ["link", "dangling", "fifo"] {
+        match plant {
+            "link" => symlink(tmp.path().join("target"), &lock).unwrap(),
+            "dangling" => symlink(tmp.path().join("made-through-link"), &lock).unwrap(),
+            _ => assert!(Command::new("mkfifo")
+                .arg(&lock)
+                .status()
+                .unwrap()
+                .success()),
+        }
+        let started = Instant::now();
+        let msg = store.put(&k("/k"), b"v").unwrap_err().to_string();
+        assert!(
+            msg.contains(".libkv@lock is") && msg.contains("remove it"),
+            "{plant}: {msg}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{plant}");
+        fs::remove_file(&lock).unwrap();
+    }
+    assert_eq!(fs::read(tmp.path().join("target")).unwrap(), b"outside");
+    assert!(!tmp.path().join("made-through-link").exists());
+    store.put(&k("/k"), b"v").unwrap();
+}
+
+#[test]
 fn store_files_and_leftover_temp_files_are_not_keys() {
     let (store, tmp) = file_store();
     let root = tmp.path().join("root");
