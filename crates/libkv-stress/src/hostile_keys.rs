@@ -35,8 +35,8 @@ pub struct Options {
 
 /// Cases between two comparisons of the tree outside the root.
 const BATCH: u64 = 1000;
-/// Failures shown in full; later ones are only counted.
-const SHOWN_FAILURES: u64 = 40;
+/// Failures of each kind shown in full; later ones are only counted.
+const SHOWN_FAILURES: u64 = 8;
 
 /// Store operations and their weights (per mille). Writes fsync twice on success,
 /// so they are kept to about one operation in fifteen.
@@ -175,8 +175,9 @@ enum Done {
     TreeRemoved,
 }
 
-/// Runs the cases and prints what was tried and found; returns the failures.
-pub fn run(options: &Options) -> std::io::Result<u64> {
+/// Runs the cases and prints what was tried and found; returns the cases run and
+/// the failures found.
+pub fn run(options: &Options) -> std::io::Result<(u64, u64)> {
     let started = Instant::now();
     println!(
         "hostile-keys: seed {seed}, {cases} cases (replay: libkv-stress hostile-keys --cases {cases} --seed {seed})",
@@ -197,31 +198,27 @@ pub fn run(options: &Options) -> std::io::Result<u64> {
         sequences: HashMap::new(),
         temp_files: 0,
     };
-    for &hazard in Hazard::ALL {
-        if hazard != Hazard::LockLink {
-            run.plant(hazard)?;
+    let mut done = 0;
+    if let Err(e) = run.cases(options.cases, &mut done) {
+        // The run's own files were changed under it, by the store: a failure too.
+        run.fail(
+            done,
+            "run stopped",
+            format_args!("the run could not go on: {e}"),
+        );
+        if run.sandbox.root_is_link {
+            let _ = run.sandbox.root_event(RootEvent::Back);
         }
+        let _ = run.check_outside(done);
     }
-    for case in 0..options.cases {
-        run.events()?;
-        run.validate(case);
-        run.store_op(case)?;
-        if (case + 1) % BATCH == 0 {
-            run.check_outside(case)?;
-        }
-    }
-    if run.sandbox.root_is_link {
-        run.sandbox.root_event(RootEvent::Back)?;
-    }
-    run.check_outside(options.cases)?;
-    run.report(started);
+    run.report(done, started);
     let failures = run.failures;
     if failures == 0 {
         run.sandbox.remove()?;
     } else {
         println!("kept the work directory for inspection");
     }
-    Ok(failures)
+    Ok((done, failures))
 }
 
 fn open_store(url: &str) -> Arc<dyn Store> {
@@ -239,10 +236,34 @@ fn clip(s: &str, max: usize) -> String {
 }
 
 impl Run {
+    /// Plants the hazards, runs the cases (counting them in `done`), and compares
+    /// the tree outside the root at the end.
+    fn cases(&mut self, cases: u64, done: &mut u64) -> std::io::Result<()> {
+        for &hazard in Hazard::ALL {
+            if hazard != Hazard::LockLink {
+                self.plant(hazard)?;
+            }
+        }
+        for case in 0..cases {
+            self.events()?;
+            self.validate(case);
+            self.store_op(case)?;
+            *done = case + 1;
+            if *done % BATCH == 0 {
+                self.check_outside(case)?;
+            }
+        }
+        if self.sandbox.root_is_link {
+            self.sandbox.root_event(RootEvent::Back)?;
+        }
+        self.check_outside(cases)
+    }
+
     fn fail(&mut self, case: u64, kind: &'static str, what: impl Display) {
         self.failures += 1;
-        *self.stats.failed.entry(kind).or_default() += 1;
-        if self.failures <= SHOWN_FAILURES {
+        let of_kind = self.stats.failed.entry(kind).or_default();
+        *of_kind += 1;
+        if *of_kind <= SHOWN_FAILURES {
             println!(
                 "FAIL case {case} ({kind}): {}",
                 clip(&what.to_string(), 400)
@@ -667,8 +688,9 @@ impl Run {
         Ok(())
     }
 
-    fn report(&self, started: Instant) {
+    fn report(&self, done: u64, started: Instant) {
         let s = &self.stats;
+        println!("cases run: {done}");
         let v = |kind, valid| s.validated.get(&(kind, valid)).copied().unwrap_or(0);
         println!("key validation against the rule:");
         for kind in ["key", "dir", "component"] {

@@ -73,18 +73,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let failures = match hostile_keys::run(&options) {
-        Ok(failures) => failures,
+    let (cases, failures) = match hostile_keys::run(&options) {
+        Ok(counts) => counts,
         Err(e) => {
-            // The run itself could not go on (its directory, a hazard): one failure.
-            println!("FAIL the run stopped: {e}");
-            1
+            // The run could not start or clean up after itself: one failure.
+            println!("FAIL the run's directory: {e}");
+            (0, 1)
         }
     };
-    println!(
-        "SUMMARY hostile-keys cases={} failures={failures}",
-        options.cases
-    );
+    println!("SUMMARY hostile-keys cases={cases} failures={failures}");
     if failures > 0 {
         ExitCode::FAILURE
     } else {

@@ -153,12 +153,23 @@ impl RootEvent {
 }
 
 /// One entry of a snapshot.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum Node {
     Dir,
     File(Vec<u8>),
     Link(PathBuf),
     Other(u32),
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::Dir => f.write_str("a directory"),
+            Node::File(content) => write!(f, "a file {:?}", String::from_utf8_lossy(content)),
+            Node::Link(target) => write!(f, "a link to {}", target.display()),
+            Node::Other(mode) => write!(f, "a special file (mode {mode:o})"),
+        }
+    }
 }
 
 pub type Snapshot = BTreeMap<PathBuf, Node>;
