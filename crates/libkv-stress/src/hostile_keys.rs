@@ -151,8 +151,8 @@ struct Run {
     failures: u64,
     /// The last sequence seen per key, for `previous`.
     sequences: HashMap<String, u64>,
-    /// Writes that reached the store's temp file, about: where squatted temp
-    /// names are planted.
+    /// Write calls so far, about the number of the next temp file this process
+    /// makes: squatted temp names are planted from there on.
     temp_files: u64,
 }
 
@@ -308,8 +308,11 @@ impl Run {
                 }
             }
         }
-        // The lock-file link blocks every write: take it away soon.
-        if self.rng.chance(30) && !self.sandbox.root_is_link {
+        // A link at the lock file blocks every write: take it away soon.
+        if self.rng.chance(30)
+            && !self.sandbox.root_is_link
+            && disk::lock_is_hostile(&self.sandbox.root)?
+        {
             crate::sandbox::remove_any(&self.sandbox.root.join(".libkv@lock"))?;
         }
         let event = if self.sandbox.root_is_link {
