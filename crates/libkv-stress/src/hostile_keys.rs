@@ -458,6 +458,7 @@ impl Run {
 
         let store = Arc::clone(&self.store);
         let mut sequences = Vec::new();
+        self.stats.ops.entry(op.name()).or_default().calls += 1;
         let Some(result) = self.guarded(case, &format!("{} {key}", op.name()), || {
             call(&*store, op, &key, &value, previous, &mut sequences)
         }) else {
@@ -465,7 +466,6 @@ impl Run {
         };
         self.sequences.extend(sequences);
         let count = self.stats.ops.entry(op.name()).or_default();
-        count.calls += 1;
         match result {
             Ok(done) => {
                 count.ok += 1;
