@@ -19,21 +19,52 @@
 //!   refused, never followed. A file with more than one hard link is refused on read,
 //!   since it may also be a file outside the root; writes replace the name, never the
 //!   linked file.
-//! - Names that cannot be key components (`.libkv@lock`, temp files `.NAME@...tmp`) are
-//!   the store's own and never listed; temp files a crash left behind are ignored.
+//! - **The root is the directory the URL names, now.** The root is opened once and
+//!   the handle kept, but every operation first looks at the root path (one `lstat`,
+//!   its device and inode compared with the handle's). When the path names another
+//!   directory (moved away and made again, a backup restored), that one is opened
+//!   and used from then on; when nothing is there, the directory is made, as at first
+//!   use. So a long-running Puppet server never keeps writing into a directory that
+//!   is no longer the store. An operation that started just before such a change
+//!   finishes on the directory it started on.
+//! - **No symbolic link as the root.** When the root path itself is a symbolic link,
+//!   at first use or later, every operation fails with a store error that says so:
+//!   a link that someone can change would send every key elsewhere. Point the URL
+//!   at the real directory. Links in the directories above the root are the admin's
+//!   choice and are followed.
+//! - Names that cannot be key components (`.libkv@lock`, temp files `.NAME@PID.N.tmp`)
+//!   are the store's own and never listed or read as keys.
+//! - **Leftover temp files are removed.** A writer creates and renames its temp file
+//!   only while it holds the lock, so a temp file seen by the lock's holder is a
+//!   leftover of a writer killed mid-write. Before creating it, the writer records
+//!   the temp file's path below the root on a second line of the lock file, in the
+//!   same `pwrite` as the counter, and truncates that line away after the rename (no
+//!   extra fsync). Whoever takes the lock next and finds a record removes the file it
+//!   names: walked to from the root handle without following links, only when every
+//!   directory is a valid key component and the name has the temp file form (which
+//!   no key and not the lock file can have), and only a regular file. A lock file
+//!   holding just the counter (all earlier versions wrote that) reads as before; a
+//!   libkv older than this one, taking the lock after a crash left a record, cannot
+//!   read the counter and falls back to the clock and the key's own sequence, as
+//!   with any lock file it cannot read. A temp file whose record did not survive
+//!   (a power loss before the lock file reached the disk) stays, ignored by every
+//!   read and listing, until `deletetree` removes it. A temp file name that exists
+//!   already (left by an earlier process with the same PID) is skipped for the next
+//!   number, so it never fails a write.
 
+use std::cell::Cell;
 use std::ffi::CStr;
 use std::fmt::Display;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{
-    fstat, fsync, futimens, mkdirat, openat, renameat, statat, unlinkat, AtFlags, Dir, FileType,
-    FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, CWD, UTIME_OMIT,
+    fstat, fsync, ftruncate, futimens, mkdirat, openat, renameat, statat, unlinkat, AtFlags, Dir,
+    FileType, FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, CWD, UTIME_OMIT,
 };
 use rustix::io::Errno;
 
@@ -56,8 +87,23 @@ pub struct FileStore {
     url: String,
     provider: &'static str,
     root_path: PathBuf,
-    root: OnceLock<OwnedFd>,
+    /// The root directory last opened; checked against the root path by every
+    /// operation.
+    root: RwLock<Option<Arc<RootDir>>>,
     timeout: Duration,
+}
+
+/// An open handle on the root directory, and which directory it is.
+struct RootDir {
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+}
+
+impl AsFd for RootDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 /// A directory handle: the root's, borrowed, or one opened below it.
@@ -77,8 +123,86 @@ impl AsFd for DirFd<'_> {
 
 /// The store lock, held until dropped (closing the file releases the `flock`). It
 /// is a fork section: a child forked meanwhile would hold the lock for its whole
-/// life (see `fork`).
-struct Locked(OwnedFd, fork::Section);
+/// life (see `fork`). Fields drop in order: the file is closed first.
+struct Locked {
+    fd: OwnedFd,
+    /// The last sequence issued, read from the lock file when the lock was taken.
+    last: u64,
+    /// The lock file's length as last read or written.
+    len: Cell<usize>,
+    _section: fork::Section,
+}
+
+impl Locked {
+    /// Writes the counter and the temp file about to be made (its path below the
+    /// root) in one `pwrite`, so that a writer killed before its rename leaves a
+    /// record of its temp file for the next one.
+    fn record(&self, seq: u64, temp: &str) -> rustix::io::Result<()> {
+        let text = format!("{seq:020}\n{temp}\n");
+        rustix::io::pwrite(&self.fd, text.as_bytes(), 0)?;
+        if self.len.get() > text.len() {
+            ftruncate(&self.fd, text.len() as u64)?;
+        }
+        self.len.set(text.len());
+        Ok(())
+    }
+
+    /// Leaves only the counter in the lock file. Best effort, no fsync: a record
+    /// left behind names a file that is gone, which is harmless.
+    fn clear(&self) {
+        if self.len.get() > COUNTER_LEN && ftruncate(&self.fd, COUNTER_LEN as u64).is_ok() {
+            self.len.set(COUNTER_LEN);
+        }
+    }
+}
+
+/// The lock file's first line, the last sequence issued: 20 digits and a newline.
+const COUNTER_LEN: usize = 21;
+/// The most the lock file holds: the counter and the path of one temp file.
+const LOCK_FILE_MAX: usize = 2048;
+/// Temp file names tried for one write when earlier ones exist (left by an earlier
+/// process with the same PID whose record did not survive).
+const TEMP_ATTEMPTS: usize = 1000;
+
+/// What the lock file says: the last sequence issued (0 when unreadable) and the
+/// temp file a writer was about to make, if it recorded one and did not clear it.
+fn parse_lock_file(text: &[u8]) -> (u64, Option<&str>) {
+    let (first, rest) = match text.iter().position(|&b| b == b'\n') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text, &[][..]),
+    };
+    let last = std::str::from_utf8(first)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let pending = rest
+        .strip_suffix(b"\n")
+        .filter(|r| !r.is_empty() && !r.contains(&b'\n'))
+        .and_then(|r| std::str::from_utf8(r).ok());
+    (last, pending)
+}
+
+/// A recorded temp file's directories and name, if the record is one the store
+/// writes: valid key components, then a name `.STEM@PID.N.tmp`, which no key and
+/// not the lock file can have. Anything else is not acted on.
+fn parse_leftover(record: &str) -> Option<(Vec<&str>, &str)> {
+    let mut parts: Vec<&str> = record.split('/').collect();
+    let name = parts.pop()?;
+    if !parts.iter().all(|c| is_valid_component(c.as_bytes())) {
+        return None;
+    }
+    let (stem, numbers) = name
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?
+        .rsplit_once('@')?;
+    let (pid, n) = numbers.split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    (stem.len() <= TEMP_STEM && is_valid_component(stem.as_bytes()) && digits(pid) && digits(n))
+        .then_some((parts, name))
+}
+
+/// The characters of a key's name that start its temp files' names.
+const TEMP_STEM: usize = 200;
 
 /// The directories opened on the way to a key or directory, below the root.
 struct Walked<'a> {
@@ -113,16 +237,17 @@ impl FileStore {
             url,
             provider,
             root_path: root,
-            root: OnceLock::new(),
+            root: RwLock::new(None),
             timeout,
         }
     }
 
-    /// The root directory's handle, opened (and the directory made) on first use.
-    fn root(&self, op: &'static str, key: &str) -> Result<BorrowedFd<'_>> {
-        if let Some(fd) = self.root.get() {
-            return Ok(fd.as_fd());
-        }
+    /// The root directory's handle. Every operation checks, with one `lstat` of the
+    /// root path, that the path still names the directory held; when it names
+    /// another one (moved away and made again), that one is opened; when nothing is
+    /// there, the directory is made, as at first use. A symbolic link at the root
+    /// path is refused.
+    fn root(&self, op: &'static str, key: &str) -> Result<Arc<RootDir>> {
         let fail = |e: std::io::Error| {
             self.failed(
                 op,
@@ -134,22 +259,69 @@ impl FileStore {
                 ),
             )
         };
-        std::os::unix::fs::DirBuilderExt::mode(
-            std::fs::DirBuilder::new().recursive(true),
-            DIR_MODE,
-        )
-        .create(&self.root_path)
-        .map_err(fail)?;
+        // The handle's lock is a fork section, as every lock a child could inherit.
+        let _section = fork::section();
+        let found = match statat(CWD, &self.root_path, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(st),
+            Err(Errno::NOENT) => None,
+            Err(e) => return Err(fail(e.into())),
+        };
+        if let Some(st) = &found {
+            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                return Err(self.root_is_a_link(op, key));
+            }
+            // The handle held keeps its directory's inode allocated, so a directory
+            // made at the path since cannot have the same number.
+            let held = self.root.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(held) = held
+                .as_ref()
+                .filter(|h| h.dev == st.st_dev && h.ino == st.st_ino)
+            {
+                return Ok(Arc::clone(held));
+            }
+        } else {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                DIR_MODE,
+            )
+            .create(&self.root_path)
+            .map_err(fail)?;
+        }
         let fd = openat(
             CWD,
             &self.root_path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| fail(e.into()))?;
-        // Threads racing here each open one; the first set is kept.
-        let _ = self.root.set(fd);
-        Ok(self.root.get().expect("set just above").as_fd())
+        .map_err(|e| match e {
+            Errno::LOOP => self.root_is_a_link(op, key),
+            e => fail(e.into()),
+        })?;
+        let st = fstat(&fd).map_err(|e| fail(e.into()))?;
+        let opened = Arc::new(RootDir {
+            fd,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        });
+        // Threads racing here each open one; each uses its own, the last is kept.
+        *self.root.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    fn root_is_a_link(&self, op: &'static str, key: &str) -> Error {
+        let target = rustix::fs::readlinkat(CWD, &self.root_path, Vec::new())
+            .map(|t| format!(" (to {})", t.to_string_lossy()))
+            .unwrap_or_default();
+        self.failed(
+            op,
+            key,
+            format_args!(
+                "the store root {} is a symbolic link{target}; the file store does not follow \
+                 a link at its root, which could be changed to send every key elsewhere: point \
+                 the store's URL at the real directory",
+                self.root_path.display()
+            ),
+        )
     }
 
     fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
@@ -182,12 +354,18 @@ impl FileStore {
         )
     }
 
-    fn lock(&self, op: &'static str, key: &str) -> Result<Locked> {
+    fn lock(&self, op: &'static str, key: &str, root: BorrowedFd<'_>) -> Result<Locked> {
         let section = fork::section();
         let fd = openat(
-            self.root(op, key)?,
+            root,
             LOCK_NAME,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // As for keys: a FIFO or terminal planted here is refused, never waited on.
+            OFlags::RDWR
+                | OFlags::CREATE
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::NOCTTY
+                | OFlags::CLOEXEC,
             Mode::from_raw_mode(FILE_MODE),
         )
         .map_err(|e| match e {
@@ -202,7 +380,7 @@ impl FileStore {
         let mut pause = Duration::from_micros(50);
         loop {
             match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => return Ok(Locked(fd, section)),
+                Ok(()) => return self.locked(op, key, root, fd, section),
                 Err(Errno::WOULDBLOCK) | Err(Errno::INTR) => {
                     let now = Instant::now();
                     if now >= deadline {
@@ -221,6 +399,34 @@ impl FileStore {
         }
     }
 
+    /// The lock just taken: reads the counter, and removes the temp file a writer
+    /// recorded and did not clear (it was killed before its rename). Whoever holds
+    /// the lock is the only writer, so a recorded temp file is nobody's now.
+    fn locked(
+        &self,
+        op: &'static str,
+        key: &str,
+        root: BorrowedFd<'_>,
+        fd: OwnedFd,
+        section: fork::Section,
+    ) -> Result<Locked> {
+        let mut buf = [0u8; LOCK_FILE_MAX + 1];
+        let n = rustix::io::pread(&fd, &mut buf, 0)
+            .map_err(|e| self.io(op, key, "cannot read the lock file", e))?;
+        let (last, pending) = parse_lock_file(&buf[..n.min(LOCK_FILE_MAX)]);
+        if let Some((dirs, name)) = pending.and_then(parse_leftover) {
+            remove_leftover(root, &dirs, name);
+        }
+        let locked = Locked {
+            fd,
+            last,
+            len: Cell::new(n),
+            _section: section,
+        };
+        locked.clear();
+        Ok(locked)
+    }
+
     /// The next sequence: above the clock's reading, the last one issued and `current`.
     fn next_sequence(
         &self,
@@ -229,37 +435,27 @@ impl FileStore {
         lock: &Locked,
         current: u64,
     ) -> Result<u64> {
-        let mut buf = [0u8; 32];
-        let n = rustix::io::pread(&lock.0, &mut buf, 0)
-            .map_err(|e| self.io(op, key, "cannot read the lock file", e))?;
-        let last: u64 = std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let seq = now.max(last.max(current) + 1);
+        let seq = now.max(lock.last.max(current) + 1);
         if seq > i64::MAX as u64 {
             return Err(self.failed(op, key, "the store's sequence counter is exhausted"));
         }
-        let text = format!("{seq:020}\n");
-        rustix::io::pwrite(&lock.0, text.as_bytes(), 0)
-            .map_err(|e| self.io(op, key, "cannot write the lock file", e))?;
         Ok(seq)
     }
 
     /// Opens the directories along `components` below the root, one at a time, never
     /// following a link. With `create`, missing ones are made; without, a missing
     /// one (or a file in the way) gives `None`. Returns the handles, root excluded.
-    fn walk<'c>(
+    fn walk<'r, 'c>(
         &self,
         op: &'static str,
         key: &str,
+        root: BorrowedFd<'r>,
         components: impl Iterator<Item = &'c str>,
         create: bool,
-    ) -> Result<Option<Walked<'_>>> {
-        let root = self.root(op, key)?;
+    ) -> Result<Option<Walked<'r>>> {
         let mut chain: Vec<OwnedFd> = Vec::new();
         let mut walked = String::new();
         for c in components {
@@ -322,13 +518,14 @@ impl FileStore {
 
     /// `walk`, making missing directories; a directory that vanishes meanwhile is an
     /// error the caller may retry.
-    fn walk_creating<'c>(
+    fn walk_creating<'r, 'c>(
         &self,
         op: &'static str,
         key: &Key,
+        root: BorrowedFd<'r>,
         components: impl Iterator<Item = &'c str>,
-    ) -> Result<Walked<'_>> {
-        self.walk(op, key.as_str(), components, true)?
+    ) -> Result<Walked<'r>> {
+        self.walk(op, key.as_str(), root, components, true)?
             .ok_or_else(|| {
                 self.failed(
                     op,
@@ -371,8 +568,9 @@ impl FileStore {
         let fd = match openat(
             dir,
             name,
-            // NONBLOCK: opening a planted FIFO must not hang.
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            // NONBLOCK: opening a planted FIFO must not hang. NOCTTY: a planted terminal
+            // must not become the process's controlling terminal.
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -411,32 +609,24 @@ impl FileStore {
         )
     }
 
-    /// Writes `value` as the file `name` in `dir` with modification time `seq`: temp
-    /// file, fsync, rename over the old file, fsync of the directory.
+    /// Writes `value` as the file `name` in `dir`, with the next sequence above
+    /// `current` as its modification time: temp file (recorded in the lock file),
+    /// fsync, rename over the old file, fsync of the directory.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         op: &'static str,
         key: &Key,
+        lock: &Locked,
         dir: impl AsFd,
         name: &str,
         value: &[u8],
-        seq: u64,
+        current: u64,
     ) -> Result<()> {
         let dir = dir.as_fd();
         let k = key.as_str();
-        let stem: String = name.chars().take(200).collect();
-        let temp = format!(
-            ".{stem}@{}.{}.tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        let fd = openat(
-            dir,
-            temp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(FILE_MODE),
-        )
-        .map_err(|e| self.io(op, k, "cannot create a temp file", e))?;
+        let seq = self.next_sequence(op, k, lock, current)?;
+        let (temp, fd) = self.create_temp(op, k, lock, dir, name, seq)?;
         let written = (|| {
             write_all(&fd, value).map_err(|e| self.io(op, k, "cannot write", e))?;
             let mtime = Timespec {
@@ -475,7 +665,48 @@ impl FileStore {
         if written.is_err() {
             let _ = unlinkat(dir, temp.as_str(), AtFlags::empty());
         }
+        lock.clear();
         written
+    }
+
+    /// Makes a new temp file for the key `k` (whose name is `name`) in `dir`,
+    /// recording it and the sequence `seq` in the lock file first. A name that
+    /// exists already is skipped for the next one.
+    fn create_temp(
+        &self,
+        op: &'static str,
+        k: &str,
+        lock: &Locked,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        seq: u64,
+    ) -> Result<(String, OwnedFd)> {
+        let stem: String = name.chars().take(TEMP_STEM).collect();
+        // The key's directories below the root, as the record names them: "a/b/".
+        let dirs = &k[1..k.len() - name.len()];
+        let mut attempts = 0;
+        loop {
+            let temp = format!(
+                ".{stem}@{}.{}.tmp",
+                std::process::id(),
+                TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            lock.record(seq, &format!("{dirs}{temp}"))
+                .map_err(|e| self.io(op, k, "cannot write the lock file", e))?;
+            match openat(
+                dir,
+                temp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(FILE_MODE),
+            ) {
+                Ok(fd) => return Ok((temp, fd)),
+                Err(Errno::EXIST) if attempts < TEMP_ATTEMPTS => attempts += 1,
+                Err(e) => {
+                    lock.clear();
+                    return Err(self.io(op, k, "cannot create a temp file", e));
+                }
+            }
+        }
     }
 
     fn rename_into_place(
@@ -540,12 +771,17 @@ impl FileStore {
     }
 
     /// The handle of the directory `dir`, or `None` when it does not exist.
-    fn open_dir(&self, op: &'static str, dir: &Key) -> Result<Option<DirFd<'_>>> {
+    fn open_dir<'r>(
+        &self,
+        op: &'static str,
+        dir: &Key,
+        root: BorrowedFd<'r>,
+    ) -> Result<Option<DirFd<'r>>> {
         if dir.is_root() {
-            return Ok(Some(DirFd::Root(self.root(op, dir.as_str())?)));
+            return Ok(Some(DirFd::Root(root)));
         }
         Ok(self
-            .walk(op, dir.as_str(), dir.components(), false)?
+            .walk(op, dir.as_str(), root, dir.components(), false)?
             .and_then(|mut walked| walked.chain.pop())
             .map(DirFd::Sub))
     }
@@ -731,6 +967,31 @@ impl FileStore {
     }
 }
 
+/// Removes the temp file `name` in the directories `dirs` below the root, walking
+/// there without following links; only a regular file is removed. Best effort:
+/// whatever stands in the way, nothing is done.
+fn remove_leftover(root: BorrowedFd<'_>, dirs: &[&str], name: &str) {
+    let mut held: Option<OwnedFd> = None;
+    for c in dirs {
+        let parent = held.as_ref().map_or(root, |fd| fd.as_fd());
+        match openat(
+            parent,
+            *c,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => held = Some(fd),
+            Err(_) => return,
+        }
+    }
+    let dir = held.as_ref().map_or(root, |fd| fd.as_fd());
+    if statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+    {
+        let _ = unlinkat(dir, name, AtFlags::empty());
+    }
+}
+
 /// A key below the directory `name` in `dir`, to name in a conflict; best effort.
 fn first_key_below(dir: BorrowedFd<'_>, name: &str, key: &str) -> Option<String> {
     let mut fd = openat(
@@ -802,8 +1063,9 @@ impl Store for FileStore {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
+        let root = self.root("get", key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("get", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("get", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(None);
         };
         Ok(self
@@ -813,28 +1075,30 @@ impl Store for FileStore {
 
     fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
         let op = "put";
-        let lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        let walked = self.walk_creating(op, key, dirs)?;
+        let walked = self.walk_creating(op, key, root.as_fd(), dirs)?;
         let dir = walked.dir();
         let current = self.current(op, key, dir, name)?;
-        let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
-        self.write(op, key, dir, name, value, seq)
+        self.write(op, key, &lock, dir, name, value, current)
     }
 
     fn delete(&self, key: &Key) -> Result<()> {
         let op = "delete";
-        let _lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let _lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        match self.walk(op, key.as_str(), dirs, false)? {
+        match self.walk(op, key.as_str(), root.as_fd(), dirs, false)? {
             Some(walked) => self.unlink_key(op, key, &walked, name),
             None => Ok(()),
         }
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
+        let root = self.root("exists", key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("exists", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("exists", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(false);
         };
         Ok(matches!(
@@ -845,7 +1109,8 @@ impl Store for FileStore {
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
         let mut out = Vec::new();
-        if let Some(fd) = self.open_dir("list", dir)? {
+        let root = self.root("list", dir.as_str())?;
+        if let Some(fd) = self.open_dir("list", dir, root.as_fd())? {
             self.visit_tree("list", dir, fd.as_fd(), "", 0, &mut |rel, value, _| {
                 out.push((rel, value))
             })?;
@@ -856,11 +1121,13 @@ impl Store for FileStore {
 
     fn deletetree(&self, dir: &Key) -> Result<()> {
         let op = "deletetree";
-        let _lock = self.lock(op, dir.as_str())?;
+        let root = self.root(op, dir.as_str())?;
+        let _lock = self.lock(op, dir.as_str(), root.as_fd())?;
         if dir.is_root() {
-            return self.remove_contents(op, dir.as_str(), self.root(op, dir.as_str())?, true, 0);
+            return self.remove_contents(op, dir.as_str(), root.as_fd(), true, 0);
         }
-        let Some(walked) = self.walk(op, dir.as_str(), dir.components(), false)? else {
+        let Some(walked) = self.walk(op, dir.as_str(), root.as_fd(), dir.components(), false)?
+        else {
             return Ok(());
         };
         self.remove_contents(op, dir.as_str(), walked.dir(), false, 0)?;
@@ -871,21 +1138,22 @@ impl Store for FileStore {
 
     fn atomic_create(&self, key: &Key, value: &[u8]) -> Result<bool> {
         let op = "atomic_create";
-        let lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        let walked = self.walk_creating(op, key, dirs)?;
+        let walked = self.walk_creating(op, key, root.as_fd(), dirs)?;
         let dir = walked.dir();
         if self.current(op, key, dir, name)? != 0 {
             return Ok(false);
         }
-        let seq = self.next_sequence(op, key.as_str(), &lock, 0)?;
-        self.write(op, key, dir, name, value, seq)?;
+        self.write(op, key, &lock, dir, name, value, 0)?;
         Ok(true)
     }
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
+        let root = self.root("atomic_get", key.as_str())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("atomic_get", key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk("atomic_get", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(None);
         };
         Ok(self
@@ -898,10 +1166,11 @@ impl Store for FileStore {
 
     fn atomic_put(&self, key: &Key, value: &[u8], previous: u64) -> Result<bool> {
         let op = "atomic_put";
-        let lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
         // Only a create (previous 0) may need directories made.
-        let Some(walked) = self.walk(op, key.as_str(), dirs, previous == 0)? else {
+        let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, previous == 0)? else {
             return Ok(false);
         };
         let dir = walked.dir();
@@ -909,16 +1178,16 @@ impl Store for FileStore {
         if current != previous {
             return Ok(false);
         }
-        let seq = self.next_sequence(op, key.as_str(), &lock, current)?;
-        self.write(op, key, dir, name, value, seq)?;
+        self.write(op, key, &lock, dir, name, value, current)?;
         Ok(true)
     }
 
     fn atomic_delete(&self, key: &Key, previous: u64) -> Result<bool> {
         let op = "atomic_delete";
-        let _lock = self.lock(op, key.as_str())?;
+        let root = self.root(op, key.as_str())?;
+        let _lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk(op, key.as_str(), dirs, false)? else {
+        let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(previous == 0);
         };
         let current = self.current(op, key, walked.dir(), name)?;
@@ -933,7 +1202,8 @@ impl Store for FileStore {
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
         let mut out = Vec::new();
-        if let Some(fd) = self.open_dir("atomic_list", dir)? {
+        let root = self.root("atomic_list", dir.as_str())?;
+        if let Some(fd) = self.open_dir("atomic_list", dir, root.as_fd())? {
             self.visit_tree(
                 "atomic_list",
                 dir,
@@ -961,5 +1231,58 @@ impl Store for FileStore {
             ("url", Value::from(self.url.as_str())),
             ("root", Value::from(self.root_path.display().to_string())),
         ]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_files_with_only_the_counter_still_parse() {
+        assert_eq!(parse_lock_file(b""), (0, None));
+        assert_eq!(parse_lock_file(b"00000000000000000042\n"), (42, None));
+        assert_eq!(parse_lock_file(b"42"), (42, None));
+        assert_eq!(parse_lock_file(b"garbage\n"), (0, None));
+        assert_eq!(
+            parse_lock_file(b"00000000000000000042\na/.b@1.2.tmp\n"),
+            (42, Some("a/.b@1.2.tmp"))
+        );
+        // A record cut short, or followed by more lines, is no record.
+        assert_eq!(parse_lock_file(b"42\na/.b@1.2.t"), (42, None));
+        assert_eq!(parse_lock_file(b"42\na/.b@1.2.tmp\nx\n"), (42, None));
+    }
+
+    #[test]
+    fn only_temp_file_names_below_valid_directories_are_leftovers() {
+        assert_eq!(parse_leftover(".b@1.2.tmp"), Some((vec![], ".b@1.2.tmp")));
+        assert_eq!(
+            parse_leftover("a/..x/.b.c@123.4567.tmp"),
+            Some((vec!["a", "..x"], ".b.c@123.4567.tmp"))
+        );
+        for bad in [
+            "",
+            "a/b",
+            "a/.libkv@lock",
+            ".libkv@lock",
+            "../.b@1.2.tmp",
+            "./.b@1.2.tmp",
+            "/.b@1.2.tmp",
+            "a//.b@1.2.tmp",
+            "a b/.b@1.2.tmp",
+            "a/.b@1.2.tmp/",
+            "a/.b@1.2.tmp/c",
+            "a/b@1.2.tmp",
+            "a/.@1.2.tmp",
+            "a/...@1.2.tmp",
+            "a/.b@x.2.tmp",
+            "a/.b@1.tmp",
+            "a/.b@1.2.3.tmp",
+            "a/.b@@1.2.tmp",
+            "a/.b c@1.2.tmp",
+            "a/.b@1.2.tmpx",
+        ] {
+            assert_eq!(parse_leftover(bad), None, "{bad:?}");
+        }
     }
 }

@@ -169,6 +169,7 @@ fn the_same_store_works_again_after_etcd_restarts() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    etcd::wait_gone(pid);
     server.run();
     assert_eq!(
         store.get(&k("/before")).unwrap().as_deref(),

@@ -250,6 +250,36 @@ fn a_planted_fifo_does_not_hang_reads() {
 }
 
 #[test]
+fn a_lock_file_that_is_a_link_or_a_fifo_is_refused_without_waiting() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    let lock = root.join(".libkv@lock");
+    fs::write(tmp.path().join("target"), b"outside").unwrap();
+    for plant in ["link", "dangling", "fifo"] {
+        match plant {
+            "link" => symlink(tmp.path().join("target"), &lock).unwrap(),
+            "dangling" => symlink(tmp.path().join("made-through-link"), &lock).unwrap(),
+            _ => assert!(Command::new("mkfifo")
+                .arg(&lock)
+                .status()
+                .unwrap()
+                .success()),
+        }
+        let started = Instant::now();
+        let msg = store.put(&k("/k"), b"v").unwrap_err().to_string();
+        assert!(
+            msg.contains(".libkv@lock is") && msg.contains("remove it"),
+            "{plant}: {msg}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "{plant}");
+        fs::remove_file(&lock).unwrap();
+    }
+    assert_eq!(fs::read(tmp.path().join("target")).unwrap(), b"outside");
+    assert!(!tmp.path().join("made-through-link").exists());
+    store.put(&k("/k"), b"v").unwrap();
+}
+
+#[test]
 fn store_files_and_leftover_temp_files_are_not_keys() {
     let (store, tmp) = file_store();
     let root = tmp.path().join("root");
@@ -296,6 +326,286 @@ fn a_store_root_that_cannot_exist_fails_each_call_as_a_store_error() {
     fs::remove_file(tmp.path().join("file")).unwrap();
     store.put(&k("/x"), b"v").unwrap();
     assert_eq!(store.get(&k("/x")).unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+/// Every operation of the store, each returning only whether it succeeded.
+fn every_operation(store: &dyn Store) -> Vec<(&'static str, libkv_core::Result<()>)> {
+    let key = k("/k");
+    vec![
+        ("get", store.get(&key).map(drop)),
+        ("put", store.put(&key, b"v")),
+        ("delete", store.delete(&key)),
+        ("exists", store.exists(&key).map(drop)),
+        ("list", store.list(&d("/")).map(drop)),
+        ("deletetree", store.deletetree(&d("/"))),
+        ("atomic_create", store.atomic_create(&key, b"v").map(drop)),
+        ("atomic_get", store.atomic_get(&key).map(drop)),
+        ("atomic_put", store.atomic_put(&key, b"v", 0).map(drop)),
+        ("atomic_delete", store.atomic_delete(&key, 0).map(drop)),
+        ("atomic_list", store.atomic_list(&d("/")).map(drop)),
+    ]
+}
+
+#[test]
+fn a_root_that_is_a_symbolic_link_is_refused_by_every_operation() {
+    let tmp = TempDir::new().unwrap();
+    let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("k"), b"outside data").unwrap();
+    let store = open_at(&root, Duration::from_secs(5));
+    store.put(&k("/k"), b"inside").unwrap();
+
+    // The root is moved aside and a link to another directory put in its place.
+    fs::rename(&root, tmp.path().join("real")).unwrap();
+    symlink(&outside, &root).unwrap();
+    // A store object that held the old root, and one opened afresh.
+    let fresh = open_at(&root, Duration::from_secs(5));
+    for store in [&store, &fresh] {
+        for (op, result) in every_operation(&**store) {
+            let err = result.expect_err(op);
+            assert_eq!(err.kind(), ErrorKind::Store, "{op}: {err}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!(
+                    "the store root {} is a symbolic link",
+                    root.display()
+                )) && msg.contains(&format!("(to {})", outside.display()))
+                    && msg.contains("point the store's URL at the real directory"),
+                "{op}: {msg}"
+            );
+        }
+    }
+    assert_eq!(tree(&outside), ["k"], "nothing made outside the root");
+    assert_eq!(fs::read(outside.join("k")).unwrap(), b"outside data");
+
+    // With the real directory back, both store objects work on it.
+    fs::remove_file(&root).unwrap();
+    fs::rename(tmp.path().join("real"), &root).unwrap();
+    for store in [&store, &fresh] {
+        assert_eq!(
+            store.get(&k("/k")).unwrap().as_deref(),
+            Some(&b"inside"[..])
+        );
+    }
+}
+
+#[test]
+fn a_symbolic_link_above_the_root_is_followed() {
+    let tmp = TempDir::new().unwrap();
+    fs::create_dir(tmp.path().join("real")).unwrap();
+    symlink(tmp.path().join("real"), tmp.path().join("link")).unwrap();
+    let store = open_at(&tmp.path().join("link/root"), Duration::from_secs(5));
+    store.put(&k("/k"), b"v").unwrap();
+    assert_eq!(fs::read(tmp.path().join("real/root/k")).unwrap(), b"v");
+}
+
+#[test]
+fn a_root_moved_away_and_made_again_is_the_one_used() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("root");
+    let store = open_at(&root, Duration::from_secs(5));
+    store.put(&k("/k"), b"before").unwrap();
+
+    // An admin moves the root away and restores another copy in its place.
+    fs::rename(&root, tmp.path().join("old")).unwrap();
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("restored"), b"from the backup").unwrap();
+    assert_eq!(store.get(&k("/k")).unwrap(), None);
+    assert_eq!(
+        store.get(&k("/restored")).unwrap().as_deref(),
+        Some(&b"from the backup"[..])
+    );
+    store.put(&k("/k"), b"after").unwrap();
+    assert_eq!(fs::read(root.join("k")).unwrap(), b"after");
+    assert_eq!(fs::read(tmp.path().join("old/k")).unwrap(), b"before");
+
+    // Removed altogether, it is made again, as at first use.
+    fs::remove_dir_all(&root).unwrap();
+    assert_eq!(store.get(&k("/k")).unwrap(), None);
+    store.put(&k("/k"), b"again").unwrap();
+    assert_eq!(fs::read(root.join("k")).unwrap(), b"again");
+}
+
+/// The lock file's counter line.
+fn counter_line(root: &Path) -> String {
+    let text = fs::read_to_string(root.join(".libkv@lock")).unwrap();
+    text.lines().next().unwrap().to_owned()
+}
+
+/// Writes the lock file as a writer killed after making its temp file `temp` left it.
+fn record_leftover(root: &Path, temp: &str) {
+    let counter = counter_line(root);
+    fs::write(root.join(".libkv@lock"), format!("{counter}\n{temp}\n")).unwrap();
+}
+
+#[test]
+fn a_leftover_temp_file_recorded_in_the_lock_file_is_removed_by_the_next_writer() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    store.put(&k("/a/b"), b"v").unwrap();
+    let counter = counter_line(&root);
+    assert_eq!(
+        fs::read(root.join(".libkv@lock")).unwrap().len(),
+        21,
+        "a write leaves only the counter"
+    );
+
+    fs::write(root.join("a/.b@4000000.7.tmp"), b"partial").unwrap();
+    fs::write(root.join("a/.b@4000000.8.tmp"), b"not recorded").unwrap();
+    record_leftover(&root, "a/.b@4000000.7.tmp");
+    store.put(&k("/other"), b"x").unwrap();
+    assert!(!root.join("a/.b@4000000.7.tmp").exists());
+    assert!(
+        root.join("a/.b@4000000.8.tmp").exists(),
+        "an unrecorded temp file is left alone"
+    );
+    assert_eq!(fs::read(root.join(".libkv@lock")).unwrap().len(), 21);
+    assert!(counter_line(&root) > counter, "the counter went on");
+    assert_eq!(store.get(&k("/a/b")).unwrap().as_deref(), Some(&b"v"[..]));
+
+    // Any writer that takes the lock removes it: a delete of an absent key too.
+    fs::write(root.join(".x@4000000.9.tmp"), b"partial").unwrap();
+    record_leftover(&root, ".x@4000000.9.tmp");
+    store.delete(&k("/absent")).unwrap();
+    assert!(!root.join(".x@4000000.9.tmp").exists());
+    assert_eq!(fs::read(root.join(".libkv@lock")).unwrap().len(), 21);
+
+    // deletetree removes the unrecorded one.
+    store.deletetree(&d("/")).unwrap();
+    assert_eq!(tree(&root), [".libkv@lock"]);
+}
+
+#[test]
+fn a_malicious_lock_file_record_removes_nothing_outside_and_no_key() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join(".x@1.2.tmp"), b"outside").unwrap();
+    fs::write(outside.join("file"), b"outside").unwrap();
+    symlink(&outside, root.join("evil")).unwrap();
+    store.put(&k("/a/key"), b"a key").unwrap();
+    store.put(&k("/key"), b"a key").unwrap();
+    fs::create_dir(root.join("a/.dir@1.2.tmp")).unwrap();
+    symlink(outside.join("file"), root.join("a/.lnk@1.2.tmp")).unwrap();
+    let records = [
+        "evil/.x@1.2.tmp",
+        "../outside/.x@1.2.tmp",
+        &format!("{}/.x@1.2.tmp", outside.display()),
+        "a/key",
+        "key",
+        ".libkv@lock",
+        "a/.dir@1.2.tmp",
+        "a/.lnk@1.2.tmp",
+        "a/../../outside/.x@1.2.tmp",
+        "a//.x@1.2.tmp",
+    ];
+    for record in records {
+        record_leftover(&root, record);
+        store.put(&k("/c"), record.as_bytes()).unwrap();
+        assert_eq!(fs::read(root.join(".libkv@lock")).unwrap().len(), 21);
+    }
+    assert_eq!(tree(&outside), [".x@1.2.tmp", "file"]);
+    assert_eq!(fs::read(outside.join(".x@1.2.tmp")).unwrap(), b"outside");
+    assert_eq!(fs::read(outside.join("file")).unwrap(), b"outside");
+    assert_eq!(
+        tree(&root),
+        [
+            ".libkv@lock",
+            "a",
+            "a/.dir@1.2.tmp",
+            "a/.lnk@1.2.tmp",
+            "a/key",
+            "c",
+            "evil",
+            "key"
+        ]
+    );
+    assert_eq!(
+        store.get(&k("/a/key")).unwrap().as_deref(),
+        Some(&b"a key"[..])
+    );
+}
+
+/// The value the slow writer writes: long enough to be killed in the middle.
+const SLOW_VALUE_LEN: usize = 256 << 20;
+
+/// With `LIBKV_TEST_SLOW_WRITER_ROOT` set, a worker process of
+/// `a_writer_killed_mid_write_leaves_a_temp_file_the_next_writer_removes`.
+#[test]
+fn slow_writer_process() {
+    let Ok(root) = std::env::var("LIBKV_TEST_SLOW_WRITER_ROOT") else {
+        return;
+    };
+    let store = open_at(Path::new(&root), Duration::from_secs(30));
+    store
+        .put(&k("/big/value"), &vec![b'x'; SLOW_VALUE_LEN])
+        .unwrap();
+}
+
+#[test]
+fn a_writer_killed_mid_write_leaves_a_temp_file_the_next_writer_removes() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path().join("big");
+    fs::create_dir(&dir).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "slow_writer_process", "--test-threads=1"])
+        .env("LIBKV_TEST_SLOW_WRITER_ROOT", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let temp = loop {
+        let found = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|n| n.ends_with(".tmp"));
+        if let Some(name) = found {
+            break name;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no temp file");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(dir.join(&temp).exists(), "killed before the rename");
+    assert!(!dir.join("value").exists());
+    let store = open_at(tmp.path(), Duration::from_secs(5));
+    assert_eq!(store.list(&d("/")).unwrap(), [], "the leftover is no key");
+    store.put(&k("/small"), b"v").unwrap();
+    assert!(!dir.join(&temp).exists(), "{temp} was not removed");
+}
+
+/// With `LIBKV_TEST_SQUATTED_ROOT` set, a worker process of
+/// `temp_file_names_left_by_an_earlier_process_do_not_fail_writes`: a fresh process,
+/// whose first temp files are numbered from 0.
+#[test]
+fn squatted_writer_process() {
+    let Ok(root) = std::env::var("LIBKV_TEST_SQUATTED_ROOT") else {
+        return;
+    };
+    let root = Path::new(&root);
+    fs::create_dir_all(root.join("d")).unwrap();
+    let pid = std::process::id();
+    for n in 0..100 {
+        fs::write(root.join(format!("d/.k@{pid}.{n}.tmp")), b"left over").unwrap();
+    }
+    let store = open_at(root, Duration::from_secs(5));
+    store.put(&k("/d/k"), b"written").unwrap();
+    assert_eq!(fs::read(root.join("d/k")).unwrap(), b"written");
+}
+
+#[test]
+fn temp_file_names_left_by_an_earlier_process_do_not_fail_writes() {
+    let tmp = TempDir::new().unwrap();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "squatted_writer_process", "--test-threads=1"])
+        .env("LIBKV_TEST_SQUATTED_ROOT", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(fs::read(tmp.path().join("d/k")).unwrap(), b"written");
 }
 
 #[test]

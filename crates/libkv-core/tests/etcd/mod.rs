@@ -96,6 +96,17 @@ fn spawn(client_port: u16, peer_port: u16, dir: &std::path::Path) -> Child {
     cmd.spawn().expect("etcd runs (Debian package etcd-server)")
 }
 
+/// Waits until the process `pid` has exited (its spawning thread reaps it), so a
+/// restart on the same ports and data dir does not race its shutdown.
+pub fn wait_gone(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid is not 0");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rustix::process::test_kill_process(pid).is_ok() {
+        assert!(Instant::now() < deadline, "etcd {pid:?} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits until etcd answers its health check, so it serves requests.
 pub fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
