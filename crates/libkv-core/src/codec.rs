@@ -49,7 +49,7 @@ pub fn encode(value: &Value) -> Result<Cow<'_, [u8]>, String> {
         }
         Value::Binary(b) if std::str::from_utf8(b).is_err() => Ok(Cow::Borrowed(b)),
         _ => {
-            check(value, 0)?;
+            check(value, 0, MAX_DEPTH)?;
             let mut out = Vec::with_capacity(ENVELOPE_PREFIX.len() + 32);
             out.extend_from_slice(ENVELOPE_PREFIX);
             serde_json::to_writer(&mut out, &Data(value)).map_err(|e| e.to_string())?;
@@ -79,37 +79,57 @@ pub fn decode_plain(bytes: Vec<u8>) -> Value {
 }
 
 fn decode_envelope(bytes: &[u8]) -> Option<Value> {
-    let inner = &bytes[ENVELOPE_PREFIX.len()..bytes.len() - 1];
-    let mut de = serde_json::Deserializer::from_slice(inner);
-    // Depth is bounded by DataSeed itself, before serde_json recurses any deeper.
-    de.disable_recursion_limit();
-    let value = DataSeed { depth: 0 }.deserialize(&mut de).ok()?;
-    de.end().ok()?;
-    Some(value)
+    from_data(&bytes[ENVELOPE_PREFIX.len()..bytes.len() - 1]).ok()
 }
 
-/// Refuses what the envelope cannot carry exactly, before anything is written.
-fn check(value: &Value, depth: usize) -> Result<(), String> {
+/// A value as envelope DATA alone: the JSON an envelope carries after `"value":`.
+/// Bindings that pass values across a language boundary as JSON use this form
+/// (the C ABI does), so every type keeps its rich-data tag on the way. Unlike
+/// [`encode`] it takes values nested deeper than [`MAX_DEPTH`]: results wrap
+/// stored values (`{"value" => v, ...}`), and foreign envelopes may nest deeper.
+pub fn to_data(value: &Value) -> Result<Vec<u8>, String> {
+    check(value, 0, usize::MAX)?;
+    serde_json::to_vec(&Data(value)).map_err(|e| e.to_string())
+}
+
+/// The value of envelope DATA alone (see [`to_data`]); refuses anything that is not
+/// DATA, nested deeper than [`to_data`] writes included.
+pub fn from_data(data: &[u8]) -> Result<Value, String> {
+    let mut de = serde_json::Deserializer::from_slice(data);
+    // Depth is bounded by DataSeed itself, before serde_json recurses any deeper.
+    de.disable_recursion_limit();
+    let value = DataSeed { depth: 0 }
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Refuses what the envelope cannot carry exactly, before anything is written:
+/// non-finite Floats, and Arrays and Hashes nested more than `max_depth` levels.
+fn check(value: &Value, depth: usize, max_depth: usize) -> Result<(), String> {
     match value {
         Value::Float(f) if !f.is_finite() => Err(format!(
             "the Float {f} cannot be stored; only finite numbers can"
         )),
         Value::Array(items) => {
-            deeper(depth)?;
-            items.iter().try_for_each(|v| check(v, depth + 1))
+            deeper(depth, max_depth)?;
+            items
+                .iter()
+                .try_for_each(|v| check(v, depth + 1, max_depth))
         }
         Value::Hash(pairs) => {
-            deeper(depth)?;
-            pairs
-                .iter()
-                .try_for_each(|(k, v)| check(k, depth + 1).and_then(|_| check(v, depth + 1)))
+            deeper(depth, max_depth)?;
+            pairs.iter().try_for_each(|(k, v)| {
+                check(k, depth + 1, max_depth).and_then(|_| check(v, depth + 1, max_depth))
+            })
         }
         _ => Ok(()),
     }
 }
 
-fn deeper(depth: usize) -> Result<(), String> {
-    if depth >= MAX_DEPTH {
+fn deeper(depth: usize, max_depth: usize) -> Result<(), String> {
+    if depth >= max_depth {
         Err(format!(
             "it nests Arrays and Hashes more than {MAX_DEPTH} levels deep"
         ))
@@ -465,6 +485,41 @@ mod tests {
         bomb.extend(std::iter::repeat_n(b']', 100_000));
         bomb.push(b'}');
         assert!(matches!(decode(bomb), Value::String(_)));
+    }
+
+    #[test]
+    fn data_alone_round_trips_and_refuses_what_is_not_data() {
+        let v = Value::Hash(vec![
+            (s("__ptype"), Value::Binary(vec![0xff])),
+            (
+                Value::Int(1),
+                Value::Array(vec![Value::Float(-0.0), Value::Undef]),
+            ),
+        ]);
+        let data = to_data(&v).unwrap();
+        assert_eq!(from_data(&data).unwrap(), v);
+        let mut envelope = ENVELOPE_PREFIX.to_vec();
+        envelope.extend_from_slice(&data);
+        envelope.push(b'}');
+        assert_eq!(decode(envelope), v);
+        assert_eq!(to_data(&s("x")).unwrap(), br#""x""#);
+        let mut deep = Value::Int(1);
+        for _ in 0..=MAX_DEPTH {
+            deep = Value::Array(vec![deep]);
+        }
+        assert!(encode(&deep).is_err());
+        assert_eq!(from_data(&to_data(&deep).unwrap()).unwrap(), deep);
+        assert!(to_data(&Value::Float(f64::NAN))
+            .unwrap_err()
+            .contains("finite"));
+        for bad in [
+            &b""[..],
+            b"1 2",
+            b"{\"__ptype\":\"Nope\",\"__pvalue\":1}",
+            b"NaN",
+        ] {
+            assert!(from_data(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
