@@ -1,0 +1,220 @@
+//! The arguments of one C call to core calls, and what the core answers to DATA.
+//! Checks run in the MRI extension's order: the key, then `previous`, then the
+//! value, then the store.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use libkv_core::{
+    codec, timeout_from_secs, Auth, Error as CoreError, Key, OpenOptions, Store, Value, Versioned,
+};
+
+use crate::{
+    Failure, LIBKV_PREVIOUS_MALFORMED, LIBKV_PREVIOUS_SEQUENCE, LIBKV_VALUE_DATA,
+    LIBKV_VALUE_NOT_STRING, LIBKV_VALUE_RAW, LIBKV_VALUE_REFUSED,
+};
+
+/// The arguments of `libkv_call` beside the store and the operation.
+pub struct Request<'a> {
+    pub key: &'a [u8],
+    pub value: (i32, &'a [u8]),
+    pub previous: (i32, u64),
+    pub serialize: bool,
+}
+
+/// Opens a store, and describes it: `{"provider", "url", "supports"}` as DATA.
+pub fn open(
+    url: &[u8],
+    auth: &[u8],
+    timeout: f64,
+    vardir: Option<&[u8]>,
+    environment: Option<&[u8]>,
+) -> Result<(Arc<dyn Store>, Vec<u8>), Failure> {
+    let url = String::from_utf8_lossy(url);
+    let options = OpenOptions {
+        auth: auth_from(auth)?,
+        timeout: timeout_from_secs(timeout)?,
+        vardir: vardir.map(|v| PathBuf::from(OsStr::from_bytes(v))),
+        environment: environment.map(|e| String::from_utf8_lossy(e).into_owned()),
+    };
+    let store = libkv_core::open(&url, &options)?;
+    let supports = store
+        .supports()
+        .iter()
+        .map(|op| Value::from(op.name()))
+        .collect();
+    let described = data(Value::hash([
+        ("provider", Value::from(store.provider())),
+        ("url", Value::from(store.url())),
+        ("supports", Value::Array(supports)),
+    ]))?;
+    Ok((store, described))
+}
+
+/// `[[name, value], ...]`, each a String or null. Errors name the setting, never
+/// its value.
+fn auth_from(json: &[u8]) -> Result<Auth, Failure> {
+    let pairs: Vec<(Option<String>, Option<String>)> = serde_json::from_slice(json)
+        .map_err(|e| Failure::Internal(format!("auth is not a JSON array of pairs: {e}")))?;
+    let mut checked = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let Some(name) = name else {
+            return Err(invalid("auth keys must be Strings or Symbols".into()));
+        };
+        let Some(value) = value else {
+            return Err(invalid(format!(
+                "the auth setting {name:?} must be a String"
+            )));
+        };
+        checked.push((name, value));
+    }
+    Ok(Auth::new(checked)?)
+}
+
+fn invalid(message: String) -> Failure {
+    Failure::Core(CoreError::InvalidArgument(message))
+}
+
+/// Runs `op` on `store`; the answer is DATA.
+pub fn run(store: &dyn Store, op: &[u8], req: &Request<'_>) -> Result<Vec<u8>, Failure> {
+    let ser = req.serialize;
+    let answer = match op {
+        b"get" => {
+            let k = key(req)?;
+            store
+                .get(&k)?
+                .map_or(Value::Undef, |bytes| decode(bytes, ser))
+        }
+        b"put" => {
+            let k = key(req)?;
+            let bytes = encode(&k, req)?;
+            store.put(&k, &bytes)?;
+            Value::Bool(true)
+        }
+        b"delete" => {
+            store.delete(&key(req)?)?;
+            Value::Bool(true)
+        }
+        b"exists" => Value::Bool(store.exists(&key(req)?)?),
+        b"list" => {
+            let listing = store.list(&dir(req)?)?;
+            Value::hash(
+                listing
+                    .into_iter()
+                    .map(|(rel, bytes)| (rel, decode(bytes, ser))),
+            )
+        }
+        b"deletetree" => {
+            store.deletetree(&dir(req)?)?;
+            Value::Bool(true)
+        }
+        b"atomic_create" => {
+            let k = key(req)?;
+            let bytes = encode(&k, req)?;
+            Value::Bool(store.atomic_create(&k, &bytes)?)
+        }
+        b"atomic_get" => versioned(store.atomic_get(&key(req)?)?, ser)?,
+        b"atomic_put" => {
+            let k = key(req)?;
+            let previous = previous("atomic_put", &k, req)?;
+            let bytes = encode(&k, req)?;
+            Value::Bool(store.atomic_put(&k, &bytes, previous)?)
+        }
+        b"atomic_delete" => {
+            let k = key(req)?;
+            let previous = previous("atomic_delete", &k, req)?;
+            Value::Bool(store.atomic_delete(&k, previous)?)
+        }
+        b"atomic_list" => {
+            let listing = store.atomic_list(&dir(req)?)?;
+            let mut pairs = Vec::with_capacity(listing.len());
+            for (rel, v) in listing {
+                pairs.push((rel, versioned(Some(v), ser)?));
+            }
+            Value::hash(pairs)
+        }
+        b"info" => store.info()?,
+        other => {
+            return Err(Failure::Internal(format!(
+                "unknown operation {:?}",
+                String::from_utf8_lossy(other)
+            )))
+        }
+    };
+    data(answer)
+}
+
+fn data(value: Value) -> Result<Vec<u8>, Failure> {
+    codec::to_data(&value).map_err(Failure::Internal)
+}
+
+fn key(req: &Request<'_>) -> Result<Key, Failure> {
+    Ok(Key::new(&String::from_utf8_lossy(req.key))?)
+}
+
+fn dir(req: &Request<'_>) -> Result<Key, Failure> {
+    Ok(Key::dir(&String::from_utf8_lossy(req.key))?)
+}
+
+fn decode(bytes: Vec<u8>, serialize: bool) -> Value {
+    if serialize {
+        codec::decode(bytes)
+    } else {
+        codec::decode_plain(bytes)
+    }
+}
+
+/// The bytes to store for the request's value.
+fn encode(key: &Key, req: &Request<'_>) -> Result<Vec<u8>, Failure> {
+    let refused = |reason: String| {
+        Failure::Core(CoreError::InvalidValue {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    let (form, bytes) = req.value;
+    match form {
+        LIBKV_VALUE_DATA => {
+            let value = codec::from_data(bytes)
+                .map_err(|e| Failure::Internal(format!("the value is not DATA: {e}")))?;
+            codec::encode(&value)
+                .map(|encoded| encoded.into_owned())
+                .map_err(refused)
+        }
+        LIBKV_VALUE_RAW => Ok(bytes.to_vec()),
+        LIBKV_VALUE_REFUSED => Err(refused(String::from_utf8_lossy(bytes).into_owned())),
+        LIBKV_VALUE_NOT_STRING => Err(refused(
+            "with serialize false the value must be a String (its string form)".into(),
+        )),
+        other => Err(Failure::Internal(format!(
+            "value_form {other} for an operation that stores a value"
+        ))),
+    }
+}
+
+fn previous(op: &'static str, key: &Key, req: &Request<'_>) -> Result<u64, Failure> {
+    match req.previous {
+        (LIBKV_PREVIOUS_SEQUENCE, sequence) => Ok(sequence),
+        (LIBKV_PREVIOUS_MALFORMED, _) => Err(Failure::Core(CoreError::InvalidPrevious {
+            op,
+            key: key.to_string(),
+        })),
+        (other, _) => Err(Failure::Internal(format!("previous_form {other} for {op}"))),
+    }
+}
+
+/// `{"value" => v, "sequence" => n}`, the empty value for an absent key.
+fn versioned(found: Option<Versioned>, serialize: bool) -> Result<Value, Failure> {
+    let (value, sequence) = match found {
+        Some(v) => (decode(v.value, serialize), v.sequence),
+        None => (Value::Undef, 0),
+    };
+    let sequence = i64::try_from(sequence)
+        .map_err(|_| Failure::Internal(format!("sequence {sequence} is beyond 2**63")))?;
+    Ok(Value::hash([
+        ("value", value),
+        ("sequence", Value::Int(sequence)),
+    ]))
+}

@@ -1,0 +1,365 @@
+//! The C ABI of libkv: the core behind plain `extern "C"` functions, for runtimes
+//! that call C through an FFI rather than load an MRI extension. puppetserver's
+//! JRuby does, through `lib/libkv/ffi.rb`. This crate only converts: every storage
+//! decision is the core's.
+//!
+//! # Functions
+//!
+//! ```c
+//! uint32_t      libkv_abi_version(void);   // LIBKV_ABI_VERSION below
+//! const char   *libkv_version(void);       // libkv's version, static
+//! libkv_result *libkv_open(const uint8_t *url, size_t url_len,
+//!                          const uint8_t *auth, size_t auth_len,  // JSON, see below
+//!                          double timeout,                        // seconds
+//!                          const uint8_t *vardir, size_t vardir_len,        // NULL: none
+//!                          const uint8_t *environment, size_t environment_len);
+//! libkv_result *libkv_call(const libkv_store *store,
+//!                          const uint8_t *op, size_t op_len,      // "get", "atomic_put", ...
+//!                          const uint8_t *key, size_t key_len,    // the key or dir
+//!                          int32_t value_form, const uint8_t *value, size_t value_len,
+//!                          int32_t previous_form, uint64_t previous,
+//!                          int32_t serialize);                    // 0 or 1
+//! void          libkv_store_free(libkv_store *store);
+//! void          libkv_result_free(libkv_result *result);
+//! ```
+//!
+//! Byte arguments are a pointer and a length; the pointer may be NULL when the
+//! length is 0. libkv copies what it needs before returning, and never keeps a
+//! caller's pointer.
+//!
+//! # Results
+//!
+//! `libkv_open` and `libkv_call` always return a [`LibkvResult`] (never NULL),
+//! which the caller frees with `libkv_result_free` once it has copied what it
+//! needs. `status` is [`LIBKV_OK`] or the kind of error (`LIBKV_E_*`). On success
+//! `data` is a JSON document in the encoding below; on error it is the message
+//! (UTF-8, never holding a secret) and `key` the key the error is about, or NULL.
+//! `libkv_open` also sets `store`, which the caller frees with `libkv_store_free`
+//! (the result does not own it). A store may be used by many threads at once.
+//!
+//! # Values: the envelope's DATA
+//!
+//! Values cross in one encoding both ways: the JSON that the core's envelope
+//! carries (`{"libkv":1,"value":DATA}`, see the core's `codec` module), without
+//! the envelope. `null`, booleans, integers, floats (always with a fraction or an
+//! exponent), strings, arrays and objects are themselves; a Binary is
+//! `{"__ptype":"Binary","__pvalue":"<base64>"}`; a Hash with a key that is not a
+//! String (or a String key `__ptype`) is `{"__ptype":"Hash","__pvalue":[k1,v1,...]}`.
+//! So every JSON object that has a `__ptype` key is such a tag.
+//!
+//! What `libkv_call` answers, per operation: `get` the value (`null` when absent);
+//! `put`, `delete` and `deletetree` `true`; `exists`, `atomic_create`, `atomic_put`
+//! and `atomic_delete` a Boolean; `list` a Hash of relative key => value;
+//! `atomic_get` `{"value": v, "sequence": n}` (`{"value": null, "sequence": 0}` when
+//! absent); `atomic_list` a Hash of relative key => that; `info` a Hash.
+//! `libkv_open` answers `{"provider": ..., "url": ..., "supports": [...]}`.
+//!
+//! A value to store is passed by `value_form`:
+//! - [`LIBKV_VALUE_DATA`]: `value` is DATA, encoded for the store by the core's codec;
+//! - [`LIBKV_VALUE_RAW`]: `value` is the bytes to store as they are (`serialize`
+//!   false);
+//! - [`LIBKV_VALUE_NOT_STRING`]: `serialize` is false but the value is not a String;
+//! - [`LIBKV_VALUE_REFUSED`]: the caller could not convert the value; `value` is why.
+//!
+//! The last two fail with `LIBKV_E_INVALID_ARGUMENT`, but only after the key has
+//! been checked, so a bad key is reported first, as by the MRI extension.
+//! `previous` (of `atomic_put` and `atomic_delete`) is [`LIBKV_PREVIOUS_SEQUENCE`]
+//! with the sequence, or [`LIBKV_PREVIOUS_MALFORMED`] when the caller's previous
+//! held none. `auth` is a JSON array of `[name, value]` pairs, each a String or
+//! `null` for a name or value of a type libkv does not take.
+//!
+//! # Safety of the boundary
+//!
+//! No panic crosses it: every function body runs inside `catch_unwind`, and a panic
+//! becomes a [`LIBKV_E_INTERNAL`] result. Calls block the calling thread until the
+//! store answers or its timeout passes; the core's runtime lets any number of
+//! threads (JRuby threads, several JRuby instances in one JVM) call at once.
+
+mod call;
+
+use std::ffi::c_char;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::Arc;
+
+use libkv_core::{Error as CoreError, Store};
+
+/// Bumped whenever a signature, a struct or an encoding above changes.
+pub const LIBKV_ABI_VERSION: u32 = 1;
+
+pub const LIBKV_OK: i32 = 0;
+/// Bad input: URL, value, option, previous. `LibKV::InvalidArgumentError`.
+pub const LIBKV_E_INVALID_ARGUMENT: i32 = 1;
+/// A key or directory that breaks the key rules. `LibKV::InvalidKeyError`.
+pub const LIBKV_E_INVALID_KEY: i32 = 2;
+pub const LIBKV_E_UNSUPPORTED: i32 = 3;
+pub const LIBKV_E_STORE: i32 = 4;
+pub const LIBKV_E_CONFLICT: i32 = 5;
+pub const LIBKV_E_CONNECTION: i32 = 6;
+pub const LIBKV_E_TIMEOUT: i32 = 7;
+pub const LIBKV_E_AUTH: i32 = 8;
+/// A bug: libkv panicked, or the caller broke this contract.
+pub const LIBKV_E_INTERNAL: i32 = 9;
+
+pub const LIBKV_VALUE_NONE: i32 = 0;
+pub const LIBKV_VALUE_DATA: i32 = 1;
+pub const LIBKV_VALUE_RAW: i32 = 2;
+pub const LIBKV_VALUE_REFUSED: i32 = 3;
+pub const LIBKV_VALUE_NOT_STRING: i32 = 4;
+
+pub const LIBKV_PREVIOUS_NONE: i32 = 0;
+pub const LIBKV_PREVIOUS_SEQUENCE: i32 = 1;
+pub const LIBKV_PREVIOUS_MALFORMED: i32 = 2;
+
+/// One open store (opaque to C).
+pub struct LibkvStore {
+    store: Arc<dyn Store>,
+}
+
+/// What `libkv_open` and `libkv_call` return; see the crate documentation.
+#[repr(C)]
+pub struct LibkvResult {
+    pub status: i32,
+    pub data: *mut u8,
+    pub data_len: usize,
+    pub key: *mut u8,
+    pub key_len: usize,
+    pub store: *mut LibkvStore,
+}
+
+/// Why a call failed: a core error, or a broken contract (a bug somewhere).
+pub(crate) enum Failure {
+    Core(CoreError),
+    Internal(String),
+}
+
+impl From<CoreError> for Failure {
+    fn from(e: CoreError) -> Failure {
+        Failure::Core(e)
+    }
+}
+
+fn status_of(e: &CoreError) -> i32 {
+    match e {
+        CoreError::InvalidKey { .. } => LIBKV_E_INVALID_KEY,
+        CoreError::InvalidUrl { .. }
+        | CoreError::InvalidValue { .. }
+        | CoreError::InvalidPrevious { .. }
+        | CoreError::InvalidArgument(_) => LIBKV_E_INVALID_ARGUMENT,
+        CoreError::Unsupported { .. } => LIBKV_E_UNSUPPORTED,
+        CoreError::Conflict { .. } => LIBKV_E_CONFLICT,
+        CoreError::Store { .. } => LIBKV_E_STORE,
+        CoreError::Connection { .. } => LIBKV_E_CONNECTION,
+        CoreError::Timeout { .. } => LIBKV_E_TIMEOUT,
+        CoreError::Auth { .. } => LIBKV_E_AUTH,
+    }
+}
+
+/// Bytes handed to C: a leaked boxed slice, freed by `free_bytes`.
+fn leak_bytes(bytes: Vec<u8>) -> (*mut u8, usize) {
+    let len = bytes.len();
+    (Box::into_raw(bytes.into_boxed_slice()) as *mut u8, len)
+}
+
+/// # Safety
+/// `ptr` and `len` come from `leak_bytes`, and are freed once.
+unsafe fn free_bytes(ptr: *mut u8, len: usize) {
+    if !ptr.is_null() {
+        // SAFETY: see above; a boxed slice of `len` bytes at `ptr`.
+        drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(ptr, len)) });
+    }
+}
+
+fn result(outcome: Result<(Vec<u8>, Option<LibkvStore>), Failure>) -> *mut LibkvResult {
+    let (status, data, key, store) = match outcome {
+        Ok((data, store)) => (LIBKV_OK, data, None, store),
+        Err(Failure::Core(e)) => (
+            status_of(&e),
+            e.to_string().into_bytes(),
+            e.key().map(|k| k.as_bytes().to_vec()),
+            None,
+        ),
+        Err(Failure::Internal(message)) => (
+            LIBKV_E_INTERNAL,
+            format!("libkv internal error: {message}").into_bytes(),
+            None,
+            None,
+        ),
+    };
+    let (data, data_len) = leak_bytes(data);
+    let (key, key_len) = key.map_or((ptr::null_mut(), 0), leak_bytes);
+    let store = store.map_or(ptr::null_mut(), |s| Box::into_raw(Box::new(s)));
+    Box::into_raw(Box::new(LibkvResult {
+        status,
+        data,
+        data_len,
+        key,
+        key_len,
+        store,
+    }))
+}
+
+/// Runs `f`, turning a panic into an internal error: nothing unwinds into C.
+fn guarded(f: impl FnOnce() -> Result<(Vec<u8>, Option<LibkvStore>), Failure>) -> *mut LibkvResult {
+    let outcome = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(Failure::Internal(format!("panicked: {what}")))
+    });
+    // Building the result only allocates; should even that panic, abort rather
+    // than unwind into C.
+    catch_unwind(AssertUnwindSafe(|| result(outcome))).unwrap_or_else(|_| std::process::abort())
+}
+
+/// The bytes at `ptr`, or None for a NULL pointer.
+///
+/// # Safety
+/// A non-NULL `ptr` points at `len` readable bytes for the duration of the call.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: see above.
+        Some(unsafe { std::slice::from_raw_parts(ptr, len) })
+    }
+}
+
+/// The bytes at `ptr`, empty for NULL with length 0; NULL with a length is a
+/// broken contract.
+///
+/// # Safety
+/// As for `bytes`.
+unsafe fn required<'a>(ptr: *const u8, len: usize, what: &str) -> Result<&'a [u8], Failure> {
+    match unsafe { bytes(ptr, len) } {
+        Some(b) => Ok(b),
+        None if len == 0 => Ok(&[]),
+        None => Err(Failure::Internal(format!(
+            "{what} is NULL with length {len}"
+        ))),
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn libkv_abi_version() -> u32 {
+    LIBKV_ABI_VERSION
+}
+
+#[no_mangle]
+pub extern "C" fn libkv_version() -> *const c_char {
+    static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
+    VERSION.as_ptr() as *const c_char
+}
+
+/// Opens the store `url` names. See the crate documentation.
+///
+/// # Safety
+/// Every pointer is NULL or points at its length of readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn libkv_open(
+    url: *const u8,
+    url_len: usize,
+    auth: *const u8,
+    auth_len: usize,
+    timeout: f64,
+    vardir: *const u8,
+    vardir_len: usize,
+    environment: *const u8,
+    environment_len: usize,
+) -> *mut LibkvResult {
+    guarded(|| {
+        // SAFETY: the caller's promise, above.
+        let (url, auth, vardir, environment) = unsafe {
+            (
+                required(url, url_len, "url")?,
+                required(auth, auth_len, "auth")?,
+                bytes(vardir, vardir_len),
+                bytes(environment, environment_len),
+            )
+        };
+        let (store, answer) = call::open(url, auth, timeout, vardir, environment)?;
+        Ok((answer, Some(LibkvStore { store })))
+    })
+}
+
+/// Runs one operation on a store. See the crate documentation.
+///
+/// # Safety
+/// `store` is NULL or came from `libkv_open` and was not freed; every other
+/// pointer is NULL or points at its length of readable bytes.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn libkv_call(
+    store: *const LibkvStore,
+    op: *const u8,
+    op_len: usize,
+    key: *const u8,
+    key_len: usize,
+    value_form: i32,
+    value: *const u8,
+    value_len: usize,
+    previous_form: i32,
+    previous: u64,
+    serialize: i32,
+) -> *mut LibkvResult {
+    guarded(|| {
+        if store.is_null() {
+            return Err(Failure::Internal("libkv_call on a NULL store".into()));
+        }
+        // SAFETY: the caller's promise, above.
+        let (store, op, key, value) = unsafe {
+            (
+                &*store,
+                required(op, op_len, "op")?,
+                required(key, key_len, "key")?,
+                required(value, value_len, "value")?,
+            )
+        };
+        let request = call::Request {
+            key,
+            value: (value_form, value),
+            previous: (previous_form, previous),
+            serialize: serialize != 0,
+        };
+        Ok((call::run(&*store.store, op, &request)?, None))
+    })
+}
+
+/// Frees a store from `libkv_open`. NULL is ignored.
+///
+/// # Safety
+/// `store` came from `libkv_open`, is freed once, and no call on it is running.
+#[no_mangle]
+pub unsafe extern "C" fn libkv_store_free(store: *mut LibkvStore) {
+    if !store.is_null() {
+        // Dropping a store only drops Rust values; abort rather than unwind.
+        let dropped = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: the caller's promise, above.
+            drop(unsafe { Box::from_raw(store) })
+        }));
+        dropped.unwrap_or_else(|_| std::process::abort());
+    }
+}
+
+/// Frees a result, its data and key (not its store). NULL is ignored.
+///
+/// # Safety
+/// `result` came from `libkv_open` or `libkv_call` and is freed once.
+#[no_mangle]
+pub unsafe extern "C" fn libkv_result_free(result: *mut LibkvResult) {
+    if result.is_null() {
+        return;
+    }
+    // SAFETY: the caller's promise, above: the result and its buffers came from
+    // `result()`.
+    unsafe {
+        let r = Box::from_raw(result);
+        free_bytes(r.data, r.data_len);
+        free_bytes(r.key, r.key_len);
+    }
+}
+
+#[cfg(test)]
+mod tests;

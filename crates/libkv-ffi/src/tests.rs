@@ -1,0 +1,327 @@
+//! The C ABI called as C calls it: pointers and lengths in, results to copy and free.
+
+use std::ptr;
+
+use super::*;
+
+/// What a result held, copied out; the result is freed.
+#[derive(Debug)]
+struct Answer {
+    status: i32,
+    data: String,
+    key: Option<String>,
+    store: *mut LibkvStore,
+}
+
+fn take(result: *mut LibkvResult) -> Answer {
+    assert!(!result.is_null());
+    // SAFETY: a result from libkv_open or libkv_call, freed once below.
+    unsafe {
+        let r = &*result;
+        let copy = |p: *mut u8, n: usize| {
+            String::from_utf8(std::slice::from_raw_parts(p, n).to_vec()).unwrap()
+        };
+        let answer = Answer {
+            status: r.status,
+            data: copy(r.data, r.data_len),
+            key: (!r.key.is_null()).then(|| copy(r.key, r.key_len)),
+            store: r.store,
+        };
+        libkv_result_free(result);
+        answer
+    }
+}
+
+fn open(url: &str, auth: &str) -> Answer {
+    // SAFETY: every pointer points at its length of bytes.
+    take(unsafe {
+        libkv_open(
+            url.as_ptr(),
+            url.len(),
+            auth.as_ptr(),
+            auth.len(),
+            5.0,
+            ptr::null(),
+            0,
+            ptr::null(),
+            0,
+        )
+    })
+}
+
+/// A store to call; freed when dropped.
+struct Opened(*mut LibkvStore);
+
+// SAFETY: a store may be used by many threads at once (the crate's promise).
+unsafe impl Send for Opened {}
+unsafe impl Sync for Opened {}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        // SAFETY: from libkv_open, freed once, no call running.
+        unsafe { libkv_store_free(self.0) }
+    }
+}
+
+fn mock() -> Opened {
+    let a = open("mock://", "[]");
+    assert_eq!(a.status, LIBKV_OK, "{}", a.data);
+    Opened(a.store)
+}
+
+fn call(store: &Opened, op: &str, key: &str, value: (i32, &[u8]), previous: (i32, u64)) -> Answer {
+    // SAFETY: a live store; every pointer points at its length of bytes.
+    take(unsafe {
+        libkv_call(
+            store.0,
+            op.as_ptr(),
+            op.len(),
+            key.as_ptr(),
+            key.len(),
+            value.0,
+            value.1.as_ptr(),
+            value.1.len(),
+            previous.0,
+            previous.1,
+            1,
+        )
+    })
+}
+
+const NONE: (i32, &[u8]) = (LIBKV_VALUE_NONE, b"");
+const NO_PREVIOUS: (i32, u64) = (LIBKV_PREVIOUS_NONE, 0);
+
+fn data(json: &str) -> (i32, &[u8]) {
+    (LIBKV_VALUE_DATA, json.as_bytes())
+}
+
+#[test]
+fn versions() {
+    assert_eq!(libkv_abi_version(), LIBKV_ABI_VERSION);
+    // SAFETY: a static NUL-terminated string.
+    let v = unsafe { std::ffi::CStr::from_ptr(libkv_version()) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn open_describes_the_store() {
+    let a = open("mock://name", "[]");
+    assert_eq!(a.status, LIBKV_OK);
+    assert!(a
+        .data
+        .starts_with(r#"{"provider":"mock","url":"mock://name","supports":["get","#));
+    drop(Opened(a.store));
+    let bad = open("ftp://x", "[]");
+    assert_eq!(bad.status, LIBKV_E_INVALID_ARGUMENT);
+    assert!(bad.data.contains("unknown scheme"), "{}", bad.data);
+    assert!(bad.store.is_null() && bad.key.is_none());
+}
+
+#[test]
+fn auth_errors_name_the_setting_never_the_value() {
+    let a = open("mock://", r#"[["password","hunter2"]]"#);
+    assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT);
+    assert!(
+        a.data.contains("password") && !a.data.contains("hunter2"),
+        "{}",
+        a.data
+    );
+    let a = open("mock://", r#"[[null,"hunter2"]]"#);
+    assert_eq!(a.data, "auth keys must be Strings or Symbols");
+    let a = open("mock://", r#"[["token",null]]"#);
+    assert_eq!(a.data, r#"the auth setting "token" must be a String"#);
+    let a = open("mock://", "{");
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+}
+
+#[test]
+fn values_round_trip_as_data() {
+    let s = mock();
+    let value = r#"{"i":1,"f":-0.0,"b":{"__ptype":"Binary","__pvalue":"/w=="},"h":{"__ptype":"Hash","__pvalue":[1,null]}}"#;
+    assert_eq!(call(&s, "put", "/k", data(value), NO_PREVIOUS).data, "true");
+    assert_eq!(call(&s, "get", "/k", NONE, NO_PREVIOUS).data, value);
+    assert_eq!(call(&s, "get", "/absent", NONE, NO_PREVIOUS).data, "null");
+    let listed = call(&s, "list", "/", NONE, NO_PREVIOUS);
+    assert_eq!(listed.data, format!(r#"{{"k":{value}}}"#));
+    let got = call(&s, "atomic_get", "/k", NONE, NO_PREVIOUS).data;
+    assert!(
+        got.starts_with(&format!(r#"{{"value":{value},"sequence":"#)),
+        "{got}"
+    );
+    assert_eq!(
+        call(&s, "atomic_get", "/absent", NONE, NO_PREVIOUS).data,
+        r#"{"value":null,"sequence":0}"#
+    );
+    // A key named like a tag is escaped, so every __ptype object is a tag.
+    call(&s, "put", "/d/__ptype", data("1"), NO_PREVIOUS);
+    assert_eq!(
+        call(&s, "list", "/d", NONE, NO_PREVIOUS).data,
+        r#"{"__ptype":"Hash","__pvalue":["__ptype",1]}"#
+    );
+    // Strings are stored as plain bytes.
+    call(&s, "put", "/s", data(r#""text""#), NO_PREVIOUS);
+    // SAFETY: a live store; every pointer points at its length of bytes.
+    let raw = take(unsafe {
+        libkv_call(
+            s.0,
+            "get".as_ptr(),
+            3,
+            "/k".as_ptr(),
+            2,
+            0,
+            ptr::null(),
+            0,
+            0,
+            0,
+            0,
+        )
+    });
+    assert!(
+        raw.data.starts_with(r#""{\"libkv\":1,\"value\":"#),
+        "{}",
+        raw.data
+    );
+}
+
+#[test]
+fn the_key_is_checked_first_and_errors_carry_it() {
+    let s = mock();
+    let refused = (
+        LIBKV_VALUE_REFUSED,
+        &b"a value of class Object cannot be stored"[..],
+    );
+    let a = call(&s, "put", "bad", refused, NO_PREVIOUS);
+    assert_eq!(a.status, LIBKV_E_INVALID_KEY);
+    assert_eq!(a.key.as_deref(), Some("bad"));
+    let a = call(&s, "put", "/k", refused, NO_PREVIOUS);
+    assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT);
+    assert_eq!(a.key.as_deref(), Some("/k"));
+    assert!(
+        a.data.contains("/k") && a.data.contains("class Object"),
+        "{}",
+        a.data
+    );
+    let a = call(&s, "put", "/k", (LIBKV_VALUE_NOT_STRING, b""), NO_PREVIOUS);
+    assert!(a.data.contains("must be a String"), "{}", a.data);
+    let malformed = (LIBKV_PREVIOUS_MALFORMED, 0);
+    let a = call(&s, "atomic_put", "/k", refused, malformed);
+    assert!(a.data.contains("previous for atomic_put /k"), "{}", a.data);
+    let a = call(&s, "atomic_delete", "/x", NONE, malformed);
+    assert_eq!(
+        (a.status, a.key.as_deref()),
+        (LIBKV_E_INVALID_ARGUMENT, Some("/x"))
+    );
+    let a = call(&s, "put", "/k", data("[1e999]"), NO_PREVIOUS);
+    assert_eq!(a.status, LIBKV_E_INTERNAL, "{}", a.data);
+    let a = call(&s, "frobnicate", "/k", NONE, NO_PREVIOUS);
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+}
+
+#[test]
+fn store_errors_map_to_their_kinds() {
+    let dir = std::env::temp_dir().join(format!("libkv-ffi-test-{}", std::process::id()));
+    std::fs::write(&dir, "a file, not a directory").unwrap();
+    let a = open(&format!("file://{}/store", dir.display()), "[]");
+    let s = Opened(a.store);
+    let a = call(&s, "put", "/k", data("1"), NO_PREVIOUS);
+    std::fs::remove_file(&dir).unwrap();
+    assert_eq!(a.status, LIBKV_E_STORE, "{}", a.data);
+    assert_eq!(a.key.as_deref(), Some("/k"));
+    let a = open("etcd://127.0.0.1:1/p", "[]");
+    let s = Opened(a.store);
+    let a = call(&s, "get", "/k", NONE, NO_PREVIOUS);
+    assert_eq!(a.status, LIBKV_E_CONNECTION, "{}", a.data);
+}
+
+#[test]
+fn a_null_store_or_pointer_is_an_internal_error_not_a_crash() {
+    // SAFETY: NULL is allowed and refused.
+    let a = take(unsafe {
+        libkv_call(
+            ptr::null(),
+            ptr::null(),
+            0,
+            ptr::null(),
+            0,
+            0,
+            ptr::null(),
+            0,
+            0,
+            0,
+            1,
+        )
+    });
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    let s = mock();
+    // SAFETY: a live store; a NULL key with a length is refused.
+    let a = take(unsafe {
+        libkv_call(
+            s.0,
+            "get".as_ptr(),
+            3,
+            ptr::null(),
+            5,
+            0,
+            ptr::null(),
+            0,
+            0,
+            0,
+            1,
+        )
+    });
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert!(a.data.contains("key is NULL"), "{}", a.data);
+    // SAFETY: NULL is ignored.
+    unsafe {
+        libkv_result_free(ptr::null_mut());
+        libkv_store_free(ptr::null_mut());
+    }
+}
+
+#[test]
+fn a_panic_becomes_an_internal_error() {
+    let a = take(guarded(|| panic!("boom")));
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert!(a.data.contains("panicked: boom"), "{}", a.data);
+}
+
+#[test]
+fn threads_share_a_store() {
+    let s = mock();
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..50 {
+                    loop {
+                        let got = call(&s, "atomic_get", "/n", NONE, NO_PREVIOUS).data;
+                        let n: i64 = got
+                            .split("\"value\":")
+                            .nth(1)
+                            .and_then(|rest| rest.split(',').next())
+                            .map(|v| v.parse().unwrap_or(0))
+                            .unwrap();
+                        let seq: u64 = got
+                            .rsplit("\"sequence\":")
+                            .next()
+                            .unwrap()
+                            .trim_end_matches('}')
+                            .parse()
+                            .unwrap();
+                        let next = (n + 1).to_string();
+                        let put = call(
+                            &s,
+                            "atomic_put",
+                            "/n",
+                            data(&next),
+                            (LIBKV_PREVIOUS_SEQUENCE, seq),
+                        );
+                        if put.data == "true" {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(call(&s, "get", "/n", NONE, NO_PREVIOUS).data, "400");
+}
