@@ -2,11 +2,18 @@
 
 require "libkv/version"
 require "libkv/errors"
-begin
-  require "libkv/libkv"
-rescue LoadError => e
-  raise LoadError, "libkv's native extension is not installed (#{e.message}): on this machine, " \
-                   "`gem install libkv` (or, in a checkout, `rake compile`); see libkv's README"
+# The binding: the MRI extension (ext/libkv) on MRI; on JRuby (puppetserver), the
+# C ABI library of the same core through FFI (lib/libkv/ffi.rb). Both give the
+# same classes, methods, results and exceptions.
+if RUBY_ENGINE == "jruby"
+  require "libkv/ffi"
+else
+  begin
+    require "libkv/libkv"
+  rescue LoadError => e
+    raise LoadError, "libkv's native extension is not installed (#{e.message}): on this machine, " \
+                     "`gem install libkv` (or, in a checkout, `rake compile`); see libkv's README"
+  end
 end
 require "libkv/store"
 
@@ -42,8 +49,8 @@ module LibKV
     Store._open(url, auth, timeout.to_f, vardir && vardir.to_s, environment && environment.to_s)
   end
 
-  # LibKV.binary_inside?(value) (native): whether +value+ is, or holds at any
-  # depth, a binary (BINARY-encoded) String.
+  # LibKV.binary_inside?(value) (from the binding): whether +value+ is, or holds
+  # at any depth, a binary (BINARY-encoded) String.
 
   # The Hash that stands for an absent key in atomic_get and atomic_put.
   def self.empty_value

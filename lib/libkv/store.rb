@@ -1,9 +1,9 @@
 # frozen_string_literal: true
 
 module LibKV
-  # One open store. The native extension defines the class and its underscored
-  # methods; these wrappers give them keyword options. Obtain instances with
-  # LibKV.open.
+  # One open store. The binding (ext/libkv on MRI, libkv/ffi.rb on JRuby) defines
+  # the class and its underscored methods; these wrappers give them keyword
+  # options. Obtain instances with LibKV.open.
   #
   # +serialize+ (default true) keeps the type of a value: an Integer put comes back
   # an Integer, a binary (BINARY-encoded) String a binary String. With false the

@@ -1,0 +1,395 @@
+# frozen_string_literal: true
+
+# The binding of libkv for Rubies that cannot load the MRI extension, such as
+# puppetserver's JRuby: the same Rust core, compiled as a C ABI library
+# (crates/libkv-ffi), called through FFI. This file only marshals: Ruby values to
+# the envelope DATA JSON the library takes (see crates/libkv-ffi/src/lib.rs) and
+# back, and the library's errors to the exceptions of libkv/errors.rb. It defines
+# what ext/libkv defines on MRI: LibKV::Store._open, the store's underscored
+# methods, provider, url, supports, info, and LibKV.binary_inside?.
+#
+# Puppet reloads function files on every compile, and a module's lib/ and the gem
+# may both hold this file: loaded again, it keeps the first definition.
+return if defined?(LibKV::Native::LOADED)
+
+require 'ffi'
+require 'json'
+require 'libkv/version'
+require 'libkv/errors'
+
+module LibKV
+  # The C ABI library and its functions.
+  module Native
+    extend ::FFI::Library
+
+    # What this Ruby code speaks; the library tells its own (libkv_abi_version).
+    ABI_VERSION = 1
+    LIBRARY = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
+    CARGO_LIBRARY = "liblibkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
+
+    # Where the library may be, in order: LIBKV_FFI_LIBRARY; beside this file (in
+    # an installed libkv gem, or in a checkout after `rake compile:ffi`); in an
+    # installed libkv gem of this version; a cargo build in a checkout.
+    def self.candidates
+      env = ENV['LIBKV_FFI_LIBRARY'].to_s
+      return [env] unless env.empty?
+
+      gems = Gem::Specification.find_all_by_name('libkv', LibKV::VERSION).map do |spec|
+        ::File.join(spec.full_gem_path, 'lib', 'libkv', LIBRARY)
+      end
+      target = ::File.expand_path('../../target', __dir__)
+      ([::File.join(__dir__, LIBRARY)] + gems +
+        %w[release debug].map { |profile| ::File.join(target, profile, CARGO_LIBRARY) }).uniq
+    rescue StandardError # no RubyGems, or a broken gem: the other places
+      [::File.join(__dir__, LIBRARY)]
+    end
+
+    def self.find
+      candidates.find { |path| ::File.file?(path) } or
+        raise LoadError, "libkv's C ABI library (#{LIBRARY}), which #{RUBY_ENGINE} loads through FFI, " \
+                         "was not found at #{candidates.join(', ')}. On a Puppet server, install the libkv gem " \
+                         "built for JRuby: `rake gem:java` in a libkv checkout (needs Rust), then " \
+                         "`puppetserver gem install --local pkg/libkv-#{LibKV::VERSION}-java.gem`. In a checkout, " \
+                         '`rake compile:ffi`. Or set LIBKV_FFI_LIBRARY to its path. See "On a Puppet server" ' \
+                         "in libkv's README."
+    end
+
+    PATH = find
+    ffi_lib PATH
+
+    # Mirrors LibkvResult.
+    class Result < ::FFI::Struct
+      layout :status, :int32, :data, :pointer, :data_len, :size_t, :key, :pointer, :key_len, :size_t,
+             :store, :pointer
+    end
+
+    attach_function :libkv_abi_version, [], :uint32
+    attach_function :libkv_version, [], :string
+    attach_function :libkv_open, %i[buffer_in size_t buffer_in size_t double buffer_in size_t buffer_in size_t],
+                    :pointer, blocking: true
+    attach_function :libkv_call, %i[pointer buffer_in size_t buffer_in size_t int32 buffer_in size_t int32
+                                    uint64 int32], :pointer, blocking: true
+    attach_function :libkv_store_free, [:pointer], :void
+    attach_function :libkv_result_free, [:pointer], :void
+
+    unless libkv_abi_version == ABI_VERSION
+      raise LoadError, "#{PATH} is libkv #{libkv_version} with C ABI version #{libkv_abi_version}, but this libkv " \
+                       "(#{LibKV::VERSION}) speaks version #{ABI_VERSION}: install the library of this libkv " \
+                       "version (see \"On a Puppet server\" in libkv's README)"
+    end
+
+    # Status codes (LIBKV_OK, LIBKV_E_*) and the exceptions they raise.
+    ERRORS = {
+      1 => InvalidArgumentError, 2 => InvalidKeyError, 3 => UnsupportedError, 4 => StoreError,
+      5 => ConflictError, 6 => ConnectionError, 7 => TimeoutError, 8 => AuthError, 9 => Error
+    }.freeze
+
+    VALUE_NONE = 0
+    VALUE_DATA = 1
+    VALUE_RAW = 2
+    VALUE_REFUSED = 3
+    VALUE_NOT_STRING = 4
+    PREVIOUS_NONE = 0
+    PREVIOUS_SEQUENCE = 1
+    PREVIOUS_MALFORMED = 2
+
+    # The data of a result (a JSON document), freeing the result; raises the
+    # result's error.
+    def self.take(pointer)
+      result = Result.new(pointer)
+      data = result[:data].read_bytes(result[:data_len]).force_encoding(Encoding::UTF_8)
+      status = result[:status]
+      return [data, result[:store]] if status.zero?
+
+      key = result[:key].null? ? nil : result[:key].read_bytes(result[:key_len]).force_encoding(Encoding::UTF_8)
+      error = ERRORS.fetch(status, Error).new(data)
+      error.instance_variable_set(:@key, key)
+      raise error
+    ensure
+      libkv_result_free(pointer)
+    end
+  end
+
+  # Ruby values to envelope DATA and back, as ext/libkv/src/convert.rs converts
+  # them on MRI: the same types, the same refusals.
+  module Data
+    MAX_DEPTH = 100 # codec::MAX_DEPTH
+    INT_RANGE = (-2**63..2**63 - 1).freeze
+    PTYPE = '__ptype'
+    PVALUE = '__pvalue'
+
+    # Why a value cannot be stored.
+    class Refusal < StandardError; end
+
+    class << self
+      # The DATA JSON of +value+; raises Refusal.
+      def generate(value)
+        state = { nonfinite: nil }
+        tree = to_data(value, 0, state)
+        if state[:nonfinite]
+          raise Refusal, "the Float #{rust_float(state[:nonfinite])} cannot be stored; only finite numbers can"
+        end
+
+        ::JSON.generate(tree, max_nesting: false)
+      end
+
+      # The Ruby value of DATA JSON.
+      def parse(json)
+        value = ::JSON.parse(json, max_nesting: false, create_additions: false)
+        json.include?('"__ptype"') ? untag(value) : value
+      end
+
+      # Whether +v+ is, or holds at any depth, a binary String; true deeper than a
+      # value can be stored, so that the caller's own walk decides.
+      def binary_inside?(v, depth)
+        return v.encoding == Encoding::BINARY if v.is_a?(String)
+        return true if depth > MAX_DEPTH
+
+        case v
+        when Array then v.any? { |item| binary_inside?(item, depth + 1) }
+        when Hash then v.any? { |k, item| binary_inside?(k, depth + 1) || binary_inside?(item, depth + 1) }
+        else false
+        end
+      end
+
+      private
+
+      def to_data(v, depth, state)
+        case v
+        when nil, true, false then v
+        when String then string(v)
+        when Integer
+          raise Refusal, 'an Integer outside the 64-bit range Puppet supports cannot be stored' unless INT_RANGE.cover?(v)
+
+          v
+        when Float
+          state[:nonfinite] ||= v unless v.finite?
+          v
+        when Array
+          inner = nest(depth)
+          v.map { |item| to_data(item, inner, state) }
+        when Hash then hash_data(v, nest(depth), state)
+        when Symbol then v.to_s
+        else
+          raise Refusal, "a value of class #{v.class.name || v.class.inspect} cannot be stored; libkv stores nil, " \
+                         'true, false, Integer, Float, String, binary String, Symbol, Array and Hash'
+        end
+      end
+
+      def hash_data(v, depth, state)
+        pairs = v.map { |k, item| [to_data(k, depth, state), to_data(item, depth, state)] }
+        if pairs.all? { |k, _| k.is_a?(String) && k != PTYPE }
+          pairs.to_h
+        else
+          { PTYPE => 'Hash', PVALUE => pairs.flatten(1) }
+        end
+      end
+
+      def nest(depth)
+        return depth + 1 if depth < MAX_DEPTH
+
+        raise Refusal, "it nests Arrays and Hashes more than #{MAX_DEPTH} levels deep (or contains itself)"
+      end
+
+      def string(s)
+        return { PTYPE => 'Binary', PVALUE => [s].pack('m0') } if s.encoding == Encoding::BINARY
+
+        unless s.encoding == Encoding::UTF_8 || s.encoding == Encoding::US_ASCII
+          begin
+            s = s.encode(Encoding::UTF_8)
+          rescue EncodingError => e
+            raise Refusal, "a String could not be converted to UTF-8 (#{e.message}); pass bytes as a binary " \
+                           'String (String#b)'
+          end
+        end
+        raise Refusal, 'a String is not valid UTF-8; pass bytes as a binary String (String#b)' unless s.valid_encoding?
+
+        s
+      end
+
+      # How Rust shows a non-finite Float, as the MRI binding's message has it.
+      def rust_float(f)
+        return 'NaN' if f.nan?
+
+        f.positive? ? 'inf' : '-inf'
+      end
+
+      def untag(v)
+        case v
+        when Array then v.map! { |item| untag(item) }
+        when Hash
+          case v[PTYPE]
+          when nil then v.each { |k, item| v[k] = untag(item) }
+          when 'Binary' then v[PVALUE].unpack1('m0')
+          else
+            v[PVALUE].each_slice(2).each_with_object({}) { |(k, item), h| h[untag(k)] = untag(item) }
+          end
+        else v
+        end
+      end
+    end
+  end
+
+  # LibKV.binary_inside?(value): whether +value+ is, or holds at any depth, a
+  # binary (BINARY-encoded) String.
+  def self.binary_inside?(value)
+    Data.binary_inside?(value, 0)
+  end
+
+  # One open store; lib/libkv/store.rb adds the public methods.
+  class Store
+    CLASSES = {
+      'mock' => :Mock, 'file' => :File, 'legacy-simp6' => :LegacySimp6, 'consul' => :Consul, 'etcd' => :Etcd
+    }.freeze
+    ALLOCATE = ::Class.instance_method(:allocate)
+    NO_KEY = ''
+
+    class << self
+      # As on MRI, stores come only from LibKV.open.
+      def allocate
+        raise TypeError, "allocator undefined for #{name}"
+      end
+
+      def new(*)
+        raise TypeError, "allocator undefined for #{name}"
+      end
+
+      # LibKV::Store._open(url, auth, timeout, vardir, environment): an instance of
+      # the backend's class.
+      def _open(url, auth, timeout, vardir, environment)
+        auth_json = ::JSON.generate(auth.map { |k, v| [auth_name(k), utf8(v)] })
+        data, pointer = Native.take(Native.libkv_open(url, url.bytesize, auth_json, auth_json.bytesize, timeout,
+                                                      vardir, vardir ? vardir.bytesize : 0,
+                                                      environment, environment ? environment.bytesize : 0))
+        described = ::JSON.parse(data)
+        store = ALLOCATE.bind(LibKV.const_get(CLASSES.fetch(described['provider']))).call
+        store.send(:_init, ::FFI::AutoPointer.new(pointer, Native.method(:libkv_store_free)), described)
+        store
+      end
+
+      private
+
+      # An auth name as the library takes it: a String, or nil for a type it refuses.
+      def auth_name(k)
+        utf8(k.is_a?(Symbol) ? k.to_s : k)
+      end
+
+      def utf8(s)
+        return nil unless s.is_a?(String)
+
+        s = s.encode(Encoding::UTF_8)
+        s.valid_encoding? ? s : nil
+      rescue EncodingError
+        nil
+      end
+    end
+
+    def provider
+      @provider.dup
+    end
+
+    def url
+      @url.dup
+    end
+
+    def supports
+      @supports.map(&:dup)
+    end
+
+    def info
+      call('info', NO_KEY, true)
+    end
+
+    def _get(key, serialize)
+      call('get', key, serialize)
+    end
+
+    def _put(key, value, serialize)
+      call('put', key, serialize, value)
+    end
+
+    def _delete(key)
+      call('delete', key, true)
+    end
+
+    def _exists(key)
+      call('exists', key, true)
+    end
+
+    def _list(dir, serialize)
+      call('list', dir, serialize)
+    end
+
+    def _deletetree(dir)
+      call('deletetree', dir, true)
+    end
+
+    def _atomic_create(key, value, serialize)
+      call('atomic_create', key, serialize, value)
+    end
+
+    def _atomic_get(key, serialize)
+      call('atomic_get', key, serialize)
+    end
+
+    def _atomic_put(key, value, previous, serialize)
+      call('atomic_put', key, serialize, value, previous)
+    end
+
+    def _atomic_delete(key, previous)
+      call('atomic_delete', key, true, NO_VALUE, previous)
+    end
+
+    def _atomic_list(dir, serialize)
+      call('atomic_list', dir, serialize)
+    end
+
+    private
+
+    NO_VALUE = Object.new.freeze
+    private_constant :NO_VALUE
+
+    def _init(pointer, described)
+      @pointer = pointer
+      @provider = described.fetch('provider').freeze
+      @url = described.fetch('url').freeze
+      @supports = described.fetch('supports').map(&:freeze).freeze
+    end
+
+    def call(op, key, serialize, value = NO_VALUE, previous = NO_VALUE)
+      raise TypeError, "no implicit conversion of #{key.nil? ? 'nil' : key.class} into String" unless key.is_a?(String)
+
+      value_form, value_bytes = value.equal?(NO_VALUE) ? [Native::VALUE_NONE, nil] : marshal(value, serialize)
+      previous_form, sequence = previous.equal?(NO_VALUE) ? [Native::PREVIOUS_NONE, 0] : sequence_of(previous)
+      data, = Native.take(Native.libkv_call(@pointer, op, op.bytesize, key, key.bytesize,
+                                            value_form, value_bytes, value_bytes ? value_bytes.bytesize : 0,
+                                            previous_form, sequence, serialize ? 1 : 0))
+      Data.parse(data)
+    end
+
+    def marshal(value, serialize)
+      return value.is_a?(String) ? [Native::VALUE_RAW, value] : [Native::VALUE_NOT_STRING, nil] unless serialize
+
+      [Native::VALUE_DATA, Data.generate(value)]
+    rescue Data::Refusal => e
+      [Native::VALUE_REFUSED, e.message]
+    end
+
+    # The sequence in +previous+: what atomic_get returned, or an Integer.
+    def sequence_of(previous)
+      sequence =
+        if previous.is_a?(Hash)
+          previous.key?('sequence') ? previous['sequence'] : previous.fetch(:sequence, nil)
+        else
+          previous
+        end
+      if sequence.is_a?(Integer) && sequence >= 0 && sequence < 2**64
+        [Native::PREVIOUS_SEQUENCE, sequence]
+      else
+        [Native::PREVIOUS_MALFORMED, 0]
+      end
+    end
+  end
+
+  Native::LOADED = true
+end
