@@ -41,9 +41,14 @@ module LibKV
   #   LibKV::Consul or LibKV::Etcd
   # @raise [LibKV::InvalidArgumentError] a malformed URL or option
   # @raise [LibKV::StoreError] the store cannot be opened
-  def self.open(url, auth = {}, timeout: DEFAULT_TIMEOUT, vardir: nil, environment: nil)
+  def self.open(url, auth = {}, timeout: DEFAULT_TIMEOUT, vardir: nil, environment: nil, **symbol_auth)
     raise TypeError, "url must be a String, not #{url.class}" unless url.is_a?(String)
     raise TypeError, "auth must be a Hash, not #{auth.class}" unless auth.is_a?(Hash)
+
+    # Ruby 2.6 (puppetserver's JRuby) takes the Symbol keys of a last Hash argument
+    # for keywords: LibKV.open(url, { token: "t" }) arrives (in part) as symbol_auth.
+    # Any other keyword is an auth setting too, which the store refuses by name.
+    auth = auth.merge(symbol_auth) unless symbol_auth.empty?
     raise TypeError, "timeout must be a number of seconds, not #{timeout.class}" unless timeout.is_a?(Numeric)
 
     Store._open(url, auth, timeout.to_f, vardir && vardir.to_s, environment && environment.to_s)
