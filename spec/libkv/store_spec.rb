@@ -849,7 +849,7 @@ RSpec.shared_examples 'a libkv store' do |backend|
     end
   end
 
-  describe 'processes (fork)' do
+  describe 'processes (fork)', fork: true do
     it 'an increment race of 4 forked children (50 each) through a store opened before forking ends with exactly 200 when the store persists across processes' do
       persistent = store.provider != 'mock'
       store.put('/counter', 0)

@@ -33,7 +33,7 @@ module LibKVTest
         keys = { ca_key: ca_key, other_ca_key: other_key, server_key: server_key, client_key: client_key }
         paths = {}
         files.each { |name, cert| paths[name] = write(dir, "#{name}.pem", cert.to_pem) }
-        keys.each { |name, key| paths[name] = write(dir, "#{name}.pem", key.private_to_pem) }
+        keys.each { |name, key| paths[name] = write(dir, "#{name}.pem", key.respond_to?(:private_to_pem) ? key.private_to_pem : key.to_pem) }
         paths
       end
 
@@ -42,7 +42,7 @@ module LibKVTest
       end
 
       def authority(name)
-        key = OpenSSL::PKey::EC.generate('prime256v1')
+        key = new_key
         cert = certificate(key, name, nil, nil)
         ext = OpenSSL::X509::ExtensionFactory.new(cert, cert)
         cert.add_extension(ext.create_extension('basicConstraints', 'CA:TRUE', true))
@@ -53,7 +53,7 @@ module LibKVTest
       end
 
       def leaf(ca, ca_key, name, usage, alt_names)
-        key = OpenSSL::PKey::EC.generate('prime256v1')
+        key = new_key
         cert = certificate(key, name, ca, ca_key)
         ext = OpenSSL::X509::ExtensionFactory.new(ca, cert)
         cert.add_extension(ext.create_extension('basicConstraints', 'CA:FALSE', true))
@@ -63,6 +63,11 @@ module LibKVTest
         cert.add_extension(ext.create_extension('authorityKeyIdentifier', 'keyid:always'))
         cert.sign(ca_key, OpenSSL::Digest.new('SHA256'))
         [key, cert]
+      end
+
+      # EC keys; RSA under JRuby, whose OpenSSL cannot generate EC keys.
+      def new_key
+        OpenSSL::PKey::EC.respond_to?(:generate) ? OpenSSL::PKey::EC.generate('prime256v1') : OpenSSL::PKey::RSA.new(2048)
       end
 
       def certificate(key, name, issuer, _issuer_key)

@@ -1,0 +1,83 @@
+# frozen_string_literal: true
+
+# libkv on JRuby, as puppetserver runs it: the C ABI library of the core
+# (crates/libkv-ffi) that JRuby loads through FFI, the gem puppetserver installs,
+# the specs under Debian's JRuby, and a real puppetserver compiling catalogs.
+# `rake test` runs spec:jruby and puppetserver after the MRI specs.
+
+require "fileutils"
+require "rbconfig"
+
+FFI_LIBRARY = "lib/libkv/libkv_ffi.so"
+
+# Debian's puppetserver: its Ruby code (Puppet, Facter) and vendored gems.
+PUPPETSERVER_RUBY = "/usr/lib/puppetserver/ruby/vendor_ruby"
+PUPPETSERVER_GEMS = "/usr/lib/puppetserver/vendored-jruby-gems"
+
+def cargo_target_dir
+  ENV["CARGO_TARGET_DIR"] || File.expand_path("../target", __dir__)
+end
+
+namespace :compile do
+  desc "Build the C ABI library JRuby loads through FFI (crates/libkv-ffi, release) as #{FFI_LIBRARY}"
+  task :ffi do
+    sh "cargo", "build", "--release", "-p", "libkv-ffi"
+    # Replaced by a rename, never rewritten in place: a running JVM may have it mapped.
+    built = File.join(cargo_target_dir, "release", "liblibkv_ffi.so")
+    FileUtils.cp(built, "#{FFI_LIBRARY}.tmp")
+    File.rename("#{FFI_LIBRARY}.tmp", FFI_LIBRARY)
+  end
+end
+
+CLEAN.include(FFI_LIBRARY)
+
+# The gem for JRuby: the Ruby code and the compiled C ABI library, no Rust
+# sources and nothing to build at install, so `puppetserver gem install` needs
+# neither Rust nor a network.
+def java_gemspec
+  spec = GEMSPEC.dup
+  spec.platform = Gem::Platform.new("java")
+  spec.extensions = []
+  spec.files = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/") || f.start_with?("Cargo.") } +
+               [FFI_LIBRARY]
+  spec
+end
+
+namespace :gem do
+  desc "Build pkg/libkv-#{GEMSPEC.version}-java.gem, libkv for puppetserver's JRuby with the C ABI library in it"
+  task java: "compile:ffi" do
+    require "rubygems/package"
+    FileUtils.mkdir_p("pkg")
+    file = Gem::Package.build(java_gemspec)
+    FileUtils.mv(file, File.join("pkg", file))
+    puts "built pkg/#{file}: on a Puppet server, puppetserver gem install --local pkg/#{file}"
+  end
+end
+
+# The Ruby API and function specs, under Debian's JRuby with puppetserver's Puppet
+# and vendored gems on the load path (as puppetserver has them), and rspec,
+# rspec-puppet and mocha from Debian's packages. mock, file, legacy-simp6 and etcd
+# by default (LIBKV_TEST_STORES chooses others).
+def jruby_spec_command(files)
+  libs = %w[rspec rspec-core rspec-expectations rspec-mocks rspec-support diff-lcs rspec-puppet mocha].map do |name|
+    Gem::Specification.find_by_name(name).full_require_paths
+  end
+  rspec = Gem::Specification.find_by_name("rspec-core").bin_file("rspec")
+  env = {
+    "GEM_PATH" => PUPPETSERVER_GEMS, "GEM_HOME" => nil, "RUBYLIB" => nil, "RUBYOPT" => nil,
+    "LIBKV_TEST_STORES" => ENV.fetch("LIBKV_TEST_STORES", "mock,file,legacy-simp6,etcd"),
+  }
+  args = ["jruby", "-I", PUPPETSERVER_RUBY, *libs.flatten.flat_map { |dir| ["-I", dir] }, rspec,
+          "--format", "progress", *files]
+  [env, *args]
+end
+
+namespace :spec do
+  desc "Run the Ruby API and Puppet function specs under JRuby (as in puppetserver), through the C ABI library; " \
+       "SPEC=files for some"
+  task jruby: "compile:ffi" do
+    sh(*jruby_spec_command(ENV["SPEC"] ? ENV["SPEC"].split : %w[spec/libkv spec/functions]))
+  end
+end
+
+task test: ["spec:jruby"]
