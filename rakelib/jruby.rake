@@ -80,4 +80,9 @@ namespace :spec do
   end
 end
 
-task test: ["spec:jruby"]
+desc "End to end: a real puppetserver (Debian's, JRuby) compiles catalogs that use libkv on the file store and etcd"
+task puppetserver: [:compile, "gem:java"] do
+  sh "rspec", "--format", "documentation", "spec/puppetserver/puppetserver_e2e.rb"
+end
+
+task test: ["spec:jruby", :puppetserver]

@@ -1,0 +1,116 @@
+# frozen_string_literal: true
+
+# End to end, through a real puppetserver (Debian's, JRuby 9.3): `rake puppetserver`
+# (part of `rake test`) builds the java gem and runs this file. It is not named
+# *_spec.rb, so `rake spec` leaves it out: it takes minutes and a JVM.
+#
+# The server gets the libkv java gem with `puppetserver gem install`, libkv and a
+# test module in its production environment, and max-active-instances: 2. Puppet
+# agents (`puppet agent -t --server 127.0.0.1`) then have it compile
+# spec/puppetserver/manifests/site.pp, whose results the test reads from the
+# compiled catalogs and from the stores themselves (through the MRI extension).
+
+require_relative '../spec_helper'
+require_relative 'server'
+
+RSpec.describe 'libkv in a real puppetserver (JRuby)' do
+  root = File.expand_path('../..', __dir__)
+  gem_file = ENV['LIBKV_JAVA_GEM'] || File.join(root, 'pkg', "libkv-#{LibKV::VERSION}-java.gem")
+
+  before(:all) do
+    raise "#{gem_file} is missing: build it with `rake gem:java` (rake puppetserver does)" unless File.exist?(gem_file)
+
+    @etcd = LibKVTest::Etcd.server(:plain)
+    @server = LibKVTest::Puppetserver.new(gem_file, instances: 2)
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    @server.start
+    warn format('puppetserver answered after %.0fs', Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
+  end
+
+  after(:all) { @server&.stop }
+
+  # A file store the server (user puppet) may write, and an etcd prefix, new for
+  # each example.
+  def stores
+    @stores ||= begin
+      root = @server.path('stores', "s#{rand(1 << 30)}")
+      FileUtils.mkdir_p(root)
+      give_to_puppet("file://#{root}")
+      { 'file' => "file://#{root}", 'etcd' => @etcd.url(LibKVTest::Etcd.unique_prefix) }
+    end
+  end
+
+  # What the test wrote in a file store (as root) becomes the server's again.
+  def give_to_puppet(file_url)
+    puppet = Etc.getpwnam('puppet')
+    FileUtils.chown_R(puppet.uid, puppet.gid, file_url.sub('file://', ''))
+  end
+
+  def facts(test, extra = {})
+    { 'libkv_e2e_test' => test, 'libkv_e2e_file_url' => stores['file'], 'libkv_e2e_etcd_url' => stores['etcd'] }
+      .merge(extra)
+  end
+
+  # Runs an agent and checks it got and applied a catalog (-t: exit 2 = changes).
+  def run_agent(certname, facts)
+    output, status, catalog = @server.agent(certname, facts)
+    expect([0, 2]).to include(status.exitstatus), "puppet agent #{certname} failed (#{status}):\n#{output}"
+    expect(catalog).not_to be_nil, "no catalog for #{certname}:\n#{output}"
+    [output, catalog]
+  end
+
+  def message(catalog, title)
+    LibKVTest::Puppetserver.notify_message(catalog, title)
+  end
+
+  it 'compiles a catalog that writes and reads libkv keys on the file store and on etcd, in JRuby' do
+    stores.each_value { |url| LibKV.open(url).put('/e2e/seeded', 'put by the test') }
+    give_to_puppet(stores['file'])
+    output, catalog = run_agent('node-roundtrip', facts('roundtrip'))
+    expect(output).to include('Applied catalog')
+
+    runtime = message(catalog, 'libkv-e2e runtime')
+    expect(runtime).to include('engine' => 'jruby', 'version' => start_with('2.6'))
+    # The library the server loaded is the installed gem's, not anything in the module.
+    expect(runtime['library']).to start_with(@server.path('jruby-gems', 'gems', "libkv-#{LibKV::VERSION}-java"))
+
+    node = '/e2e/node-roundtrip'
+    stores.each do |name, url|
+      result = message(catalog, "libkv-e2e #{name}")
+      expect(result).to include('provider' => name, 'seeded' => 'put by the test', 'created' => [true, false],
+                                'swapped' => [true, false], 'port' => 8443, 'missing' => nil)
+      expect(result['types']).to include("#{node}/port" => 'Integer', "#{node}/ratio" => 'Float',
+                                         "#{node}/keytab" => 'Binary', "#{node}/password" => 'String')
+      expect(result['listed']).to eq(%w[created keytab password port ratio servers settings])
+
+      # What the compile wrote, read back from the store itself.
+      store = LibKV.open(url)
+      expect(store.get("#{node}/port")).to eq(8443)
+      expect(store.get("#{node}/password")).to eq('correct horse battery staple')
+      expect(store.get("#{node}/keytab")).to eq('BQIAAABHAAIAC0VYQU1QTEUuQ09N'.unpack1('m0'))
+      expect(store.get("#{node}/keytab").encoding).to eq(Encoding::BINARY)
+      expect(store.get("#{node}/settings")).to eq('tls' => true, 'peers' => { 'db' => '10.0.0.2' }, 1 => nil)
+      expect(store.get("#{node}/created")).to eq('node-roundtrip')
+    end
+    expect(File.read(File.join(stores['file'].sub('file://', ''), 'e2e', 'node-roundtrip', 'port')))
+      .to eq('{"libkv":1,"value":8443}')
+  end
+
+  it 'counts exactly when two JRuby instances compile at once, racing atomic increments on one key' do
+    racers = %w[node-race-1 node-race-2]
+    increments = 25
+    race_facts = facts('race', 'libkv_e2e_racers' => racers.size, 'libkv_e2e_increments' => increments)
+    catalogs = racers.map { |certname| Thread.new { run_agent(certname, race_facts).last } }.map(&:value)
+
+    # Both compiles waited for each other before incrementing, each in its own
+    # JRuby instance: one instance would have compiled them one after the other.
+    instances = catalogs.map { |c| message(c, 'libkv-e2e runtime')['instance'] }
+    expect(instances.uniq.size).to eq(2), "both catalogs came from JRuby instance #{instances.first}"
+    catalogs.each do |c|
+      expect(message(c, 'libkv-e2e race')['arrived'].values).to match_array(instances)
+    end
+    stores.each do |name, url|
+      expect(LibKV.open(url).get('/e2e/race/counter')).to eq(racers.size * increments), "the count on #{name}"
+    end
+  end
+end

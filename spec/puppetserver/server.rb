@@ -1,0 +1,264 @@
+# frozen_string_literal: true
+
+require 'etc'
+require 'fileutils'
+require 'json'
+require 'net/http'
+require 'open3'
+require 'openssl'
+require 'socket'
+require 'tmpdir'
+require 'timeout'
+
+module LibKVTest
+  # A real puppetserver (Debian's, JRuby 9.3) in a temp dir of its own, on
+  # 127.0.0.1 and a free port: its own config (conf.d), CA, code dir with libkv
+  # and the test module in the production environment, and gem home, into which
+  # the libkv java gem is installed with `puppetserver gem install`, as the README
+  # tells an admin. Nothing outside the temp dir is changed. Started with
+  # `puppetserver foreground` in a session of its own, stopped by its process
+  # group, and the temp dir removed.
+  class Puppetserver
+    ROOT = File.expand_path('../..', __dir__)
+    SYSTEM_CONF = '/etc/puppet/puppetserver/conf.d'
+    START_TIMEOUT = 300
+    AGENT_TIMEOUT = 240
+
+    attr_reader :dir, :port, :log
+
+    def initialize(gem_file, instances: 2)
+      @gem_file = gem_file
+      @instances = instances
+      @dir = Dir.mktmpdir('libkv-puppetserver')
+      FileUtils.chmod(0o755, @dir)
+      @port = TCPServer.open('127.0.0.1', 0) { |s| s.addr[1] }
+      @log = File.join(@dir, 'server.log')
+    end
+
+    def path(*parts)
+      File.join(@dir, *parts)
+    end
+
+    # Sets everything up and starts the server; returns once it answers.
+    def start
+      write_config
+      install_gem
+      setup_ca
+      install_code
+      own_by_puppet
+      spawn_server
+      wait_until_up
+      self
+    end
+
+    # Stops the server's whole process group (the session `setsid` made), then
+    # removes the temp dir.
+    def stop
+      if @pid
+        signal('TERM')
+        unless wait_for_exit(60)
+          signal('KILL')
+          wait_for_exit(30)
+        end
+        @pid = nil
+      end
+      FileUtils.rm_rf(@dir)
+    end
+
+    # Runs `puppet agent -t` as node +certname+ with +facts+ (FACTER_ variables);
+    # returns [stdout and stderr, status, the catalog it applied].
+    def agent(certname, facts)
+      agent_dir = path('agents', certname)
+      %w[conf var run log code ssl].each { |d| FileUtils.mkdir_p(File.join(agent_dir, d)) }
+      env = facts.map { |k, v| ["FACTER_#{k}", v.to_s] }.to_h
+      cmd = ['puppet', 'agent', '--test', '--color', 'false', '--server', '127.0.0.1', '--serverport', @port.to_s,
+             '--certname', certname, '--http_keepalive_timeout', '0', '--waitforcert', '0',
+             '--confdir', File.join(agent_dir, 'conf'), '--vardir', File.join(agent_dir, 'var'),
+             '--rundir', File.join(agent_dir, 'run'), '--logdir', File.join(agent_dir, 'log'),
+             '--codedir', File.join(agent_dir, 'code'), '--ssldir', File.join(agent_dir, 'ssl')]
+      output, status = capture(env, cmd, AGENT_TIMEOUT)
+      catalog_file = File.join(agent_dir, 'var', 'client_data', 'catalog', "#{certname}.json")
+      catalog = File.exist?(catalog_file) ? JSON.parse(File.read(catalog_file)) : nil
+      [output, status, catalog]
+    end
+
+    # The message of the notify resource +title+ in a catalog.
+    def self.notify_message(catalog, title)
+      resource = catalog.fetch('resources').find { |r| r['type'] == 'Notify' && r['title'] == title }
+      raise "no Notify[#{title}] in the catalog" unless resource
+
+      resource.fetch('parameters').fetch('message')
+    end
+
+    private
+
+    def write_config
+      conf = path('conf.d')
+      FileUtils.mkdir_p(conf)
+      %w[auth.conf ca.conf metrics.conf web-routes.conf].each do |f|
+        FileUtils.cp(File.join(SYSTEM_CONF, f), conf)
+      end
+      File.write(File.join(conf, 'global.conf'), "global: { logging-config: #{path('logback.xml')} }\n")
+      File.write(File.join(conf, 'webserver.conf'), <<~CONF)
+        webserver: {
+          client-auth: want
+          ssl-host: 127.0.0.1
+          ssl-port: #{@port}
+        }
+      CONF
+      File.write(File.join(conf, 'puppetserver.conf'), <<~CONF)
+        jruby-puppet: {
+          ruby-load-path: [/usr/lib/puppetserver/ruby/vendor_ruby]
+          gem-home: #{path('jruby-gems')}
+          gem-path: [#{path('jruby-gems')}, /usr/lib/puppetserver/vendored-jruby-gems]
+          server-conf-dir: #{path('puppet')}
+          server-code-dir: #{path('code')}
+          server-var-dir: #{path('var')}
+          server-run-dir: #{path('run')}
+          server-log-dir: #{path('log')}
+          max-active-instances: #{@instances}
+        }
+        http-client: {}
+        profiler: { enabled: false }
+      CONF
+      File.write(path('logback.xml'), <<~XML)
+        <configuration>
+          <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+            <encoder><pattern>%d %-5p [%t] [%c{2}] %m%n</pattern></encoder>
+          </appender>
+          <root level="info"><appender-ref ref="STDOUT"/></root>
+        </configuration>
+      XML
+      %w[puppet code var run log jruby-gems].each { |d| FileUtils.mkdir_p(path(d)) }
+      File.write(path('puppet', 'puppet.conf'), <<~CONF)
+        [main]
+        certname = 127.0.0.1
+        ssldir = #{path('puppet', 'ssl')}
+        cadir = #{path('puppet', 'ca')}
+        [server]
+        autosign = true
+      CONF
+    end
+
+    # `puppetserver gem install`, into this server's gem home.
+    def install_gem
+      run(['puppetserver', 'gem', 'install', '--install-dir', path('jruby-gems'), '--local', '--no-document',
+           @gem_file], 300)
+    end
+
+    def setup_ca
+      run(['puppetserver', 'ca', 'setup', '--config', path('puppet', 'puppet.conf'), '--certname', '127.0.0.1',
+           '--subject-alt-names', 'IP:127.0.0.1,DNS:localhost'], 120)
+    end
+
+    # The production environment: libkv as a module would be deployed (its lib/
+    # and metadata.json, no compiled library), the test module, the test manifest.
+    def install_code
+      production = path('code', 'environments', 'production')
+      modules = File.join(production, 'modules')
+      libkv = File.join(modules, 'libkv')
+      FileUtils.mkdir_p(libkv)
+      Dir.chdir(ROOT) do
+        Dir['lib/**/*.rb'].each do |file|
+          FileUtils.mkdir_p(File.join(libkv, File.dirname(file)))
+          FileUtils.cp(file, File.join(libkv, file))
+        end
+      end
+      FileUtils.cp(File.join(ROOT, 'metadata.json'), libkv)
+      FileUtils.cp_r(File.join(__dir__, 'modules', 'libkv_e2e'), modules)
+      FileUtils.cp_r(File.join(__dir__, 'manifests'), production)
+    end
+
+    def own_by_puppet
+      puppet = Etc.getpwnam('puppet')
+      FileUtils.chown_R(puppet.uid, puppet.gid, [path('puppet'), path('code'), path('var'), path('run'),
+                                                 path('log'), path('jruby-gems')])
+    end
+
+    def spawn_server
+      @pid = Process.spawn('setsid', 'puppetserver', 'foreground', '--config', path('conf.d'),
+                           in: File::NULL, out: @log, err: %i[child out])
+    end
+
+    def wait_until_up
+      deadline = monotonic + START_TIMEOUT
+      until status_running?
+        raise "puppetserver exited before it answered: see #{tail_of_log}" if exited?
+        raise "puppetserver did not answer within #{START_TIMEOUT}s: #{tail_of_log}" if monotonic > deadline
+
+        sleep 1
+      end
+    end
+
+    def status_running?
+      http = Net::HTTP.new('127.0.0.1', @port)
+      http.use_ssl = true
+      http.ca_file = path('puppet', 'ca', 'ca_crt.pem')
+      http.verify_mode = OpenSSL::SSL::VERIFY_PEER
+      http.open_timeout = http.read_timeout = 5
+      http.get('/status/v1/simple').body.to_s.strip == 'running'
+    rescue SystemCallError, IOError, OpenSSL::SSL::SSLError, Net::OpenTimeout, Net::ReadTimeout
+      false
+    end
+
+    def exited?
+      done = Process.wait(@pid, Process::WNOHANG)
+      @pid = nil if done
+      !done.nil?
+    rescue Errno::ECHILD
+      @pid = nil
+      true
+    end
+
+    def signal(name)
+      Process.kill(name, -@pid) # the process group: setsid made @pid its leader
+    rescue Errno::ESRCH
+      nil
+    end
+
+    def wait_for_exit(seconds)
+      deadline = monotonic + seconds
+      loop do
+        return true if Process.wait(@pid, Process::WNOHANG)
+        return false if monotonic > deadline
+
+        sleep 0.5
+      end
+    rescue Errno::ECHILD
+      true
+    end
+
+    def tail_of_log
+      "the last lines of #{@log}:\n#{File.exist?(@log) ? File.readlines(@log).last(40).join : '(none)'}"
+    end
+
+    def run(cmd, timeout)
+      output, status = capture({}, cmd, timeout)
+      raise "#{cmd.first(3).join(' ')} failed (#{status}):\n#{output}" unless status.success?
+
+      output
+    end
+
+    # Runs +cmd+ in a process group of its own, killed (the whole group) after
+    # +timeout+ seconds; returns [stdout and stderr, status].
+    def capture(env, cmd, timeout)
+      Open3.popen2e(env, *cmd, pgroup: true) do |stdin, out, wait|
+        stdin.close
+        reader = Thread.new { out.read }
+        unless wait.join(timeout)
+          begin
+            Process.kill('KILL', -wait.pid)
+          rescue Errno::ESRCH
+            nil
+          end
+          raise "#{cmd.first(3).join(' ')} did not finish within #{timeout}s:\n#{reader.value}"
+        end
+        [reader.value, wait.value]
+      end
+    end
+
+    def monotonic
+      Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    end
+  end
+end
