@@ -97,16 +97,22 @@ module LibKV
     # result's error.
     def self.take(pointer)
       result = Result.new(pointer)
-      data = result[:data].read_bytes(result[:data_len]).force_encoding(Encoding::UTF_8)
+      data = bytes(result[:data], result[:data_len])
       status = result[:status]
       return [data, result[:store]] if status.zero?
 
-      key = result[:key].null? ? nil : result[:key].read_bytes(result[:key_len]).force_encoding(Encoding::UTF_8)
+      key = result[:key].null? ? nil : bytes(result[:key], result[:key_len])
       error = ERRORS.fetch(status, Error).new(data)
       error.instance_variable_set(:@key, key)
       raise error
     ensure
       libkv_result_free(pointer)
+    end
+
+    # A copy of +len+ bytes at +pointer+, as UTF-8 (the library writes only UTF-8).
+    # An empty buffer's pointer is not read.
+    def self.bytes(pointer, len)
+      (len.zero? ? +'' : pointer.read_bytes(len)).force_encoding(Encoding::UTF_8)
     end
   end
 
