@@ -363,14 +363,27 @@ module LibKV
     end
 
     def call(op, key, serialize, value = NO_VALUE, previous = NO_VALUE)
-      raise TypeError, "no implicit conversion of #{key.nil? ? 'nil' : key.class} into String" unless key.is_a?(String)
-
+      key = key_text(key)
       value_form, value_bytes = value.equal?(NO_VALUE) ? [Native::VALUE_NONE, nil] : marshal(value, serialize)
       previous_form, sequence = previous.equal?(NO_VALUE) ? [Native::PREVIOUS_NONE, 0] : sequence_of(previous)
       data, = Native.take(Native.libkv_call(@pointer, op, op.bytesize, key, key.bytesize,
                                             value_form, value_bytes, value_bytes ? value_bytes.bytesize : 0,
                                             previous_form, sequence, serialize ? 1 : 0))
       Data.parse(data)
+    end
+
+    # A key as UTF-8 text, as ext/libkv takes it: a binary String's bytes as they
+    # are, another encoding converted. What is not text the library refuses as an
+    # invalid key.
+    def key_text(key)
+      raise TypeError, "no implicit conversion of #{key.nil? ? 'nil' : key.class} into String" unless key.is_a?(String)
+
+      encoding = key.encoding
+      return key if encoding == Encoding::BINARY || encoding == Encoding::UTF_8 || encoding == Encoding::US_ASCII
+
+      key.encode(Encoding::UTF_8)
+    rescue EncodingError
+      key
     end
 
     def marshal(value, serialize)

@@ -18,6 +18,7 @@ use crate::{
 
 /// The arguments of `libkv_call` beside the store and the operation.
 pub struct Request<'a> {
+    /// UTF-8, or an invalid key.
     pub key: &'a [u8],
     pub value: (i32, &'a [u8]),
     pub previous: (i32, u64),
@@ -151,11 +152,24 @@ fn data(value: Value) -> Result<Vec<u8>, Failure> {
 }
 
 fn key(req: &Request<'_>) -> Result<Key, Failure> {
-    Ok(Key::new(&String::from_utf8_lossy(req.key))?)
+    Ok(Key::new(key_text(req.key)?)?)
 }
 
 fn dir(req: &Request<'_>) -> Result<Key, Failure> {
-    Ok(Key::dir(&String::from_utf8_lossy(req.key))?)
+    Ok(Key::dir(key_text(req.key)?)?)
+}
+
+/// A key's text (the caller converts it to UTF-8); bytes that are not UTF-8 are an
+/// invalid key, shown as well as they can be, as the MRI extension has it.
+fn key_text(bytes: &[u8]) -> Result<&str, Failure> {
+    std::str::from_utf8(bytes).map_err(|_| {
+        Failure::Core(CoreError::InvalidKey {
+            key: String::from_utf8_lossy(bytes).into_owned(),
+            reason: "it is not valid UTF-8; keys look like /dir/name and use only \
+                     A-Z a-z 0-9 . _ : - /"
+                .into(),
+        })
+    })
 }
 
 fn decode(bytes: Vec<u8>, serialize: bool) -> Value {

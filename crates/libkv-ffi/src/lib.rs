@@ -15,7 +15,7 @@
 //!                          const uint8_t *environment, size_t environment_len);
 //! libkv_result *libkv_call(const libkv_store *store,
 //!                          const uint8_t *op, size_t op_len,      // "get", "atomic_put", ...
-//!                          const uint8_t *key, size_t key_len,    // the key or dir
+//!                          const uint8_t *key, size_t key_len,    // the key or dir, UTF-8
 //!                          int32_t value_form, const uint8_t *value, size_t value_len,
 //!                          int32_t previous_form, uint64_t previous,
 //!                          int32_t serialize);                    // 0 or 1

@@ -213,6 +213,29 @@ fn the_key_is_checked_first_and_errors_carry_it() {
     );
     let a = call(&s, "put", "/k", data("[1e999]"), NO_PREVIOUS);
     assert_eq!(a.status, LIBKV_E_INTERNAL, "{}", a.data);
+    // SAFETY: a live store; every pointer points at its length of bytes.
+    let a = take(unsafe {
+        libkv_call(
+            s.0,
+            "get".as_ptr(),
+            3,
+            b"/a\xffb".as_ptr(),
+            4,
+            0,
+            ptr::null(),
+            0,
+            0,
+            0,
+            1,
+        )
+    });
+    assert_eq!(a.status, LIBKV_E_INVALID_KEY);
+    assert!(
+        a.data
+            .starts_with("invalid key \"/a\u{fffd}b\": it is not valid UTF-8"),
+        "{}",
+        a.data
+    );
     let a = call(&s, "frobnicate", "/k", NONE, NO_PREVIOUS);
     assert_eq!(a.status, LIBKV_E_INTERNAL);
 }
