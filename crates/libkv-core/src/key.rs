@@ -82,6 +82,21 @@ impl AsRef<str> for Key {
     }
 }
 
+/// The text of a key or directory given as bytes (a binding's string): its UTF-8,
+/// or [`not_text`]'s error.
+pub fn text(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|_| not_text(bytes))
+}
+
+/// The error for a key or directory given as bytes that are not text, shown as
+/// well as they can be.
+pub fn not_text(bytes: &[u8]) -> Error {
+    invalid(
+        &String::from_utf8_lossy(bytes),
+        format!("it is not valid UTF-8; {RULE}"),
+    )
+}
+
 /// True when `c` is a valid single component: what a file store may list as a key.
 pub fn is_valid_component(c: &[u8]) -> bool {
     !c.is_empty()
@@ -212,6 +227,18 @@ mod tests {
             assert!(err.contains(why), "{k:?}: {err}");
             assert!(err.contains(&format!("{k:?}")), "{k:?} not named in: {err}");
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_an_invalid_key() {
+        assert_eq!(text(b"/a/b").unwrap(), "/a/b");
+        let err = text(b"/a\xffb").unwrap_err();
+        assert!(matches!(err, Error::InvalidKey { .. }));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("invalid key \"/a\u{fffd}b\": it is not valid UTF-8"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -160,16 +160,9 @@ fn dir(req: &Request<'_>) -> Result<Key, Failure> {
 }
 
 /// A key's text (the caller converts it to UTF-8); bytes that are not UTF-8 are an
-/// invalid key, shown as well as they can be, as the MRI extension has it.
+/// invalid key, as on MRI.
 fn key_text(bytes: &[u8]) -> Result<&str, Failure> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        Failure::Core(CoreError::InvalidKey {
-            key: String::from_utf8_lossy(bytes).into_owned(),
-            reason: "it is not valid UTF-8; keys look like /dir/name and use only \
-                     A-Z a-z 0-9 . _ : - /"
-                .into(),
-        })
-    })
+    Ok(libkv_core::key::text(bytes)?)
 }
 
 fn decode(bytes: Vec<u8>, serialize: bool) -> Value {

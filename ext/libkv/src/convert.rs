@@ -126,11 +126,10 @@ fn string(ruby: &Ruby, s: RString) -> Result<Value, Refusal> {
 }
 
 /// A String of any encoding as UTF-8 text: a binary String's bytes as they are,
-/// others converted to UTF-8. `Err` shows what was given, lossily, when it is not
-/// text.
-pub fn text(ruby: &Ruby, s: RString) -> Result<String, String> {
+/// others converted to UTF-8. `Err` holds the bytes when they are not text.
+pub fn text(ruby: &Ruby, s: RString) -> Result<String, Vec<u8>> {
     // SAFETY (both): the bytes are copied before any other Ruby call.
-    let lossy = |s: RString| String::from_utf8_lossy(unsafe { s.as_slice() }).into_owned();
+    let bytes = |s: RString| unsafe { s.as_slice() }.to_vec();
     let index = s.enc_get();
     let utf8 = if index == ruby.ascii8bit_encindex()
         || index == ruby.utf8_encindex()
@@ -138,9 +137,9 @@ pub fn text(ruby: &Ruby, s: RString) -> Result<String, String> {
     {
         s
     } else {
-        s.conv_enc(ruby.utf8_encoding()).map_err(|_| lossy(s))?
+        s.conv_enc(ruby.utf8_encoding()).map_err(|_| bytes(s))?
     };
-    String::from_utf8(unsafe { utf8.as_slice() }.to_vec()).map_err(|_| lossy(utf8))
+    String::from_utf8(bytes(utf8)).map_err(|e| e.into_bytes())
 }
 
 /// True when `v` is, or holds at any depth, a BINARY-encoded String: what a caller

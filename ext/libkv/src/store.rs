@@ -118,20 +118,10 @@ fn dir(ruby: &Ruby, dir: RString) -> Result<Key, Error> {
     Key::dir(&key_text(ruby, dir)?).map_err(|e| errors::to_ruby(ruby, e))
 }
 
-/// A key's text; bytes that are not text are an invalid key, shown as well as
-/// they can be.
+/// A key's text, in UTF-8; a String that is not text is an invalid key.
 fn key_text(ruby: &Ruby, key: RString) -> Result<String, Error> {
-    convert::text(ruby, key).map_err(|shown| {
-        errors::to_ruby(
-            ruby,
-            CoreError::InvalidKey {
-                key: shown,
-                reason: "it is not valid UTF-8; keys look like /dir/name and use only \
-                         A-Z a-z 0-9 . _ : - /"
-                    .into(),
-            },
-        )
-    })
+    convert::text(ruby, key)
+        .map_err(|bytes| errors::to_ruby(ruby, libkv_core::key::not_text(&bytes)))
 }
 
 /// The bytes to store for a Ruby value: encoded (`serialize`), or the String's own
