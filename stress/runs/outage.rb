@@ -49,6 +49,32 @@ module Stress
       @etcd ? LibKVTest::Etcd.restart(@etcd) : consul_up
     end
 
+    # SIGSTOP is delivered to each of the server's threads on its way back to user
+    # space: a thread busy on the other core can still answer one request after
+    # kill returns. Wait until /proc shows every thread stopped (state T).
+    def suspend
+      Process.kill('STOP', pid)
+      deadline = Stress.monotonic + 10
+      until all_stopped?
+        raise "#{@name} (pid #{pid}) did not stop within 10 s of SIGSTOP" if Stress.monotonic > deadline
+
+        sleep 0.01
+      end
+    end
+
+    def resume
+      Process.kill('CONT', pid)
+    end
+
+    def all_stopped?
+      Dir.glob("/proc/#{pid}/task/*/stat").all? do |stat|
+        # The state follows the command name, which is in parentheses.
+        File.read(stat)[/\) (\S)/, 1] == 'T'
+      rescue Errno::ENOENT, Errno::ESRCH
+        true # a thread that ended meanwhile
+      end
+    end
+
     def consul_up
       @consul = IO.popen([LibKVTest::Consul.binary, '--port', @port.to_s], 'r+')
       line = @consul.gets.to_s
@@ -145,12 +171,12 @@ Stress.define('outage', 'etcd and the Consul test double stopped, then frozen, w
     kept = name == 'etcd' ? 'kept' : nil
     server.recovered(store, 'restart', kept)
 
-    Process.kill('STOP', server.pid)
+    server.suspend
     begin
       ruby = server.ruby_api(store, 'frozen')
       puppet = server.puppet('frozen')
     ensure
-      Process.kill('CONT', server.pid)
+      server.resume
     end
     run.say(format('%-6s frozen:  12 Ruby API calls, slowest %.2f s; 12 functions with and without softfail ' \
                    'in Puppet, slowest %.2f s', name, ruby, puppet.to_f))
