@@ -23,7 +23,7 @@ module LibKV
     extend ::FFI::Library
 
     # What this Ruby code speaks; the library tells its own (libkv_abi_version).
-    ABI_VERSION = 1
+    ABI_VERSION = 2
     LIBRARY = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
     CARGO_LIBRARY = "liblibkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
 
@@ -124,8 +124,16 @@ module LibKV
     PTYPE = '__ptype'
     PVALUE = '__pvalue'
 
-    # Why a value cannot be stored.
-    class Refusal < StandardError; end
+    # Why a value cannot be stored: a kind and its detail, which the library words
+    # (LIBKV_VALUE_REFUSED in crates/libkv-ffi), as the MRI binding's refusals are.
+    class Refusal < StandardError
+      attr_reader :parts
+
+      def initialize(*parts)
+        @parts = parts
+        super(parts.first)
+      end
+    end
 
     class << self
       # The DATA JSON of +value+; raises Refusal.
@@ -133,7 +141,7 @@ module LibKV
         state = { nonfinite: nil }
         tree = to_data(value, 0, state)
         if state[:nonfinite]
-          raise Refusal, "the Float #{rust_float(state[:nonfinite])} cannot be stored; only finite numbers can"
+          raise Refusal.new('non-finite', float_name(state[:nonfinite]))
         end
 
         ::JSON.generate(tree, max_nesting: false)
@@ -165,7 +173,7 @@ module LibKV
         when nil, true, false then v
         when String then string(v)
         when Integer
-          raise Refusal, 'an Integer outside the 64-bit range Puppet supports cannot be stored' unless INT_RANGE.cover?(v)
+          raise Refusal, 'integer-range' unless INT_RANGE.cover?(v)
 
           v
         when Float
@@ -177,8 +185,7 @@ module LibKV
         when Hash then hash_data(v, nest(depth), state)
         when Symbol then v.to_s
         else
-          raise Refusal, "a value of class #{v.class.name || v.class.inspect} cannot be stored; libkv stores nil, " \
-                         'true, false, Integer, Float, String, binary String, Symbol, Array and Hash'
+          raise Refusal.new('class', v.class.name || v.class.inspect)
         end
       end
 
@@ -194,7 +201,7 @@ module LibKV
       def nest(depth)
         return depth + 1 if depth < MAX_DEPTH
 
-        raise Refusal, "it nests Arrays and Hashes more than #{MAX_DEPTH} levels deep (or contains itself)"
+        raise Refusal, 'too-deep'
       end
 
       def string(s)
@@ -204,17 +211,16 @@ module LibKV
           begin
             s = s.encode(Encoding::UTF_8)
           rescue EncodingError => e
-            raise Refusal, "a String could not be converted to UTF-8 (#{e.message}); pass bytes as a binary " \
-                           'String (String#b)'
+            raise Refusal.new('not-convertible', e.message)
           end
         end
-        raise Refusal, 'a String is not valid UTF-8; pass bytes as a binary String (String#b)' unless s.valid_encoding?
+        raise Refusal, 'not-utf8' unless s.valid_encoding?
 
         s
       end
 
-      # How Rust shows a non-finite Float, as the MRI binding's message has it.
-      def rust_float(f)
+      # A non-finite Float as the library reads it.
+      def float_name(f)
         return 'NaN' if f.nan?
 
         f.positive? ? 'inf' : '-inf'
@@ -391,7 +397,7 @@ module LibKV
 
       [Native::VALUE_DATA, Data.generate(value)]
     rescue Data::Refusal => e
-      [Native::VALUE_REFUSED, e.message]
+      [Native::VALUE_REFUSED, ::JSON.generate(e.parts)]
     end
 
     # The sequence in +previous+: what atomic_get returned, or an Integer.

@@ -30,7 +30,7 @@ use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use crate::value::Value;
+use crate::value::{Refusal, Value};
 
 /// How every envelope starts.
 pub const ENVELOPE_PREFIX: &[u8] = br#"{"libkv":1,"value":"#;
@@ -109,9 +109,7 @@ pub fn from_data(data: &[u8]) -> Result<Value, String> {
 /// non-finite Floats, and Arrays and Hashes nested more than `max_depth` levels.
 fn check(value: &Value, depth: usize, max_depth: usize) -> Result<(), String> {
     match value {
-        Value::Float(f) if !f.is_finite() => Err(format!(
-            "the Float {f} cannot be stored; only finite numbers can"
-        )),
+        Value::Float(f) if !f.is_finite() => Err(Refusal::NonFinite(*f).to_string()),
         Value::Array(items) => {
             deeper(depth, max_depth)?;
             items

@@ -28,7 +28,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use key::Key;
 pub use store::{open, timeout_from_secs, Auth, Listing, Op, OpenOptions, Store, Versioned};
 pub use url::StoreUrl;
-pub use value::Value;
+pub use value::{Refusal, Value};
 
 /// The version of libkv.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -163,6 +163,27 @@ impl Auth {
         Ok(Auth(map))
     }
 
+    /// Auth settings as a binding received them, `None` standing for a name that is
+    /// not a String or Symbol, or a value that is not a String. The error names the
+    /// setting, never a value.
+    pub fn from_binding(pairs: Vec<(Option<String>, Option<String>)>) -> Result<Auth> {
+        let mut checked = Vec::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            let Some(name) = name else {
+                return Err(Error::InvalidArgument(
+                    "auth keys must be Strings or Symbols".into(),
+                ));
+            };
+            let Some(value) = value else {
+                return Err(Error::InvalidArgument(format!(
+                    "the auth setting {name:?} must be a String"
+                )));
+            };
+            checked.push((name, value));
+        }
+        Auth::new(checked)
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
     }

@@ -62,3 +62,35 @@ impl From<bool> for Value {
         Value::Bool(b)
     }
 }
+
+/// Why a binding cannot turn a value of its language into a [`Value`] to store.
+/// Both bindings give these reasons, in these words; they become the reason of an
+/// [`Error::InvalidValue`](crate::Error::InvalidValue).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("an Integer outside the 64-bit range Puppet supports cannot be stored")]
+    IntegerRange,
+    #[error("the Float {0} cannot be stored; only finite numbers can")]
+    NonFinite(f64),
+    #[error(
+        "it nests Arrays and Hashes more than {} levels deep (or contains itself)",
+        crate::codec::MAX_DEPTH
+    )]
+    TooDeep,
+    #[error("a String is not valid UTF-8; pass bytes as a binary String (String#b)")]
+    NotUtf8,
+    /// A String in another encoding that has no UTF-8 form; holds why.
+    #[error(
+        "a String could not be converted to UTF-8 ({0}); pass bytes as a binary String (String#b)"
+    )]
+    NotConvertible(String),
+    /// A value of a class libkv does not store; holds the class name.
+    #[error(
+        "a value of class {0} cannot be stored; libkv stores nil, true, false, Integer, Float, \
+         String, binary String, Symbol, Array and Hash"
+    )]
+    Class(String),
+    /// With `serialize` false, a value that is not a String.
+    #[error("with serialize false the value must be a String (its string form)")]
+    NotRaw,
+}

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use libkv_core::{
-    codec, timeout_from_secs, Auth, Error as CoreError, Key, OpenOptions, Store, Value, Versioned,
+    codec, timeout_from_secs, Auth, Error as CoreError, Key, OpenOptions, Refusal, Store, Value,
+    Versioned,
 };
 
 use crate::{
@@ -57,25 +58,9 @@ pub fn open(
 /// `[[name, value], ...]`, each a String or null. Errors name the setting, never
 /// its value.
 fn auth_from(json: &[u8]) -> Result<Auth, Failure> {
-    let pairs: Vec<(Option<String>, Option<String>)> = serde_json::from_slice(json)
+    let pairs = serde_json::from_slice(json)
         .map_err(|e| Failure::Internal(format!("auth is not a JSON array of pairs: {e}")))?;
-    let mut checked = Vec::with_capacity(pairs.len());
-    for (name, value) in pairs {
-        let Some(name) = name else {
-            return Err(invalid("auth keys must be Strings or Symbols".into()));
-        };
-        let Some(value) = value else {
-            return Err(invalid(format!(
-                "the auth setting {name:?} must be a String"
-            )));
-        };
-        checked.push((name, value));
-    }
-    Ok(Auth::new(checked)?)
-}
-
-fn invalid(message: String) -> Failure {
-    Failure::Core(CoreError::InvalidArgument(message))
+    Ok(Auth::from_binding(pairs)?)
 }
 
 /// Runs `op` on `store`; the answer is DATA.
@@ -191,14 +176,36 @@ fn encode(key: &Key, req: &Request<'_>) -> Result<Vec<u8>, Failure> {
                 .map_err(refused)
         }
         LIBKV_VALUE_RAW => Ok(bytes.to_vec()),
-        LIBKV_VALUE_REFUSED => Err(refused(String::from_utf8_lossy(bytes).into_owned())),
-        LIBKV_VALUE_NOT_STRING => Err(refused(
-            "with serialize false the value must be a String (its string form)".into(),
-        )),
+        LIBKV_VALUE_REFUSED => Err(refused(refusal(bytes)?.to_string())),
+        LIBKV_VALUE_NOT_STRING => Err(refused(Refusal::NotRaw.to_string())),
         other => Err(Failure::Internal(format!(
             "value_form {other} for an operation that stores a value"
         ))),
     }
+}
+
+/// The refusal a caller sent with [`LIBKV_VALUE_REFUSED`]: a JSON array of its kind
+/// and, for some kinds, a detail (see the crate documentation).
+fn refusal(bytes: &[u8]) -> Result<Refusal, Failure> {
+    let parts: Vec<String> = serde_json::from_slice(bytes)
+        .map_err(|e| Failure::Internal(format!("a refusal is not a JSON array of Strings: {e}")))?;
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Ok(match parts[..] {
+        ["integer-range"] => Refusal::IntegerRange,
+        ["too-deep"] => Refusal::TooDeep,
+        ["not-utf8"] => Refusal::NotUtf8,
+        ["not-convertible", why] => Refusal::NotConvertible(why.to_owned()),
+        ["class", name] => Refusal::Class(name.to_owned()),
+        ["non-finite", f] => match f.parse::<f64>() {
+            Ok(f) if !f.is_finite() => Refusal::NonFinite(f),
+            _ => {
+                return Err(Failure::Internal(format!(
+                    "{f:?} is not a non-finite Float"
+                )))
+            }
+        },
+        _ => return Err(Failure::Internal(format!("unknown refusal {parts:?}"))),
+    })
 }
 
 fn previous(op: &'static str, key: &Key, req: &Request<'_>) -> Result<u64, Failure> {

@@ -59,7 +59,11 @@
 //! - [`LIBKV_VALUE_RAW`]: `value` is the bytes to store as they are (`serialize`
 //!   false);
 //! - [`LIBKV_VALUE_NOT_STRING`]: `serialize` is false but the value is not a String;
-//! - [`LIBKV_VALUE_REFUSED`]: the caller could not convert the value; `value` is why.
+//! - [`LIBKV_VALUE_REFUSED`]: the caller could not convert the value; `value` is
+//!   why, as a JSON array of a kind and its detail: `["integer-range"]`,
+//!   `["too-deep"]`, `["not-utf8"]`, `["not-convertible", why]`, `["class", name]`,
+//!   `["non-finite", "NaN" | "inf" | "-inf"]`. The library words the message, so
+//!   that both bindings refuse in the same words ([`libkv_core::Refusal`]).
 //!
 //! The last two fail with `LIBKV_E_INVALID_ARGUMENT`, but only after the key has
 //! been checked, so a bad key is reported first, as by the MRI extension.
@@ -85,7 +89,7 @@ use std::sync::Arc;
 use libkv_core::{Error as CoreError, Store};
 
 /// Bumped whenever a signature, a struct or an encoding above changes.
-pub const LIBKV_ABI_VERSION: u32 = 1;
+pub const LIBKV_ABI_VERSION: u32 = 2;
 
 pub const LIBKV_OK: i32 = 0;
 /// Bad input: URL, value, option, previous. `LibKV::InvalidArgumentError`.

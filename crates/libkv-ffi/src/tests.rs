@@ -186,10 +186,7 @@ fn values_round_trip_as_data() {
 #[test]
 fn the_key_is_checked_first_and_errors_carry_it() {
     let s = mock();
-    let refused = (
-        LIBKV_VALUE_REFUSED,
-        &b"a value of class Object cannot be stored"[..],
-    );
+    let refused = (LIBKV_VALUE_REFUSED, &br#"["class","Object"]"#[..]);
     let a = call(&s, "put", "bad", refused, NO_PREVIOUS);
     assert_eq!(a.status, LIBKV_E_INVALID_KEY);
     assert_eq!(a.key.as_deref(), Some("bad"));
@@ -203,6 +200,27 @@ fn the_key_is_checked_first_and_errors_carry_it() {
     );
     let a = call(&s, "put", "/k", (LIBKV_VALUE_NOT_STRING, b""), NO_PREVIOUS);
     assert!(a.data.contains("must be a String"), "{}", a.data);
+    let a = call(
+        &s,
+        "put",
+        "/k",
+        (LIBKV_VALUE_REFUSED, br#"["non-finite","-inf"]"#),
+        NO_PREVIOUS,
+    );
+    assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT);
+    assert!(
+        a.data.contains("the Float -inf cannot be stored"),
+        "{}",
+        a.data
+    );
+    for unknown in [
+        &br#"["class"]"#[..],
+        br#"["non-finite","1.5"]"#,
+        b"too-deep",
+    ] {
+        let a = call(&s, "put", "/k", (LIBKV_VALUE_REFUSED, unknown), NO_PREVIOUS);
+        assert_eq!(a.status, LIBKV_E_INTERNAL, "{}", a.data);
+    }
     let malformed = (LIBKV_PREVIOUS_MALFORMED, 0);
     let a = call(&s, "atomic_put", "/k", refused, malformed);
     assert!(a.data.contains("previous for atomic_put /k"), "{}", a.data);

@@ -10,21 +10,37 @@
 //! | Array, Hash (any key types, in order)   | Array, Hash          |
 
 use libkv_core::codec::MAX_DEPTH;
-use libkv_core::Value;
+use libkv_core::{Refusal, Value};
 use magnus::encoding::{Coderange, EncodingCapable};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::value::{Qfalse, Qnil, Qtrue};
 use magnus::{Float, Integer, RArray, RHash, RString, Ruby, Symbol};
 
-/// Why a Ruby value cannot be stored; becomes part of an `InvalidArgumentError`.
-pub type Refusal = String;
+/// Why a Ruby value was not converted: libkv refuses it, or Ruby raised while it
+/// was walked.
+pub enum Unconverted {
+    Refused(Refusal),
+    Raised(magnus::Error),
+}
 
-pub fn to_value(ruby: &Ruby, v: magnus::Value) -> Result<Value, Refusal> {
+impl From<Refusal> for Unconverted {
+    fn from(r: Refusal) -> Self {
+        Unconverted::Refused(r)
+    }
+}
+
+impl From<magnus::Error> for Unconverted {
+    fn from(e: magnus::Error) -> Self {
+        Unconverted::Raised(e)
+    }
+}
+
+pub fn to_value(ruby: &Ruby, v: magnus::Value) -> Result<Value, Unconverted> {
     convert(ruby, v, 0)
 }
 
-fn convert(ruby: &Ruby, v: magnus::Value, depth: usize) -> Result<Value, Refusal> {
+fn convert(ruby: &Ruby, v: magnus::Value, depth: usize) -> Result<Value, Unconverted> {
     if Qnil::from_value(v).is_some() {
         return Ok(Value::Undef);
     }
@@ -35,12 +51,13 @@ fn convert(ruby: &Ruby, v: magnus::Value, depth: usize) -> Result<Value, Refusal
         return Ok(Value::Bool(false));
     }
     if let Some(s) = RString::from_value(v) {
-        return string(ruby, s);
+        return Ok(string(ruby, s)?);
     }
     if let Some(i) = Integer::from_value(v) {
-        return i.to_i64().map(Value::Int).map_err(|_| {
-            "an Integer outside the 64-bit range Puppet supports cannot be stored".to_owned()
-        });
+        return i
+            .to_i64()
+            .map(Value::Int)
+            .map_err(|_| Refusal::IntegerRange.into());
     }
     if let Some(f) = Float::from_value(v) {
         return Ok(Value::Float(f.to_f64()));
@@ -49,7 +66,7 @@ fn convert(ruby: &Ruby, v: magnus::Value, depth: usize) -> Result<Value, Refusal
         let depth = nest(depth)?;
         let mut items = Vec::with_capacity(a.len());
         for i in 0..a.len() {
-            let item: magnus::Value = a.entry(i as isize).map_err(|e| e.to_string())?;
+            let item: magnus::Value = a.entry(i as isize)?;
             items.push(convert(ruby, item, depth)?);
         }
         return Ok(Value::Array(items));
@@ -73,28 +90,23 @@ fn convert(ruby: &Ruby, v: magnus::Value, depth: usize) -> Result<Value, Refusal
         if let Some(e) = refusal {
             return Err(e);
         }
-        walked.map_err(|e| e.to_string())?;
+        walked?;
         return Ok(Value::Hash(pairs));
     }
     if let Some(sym) = Symbol::from_value(v) {
         return sym
             .name()
             .map(|n| Value::String(n.into_owned()))
-            .map_err(|e| e.to_string());
+            .map_err(|_| Refusal::NotUtf8.into());
     }
     // SAFETY: the class name is copied before any other Ruby call.
     let class = unsafe { v.classname() }.into_owned();
-    Err(format!(
-        "a value of class {class} cannot be stored; libkv stores nil, true, false, Integer, \
-         Float, String, binary String, Symbol, Array and Hash"
-    ))
+    Err(Refusal::Class(class).into())
 }
 
 fn nest(depth: usize) -> Result<usize, Refusal> {
     if depth >= MAX_DEPTH {
-        Err(format!(
-            "it nests Arrays and Hashes more than {MAX_DEPTH} levels deep (or contains itself)"
-        ))
+        Err(Refusal::TooDeep)
     } else {
         Ok(depth + 1)
     }
@@ -109,20 +121,17 @@ fn string(ruby: &Ruby, s: RString) -> Result<Value, Refusal> {
     let s = if index == ruby.utf8_encindex() || index == ruby.usascii_encindex() {
         s
     } else {
-        s.conv_enc(ruby.utf8_encoding()).map_err(|e| {
-            format!("a String could not be converted to UTF-8 ({e}); pass bytes as a binary String (String#b)")
-        })?
+        s.conv_enc(ruby.utf8_encoding())
+            .map_err(|e| Refusal::NotConvertible(e.to_string()))?
     };
     if s.enc_coderange_scan() == Coderange::Broken {
-        return Err(
-            "a String is not valid UTF-8; pass bytes as a binary String (String#b)".to_owned(),
-        );
+        return Err(Refusal::NotUtf8);
     }
     // SAFETY: copied at once; validity was checked just above.
     let bytes = unsafe { s.as_slice() }.to_vec();
-    String::from_utf8(bytes).map(Value::String).map_err(|_| {
-        "a String is not valid UTF-8; pass bytes as a binary String (String#b)".to_owned()
-    })
+    String::from_utf8(bytes)
+        .map(Value::String)
+        .map_err(|_| Refusal::NotUtf8)
 }
 
 /// A String of any encoding as UTF-8 text: a binary String's bytes as they are,

@@ -67,8 +67,3 @@ pub fn to_ruby(ruby: &Ruby, e: CoreError) -> magnus::Error {
     }
     exception.into()
 }
-
-/// An `InvalidArgumentError` with the given message.
-pub fn invalid_argument(ruby: &Ruby, message: String) -> magnus::Error {
-    to_ruby(ruby, CoreError::InvalidArgument(message))
-}

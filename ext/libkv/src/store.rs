@@ -6,15 +6,15 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, OpenOptions, Store};
+use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, OpenOptions, Refusal, Store};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::typed_data::Obj;
 use magnus::value::Lazy;
 use magnus::{function, method, Error, Integer, RClass, RHash, RModule, RString, Ruby, Symbol};
 
-use crate::convert::{self, to_ruby};
-use crate::errors::{self, invalid_argument};
+use crate::convert::{self, to_ruby, Unconverted};
+use crate::errors;
 use crate::nogvl::nogvl;
 
 #[magnus::wrap(class = "LibKV::Store", free_immediately, size)]
@@ -84,30 +84,18 @@ fn binary_inside(ruby: &Ruby, value: magnus::Value) -> bool {
 /// The auth Hash, with String or Symbol keys and String values. Errors name the
 /// setting, never its value.
 fn auth_from(ruby: &Ruby, hash: RHash) -> Result<Auth, Error> {
-    let mut pairs: Vec<(String, String)> = Vec::with_capacity(hash.len());
-    let mut refusal = None;
+    let mut pairs = Vec::with_capacity(hash.len());
     hash.foreach(|k: magnus::Value, v: magnus::Value| {
         let name = match (RString::from_value(k), Symbol::from_value(k)) {
-            (Some(s), _) => s.to_string()?,
-            (_, Some(sym)) => sym.name()?.into_owned(),
-            _ => {
-                refusal = Some("auth keys must be Strings or Symbols".to_owned());
-                return Ok(ForEach::Stop);
-            }
+            (Some(s), _) => Some(s.to_string()?),
+            (_, Some(sym)) => Some(sym.name()?.into_owned()),
+            _ => None,
         };
-        match RString::from_value(v) {
-            Some(s) => pairs.push((name, s.to_string()?)),
-            None => {
-                refusal = Some(format!("the auth setting {name:?} must be a String"));
-                return Ok(ForEach::Stop);
-            }
-        }
+        let value = RString::from_value(v).map(|s| s.to_string()).transpose()?;
+        pairs.push((name, value));
         Ok(ForEach::Continue)
     })?;
-    if let Some(message) = refusal {
-        return Err(invalid_argument(ruby, message));
-    }
-    Auth::new(pairs).map_err(|e| errors::to_ruby(ruby, e))
+    Auth::from_binding(pairs).map_err(|e| errors::to_ruby(ruby, e))
 }
 
 fn key(ruby: &Ruby, key: RString) -> Result<Key, Error> {
@@ -140,12 +128,13 @@ fn encode(ruby: &Ruby, key: &Key, value: magnus::Value, serialize: bool) -> Resu
         return match RString::from_value(value) {
             // SAFETY: copied at once.
             Some(s) => Ok(unsafe { s.as_slice() }.to_vec()),
-            None => Err(refused(
-                "with serialize false the value must be a String (its string form)".into(),
-            )),
+            None => Err(refused(Refusal::NotRaw.to_string())),
         };
     }
-    let value = convert::to_value(ruby, value).map_err(refused)?;
+    let value = convert::to_value(ruby, value).map_err(|u| match u {
+        Unconverted::Refused(r) => refused(r.to_string()),
+        Unconverted::Raised(e) => e,
+    })?;
     codec::encode(&value).map(Cow::into_owned).map_err(refused)
 }
 
