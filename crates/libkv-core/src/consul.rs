@@ -282,6 +282,7 @@ impl ConsulStore {
                     key: key.to_owned(),
                     store: self.url.clone(),
                     after: self.timeout,
+                    sent: true,
                 });
             }
         };

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::store::Op;
+
 /// The kind of an [`Error`], which bindings map to their exception classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -74,12 +76,15 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{op}{} on {store} timed out after {}; check that the store is up and reachable, or raise the timeout option", on_key(key), fmt_secs(*.after))]
+    #[error("{op}{} on {store} timed out after {}{}", on_key(key), fmt_secs(*.after), timeout_advice(op, *.sent))]
     Timeout {
         op: &'static str,
         key: String,
         store: String,
         after: Duration,
+        /// Whether the request may have reached the store, so that a write may
+        /// have been applied; false when it timed out waiting for a lock.
+        sent: bool,
     },
 
     #[error(
@@ -100,6 +105,26 @@ fn on_key(key: &str) -> String {
         String::new()
     } else {
         format!(" {key}")
+    }
+}
+
+/// What a timeout means for the caller's data, and what to do.
+fn timeout_advice(op: &str, sent: bool) -> String {
+    let writes = Op::ALL.iter().any(|o| o.name() == op && o.writes());
+    match (sent, writes) {
+        (false, true) => " waiting for the store's lock, held by another call; nothing was \
+                          changed: try again, or raise the timeout option"
+            .to_owned(),
+        (false, false) => " waiting for the store's lock, held by another call; try again, or \
+                           raise the timeout option"
+            .to_owned(),
+        (true, true) => format!(
+            "; the store may or may not have applied the {op}: read the key before trying \
+             again, and check that the store is up and reachable, or raise the timeout option"
+        ),
+        (true, false) => "; check that the store is up and reachable, or raise the timeout \
+                          option"
+            .to_owned(),
     }
 }
 

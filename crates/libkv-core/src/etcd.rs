@@ -202,6 +202,7 @@ impl EtcdStore {
                     key: key.to_owned(),
                     store: self.url.clone(),
                     after: self.timeout,
+                    sent: true,
                 })
             }
         }

@@ -389,6 +389,7 @@ impl FileStore {
                             key: key.to_owned(),
                             store: self.url.clone(),
                             after: self.timeout,
+                            sent: false,
                         });
                     }
                     std::thread::sleep(pause.min(deadline - now));

@@ -92,6 +92,19 @@ impl Op {
             Op::PopError => "pop_error",
         }
     }
+
+    /// Whether the operation changes the store.
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Op::Put
+                | Op::Delete
+                | Op::Deletetree
+                | Op::AtomicCreate
+                | Op::AtomicPut
+                | Op::AtomicDelete
+        )
+    }
 }
 
 pub trait Store: Send + Sync {

@@ -183,6 +183,18 @@ fn a_silent_consul_times_out() {
         waited >= Duration::from_millis(700) && waited < Duration::from_millis(1700),
         "{waited:?}"
     );
+    let msg = err.to_string();
+    assert!(msg.contains("put /key on consul://127.0.0.1:"), "{msg}");
+    assert!(
+        msg.contains("may or may not have applied the put: read the key"),
+        "{msg}"
+    );
+    // A read that timed out changed nothing, and says only what to check.
+    let msg = store.get(&k("/key")).unwrap_err().to_string();
+    assert!(
+        msg.contains("timed out after 0.7s; check that the store is up"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -132,6 +132,11 @@ fn a_silent_etcd_times_out() {
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     assert!(err.to_string().contains("timed out after 0.7s"), "{err}");
     assert!(
+        err.to_string()
+            .contains("may or may not have applied the put: read the key"),
+        "{err}"
+    );
+    assert!(
         waited >= Duration::from_millis(700) && waited < Duration::from_millis(1700),
         "{waited:?}"
     );

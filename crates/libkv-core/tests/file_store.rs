@@ -621,6 +621,11 @@ fn writes_wait_for_the_lock_at_most_the_timeout() {
     assert_eq!(err.kind(), ErrorKind::Timeout);
     assert!(err.to_string().contains("timed out after 0.3s"), "{err}");
     assert!(
+        err.to_string()
+            .contains("waiting for the store's lock, held by another call; nothing was changed"),
+        "{err}"
+    );
+    assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
         "{waited:?}"
     );
