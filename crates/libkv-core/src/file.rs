@@ -558,14 +558,23 @@ impl FileStore {
     }
 
     /// Reads one file and its status from the same open file, so value and sequence
-    /// belong to one version. `None` when absent (or a directory).
+    /// belong to one version. `None` when absent (or a directory). `key` is the
+    /// key of the call, `shown` the key of the file (a key below it when listing).
     fn read(
         &self,
         op: &'static str,
         key: &str,
         dir: impl AsFd,
         name: &str,
+        shown: &str,
     ) -> Result<Option<(Vec<u8>, Stat)>> {
+        let what = |doing: &str| {
+            if shown == key {
+                doing.to_owned()
+            } else {
+                format!("{doing} {shown}")
+            }
+        };
         let fd = match openat(
             dir,
             name,
@@ -576,27 +585,27 @@ impl FileStore {
         ) {
             Ok(fd) => fd,
             Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(None),
-            Err(Errno::LOOP) => return Err(self.refused(op, key, key, "a symbolic link")),
-            Err(e) => return Err(self.io(op, key, "cannot open", e)),
+            Err(Errno::LOOP) => return Err(self.refused(op, key, shown, "a symbolic link")),
+            Err(e) => return Err(self.io(op, key, &what("cannot open"), e)),
         };
-        let st = fstat(&fd).map_err(|e| self.io(op, key, "cannot stat", e))?;
+        let st = fstat(&fd).map_err(|e| self.io(op, key, &what("cannot stat"), e))?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {}
             FileType::Directory => return Ok(None),
-            _ => return Err(self.refused(op, key, key, "not a regular file")),
+            _ => return Err(self.refused(op, key, shown, "not a regular file")),
         }
         if st.st_nlink > 1 {
             return Err(self.refused(
                 op,
                 key,
-                key,
+                shown,
                 "a file with several hard links (it may also be a file outside the store)",
             ));
         }
         let mut file = std::fs::File::from(fd);
         let mut value = Vec::with_capacity(usize::try_from(st.st_size).unwrap_or(0));
         file.read_to_end(&mut value)
-            .map_err(|e| self.failed(op, key, format_args!("cannot read: {e}")))?;
+            .map_err(|e| self.failed(op, key, format_args!("{}: {e}", what("cannot read"))))?;
         Ok(Some((value, st)))
     }
 
@@ -857,7 +866,9 @@ impl FileStore {
                     self.visit_tree(op, dir, sub.as_fd(), &rel, depth + 1, visit)?;
                 }
                 FileType::RegularFile => {
-                    if let Some((value, st)) = self.read(op, &shown(&rel), fd, name)? {
+                    if let Some((value, st)) =
+                        self.read(op, dir.as_str(), fd, name, &shown(&rel))?
+                    {
                         visit(rel, value, st);
                     }
                 }
@@ -1070,7 +1081,7 @@ impl Store for FileStore {
             return Ok(None);
         };
         Ok(self
-            .read("get", key.as_str(), walked.dir(), name)?
+            .read("get", key.as_str(), walked.dir(), name, key.as_str())?
             .map(|(value, _)| value))
     }
 
@@ -1158,7 +1169,7 @@ impl Store for FileStore {
             return Ok(None);
         };
         Ok(self
-            .read("atomic_get", key.as_str(), walked.dir(), name)?
+            .read("atomic_get", key.as_str(), walked.dir(), name, key.as_str())?
             .map(|(value, st)| Versioned {
                 value,
                 sequence: sequence_of(&st),

@@ -227,7 +227,19 @@ fn a_hard_linked_file_is_refused_on_read_and_never_written_through() {
     fs::hard_link(tmp.path().join("target"), root.join("linked")).unwrap();
     let msg = store.get(&k("/linked")).unwrap_err().to_string();
     assert!(msg.contains("hard links"), "{msg}");
-    assert!(store.list(&d("/")).is_err());
+    // A listing's error is about the listed directory, and names the file.
+    for err in [
+        store.list(&d("/")).unwrap_err(),
+        store.atomic_list(&d("/")).unwrap_err(),
+    ] {
+        assert_eq!(err.key(), Some("/"), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("list / on file://"), "{msg}");
+        assert!(
+            msg.contains("/linked is a file with several hard links"),
+            "{msg}"
+        );
+    }
     store.put(&k("/linked"), b"new value").unwrap();
     assert_eq!(fs::read(tmp.path().join("target")).unwrap(), b"outside");
     assert_eq!(
