@@ -55,13 +55,13 @@
 use std::cell::Cell;
 use std::ffi::CStr;
 use std::fmt::Display;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustix::buffer::spare_capacity;
 use rustix::fs::{
     fstat, fsync, ftruncate, futimens, mkdirat, openat, renameat, statat, unlinkat, AtFlags, Dir,
     FileType, FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, CWD, UTIME_OMIT,
@@ -602,10 +602,9 @@ impl FileStore {
                 "a file with several hard links (it may also be a file outside the store)",
             ));
         }
-        let mut file = std::fs::File::from(fd);
-        let mut value = Vec::with_capacity(usize::try_from(st.st_size).unwrap_or(0));
-        file.read_to_end(&mut value)
-            .map_err(|e| self.failed(op, key, format_args!("{}: {e}", what("cannot read"))))?;
+        let size = usize::try_from(st.st_size).unwrap_or(0);
+        let value =
+            read_to_end(&fd, size).map_err(|e| self.io(op, key, &what("cannot read"), e))?;
         Ok(Some((value, st)))
     }
 
@@ -1062,6 +1061,24 @@ fn hint(errno: Option<i32>) -> &'static str {
         Some(Errno::ROFS) => "; the store's file system is read-only",
         Some(Errno::NOTDIR) | Some(Errno::NOENT) => "; check the store's root path",
         _ => "",
+    }
+}
+
+/// The rest of `fd`, which `fstat` found `size` bytes long: usually one read of
+/// the data and one that finds the end. (`File::read_to_end` would ask the size
+/// and the position again first: two more system calls on every read.)
+fn read_to_end(fd: &OwnedFd, size: usize) -> rustix::io::Result<Vec<u8>> {
+    // One byte more than the size, so the read that finds the end needs no growth.
+    let mut value = Vec::with_capacity(size.saturating_add(1));
+    loop {
+        if value.len() == value.capacity() {
+            value.reserve(value.capacity().max(4096));
+        }
+        match rustix::io::read(fd, spare_capacity(&mut value)) {
+            Ok(0) => return Ok(value),
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
