@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! libkv-bench --store mock|file|etcd|consul --url URL --iterations N
-//!             [--warmup W] [--layers floor,core] [--value-size BYTES]
+//!             [--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US]
 //! ```
+//!
+//! With `--gap-us`, US microseconds of untimed busy work run before each timed
+//! operation (see [`stats::Gap`]), and the layers are named `floor-gap` and
+//! `core-gap`.
 
 mod core_layer;
 mod floor;
@@ -13,17 +17,21 @@ mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use stats::Bench;
+use stats::{Bench, Gap};
 
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: libkv-bench --store mock|file|etcd|consul --url URL --iterations N \
-[--warmup W] [--layers floor,core] [--value-size BYTES]
+[--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US]
 
 URL is mock://, file:///ABS/ROOT, etcd://HOST:PORT/PREFIX or consul://HOST:PORT/PREFIX.
 Prints one JSON object per layer and operation (get, put, exists, list100,
-atomic_get_put) on stdout.";
+atomic_get_put) on stdout. --gap-us runs US microseconds of untimed busy work
+(allocations, memory traffic) before each timed operation, as a catalog
+compilation does between two function calls; the layers are then named
+floor-gap and core-gap.";
 
 /// How many keys the listed directory holds.
 pub const LIST_LEN: usize = 100;
@@ -137,6 +145,7 @@ struct Args {
     warmup: Option<usize>,
     layers: Vec<String>,
     value_size: usize,
+    gap_us: usize,
 }
 
 impl Args {
@@ -144,6 +153,7 @@ impl Args {
         let (mut store, mut url, mut iterations, mut warmup) = (None, None, None, None);
         let mut layers = vec!["floor".to_owned(), "core".to_owned()];
         let mut value_size = 64;
+        let mut gap_us = 0;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -166,6 +176,7 @@ impl Args {
                 "--iterations" => iterations = Some(number(value()?)?),
                 "--warmup" => warmup = Some(number(value()?)?),
                 "--value-size" => value_size = number(value()?)?,
+                "--gap-us" => gap_us = number(value()?)?,
                 "--layers" => layers = value()?.split(',').map(str::to_owned).collect(),
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
@@ -189,6 +200,7 @@ impl Args {
             warmup,
             layers,
             value_size,
+            gap_us,
         })
     }
 }
@@ -198,15 +210,21 @@ fn run() -> Result {
     let target = Target::parse(&args.store, &args.url)?;
     let value = vec![b'v'; args.value_size];
     for layer in &args.layers {
+        let gap = Gap::of(Duration::from_micros(args.gap_us as u64));
         let bench = Bench {
             store: args.store.clone(),
-            layer: layer.clone(),
+            layer: if gap.length().is_zero() {
+                layer.clone()
+            } else {
+                format!("{layer}-gap")
+            },
             iterations: args.iterations,
             warmup: args.warmup.unwrap_or((args.iterations / 10).max(10)),
+            gap,
         };
         eprintln!(
-            "libkv-bench: {} {layer}: {} warmup + {} iterations",
-            args.store, bench.warmup, bench.iterations
+            "libkv-bench: {} {}: {} warmup + {} iterations, {} µs gaps",
+            args.store, bench.layer, bench.warmup, bench.iterations, args.gap_us
         );
         match layer.as_str() {
             "floor" => floor::run(&bench, &target, &value)?,

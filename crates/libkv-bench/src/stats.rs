@@ -1,5 +1,7 @@
 //! Timing single operations and summing them up as one JSON line.
 
+use std::cell::RefCell;
+use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -12,6 +14,8 @@ pub struct Bench {
     pub layer: String,
     pub iterations: usize,
     pub warmup: usize,
+    /// Untimed busy work between two timed operations (see [`Gap`]).
+    pub gap: Gap,
 }
 
 /// The JSON line printed per operation.
@@ -36,6 +40,7 @@ impl Bench {
         }
         let mut samples = Vec::with_capacity(self.iterations);
         for _ in 0..self.iterations {
+            self.gap.fill();
             let start = Instant::now();
             let outcome = op();
             samples.push(start.elapsed());
@@ -51,6 +56,7 @@ impl Bench {
         }
         let mut samples = Vec::with_capacity(self.iterations);
         for _ in 0..self.iterations {
+            self.gap.fill();
             let start = Instant::now();
             let outcome = op().await;
             samples.push(start.elapsed());
@@ -80,6 +86,81 @@ impl Bench {
         };
         println!("{}", serde_json::to_string(&line)?);
         Ok(())
+    }
+}
+
+/// What runs between two timed operations: nothing, or busy work for a while, as
+/// a catalog compilation evaluates Puppet code between two function calls. The
+/// work allocates and frees small buffers and writes across a scratch area larger
+/// than the CPU's caches, so the operation that follows finds the caches and
+/// branch predictors in the state an interpreter leaves them in. With it, the
+/// floor answers what a raw client costs where libkv's Puppet functions run.
+pub struct Gap {
+    length: Duration,
+    work: RefCell<Work>,
+}
+
+/// The gap's memory, kept from one gap to the next.
+struct Work {
+    scratch: Vec<u8>,
+    held: Vec<Vec<u64>>,
+    round: usize,
+}
+
+/// The scratch area the gap writes across.
+const SCRATCH_BYTES: usize = 8 << 20;
+/// How many of the gap's small buffers are alive at once.
+const HELD: usize = 512;
+
+impl Gap {
+    pub fn of(length: Duration) -> Gap {
+        let scratch = if length.is_zero() {
+            Vec::new()
+        } else {
+            vec![0; SCRATCH_BYTES]
+        };
+        Gap {
+            length,
+            work: RefCell::new(Work {
+                scratch,
+                held: Vec::with_capacity(HELD),
+                round: 0,
+            }),
+        }
+    }
+
+    /// How long each gap lasts.
+    pub fn length(&self) -> Duration {
+        self.length
+    }
+
+    fn fill(&self) {
+        if self.length.is_zero() {
+            return;
+        }
+        let work = &mut *self.work.borrow_mut();
+        let start = Instant::now();
+        while start.elapsed() < self.length {
+            for _ in 0..16 {
+                work.round = work.round.wrapping_add(1);
+                let n = work.round;
+                // Buffers of 16 to 1,024 bytes, each written once; the oldest freed.
+                let buffer: Vec<u64> = (0..2 + n % 127).map(|i| (i * n) as u64).collect();
+                if work.held.len() < HELD {
+                    work.held.push(buffer);
+                } else {
+                    work.held[n % HELD] = buffer;
+                }
+                // One cache line in each of 64 places spread over the scratch area.
+                let stride = SCRATCH_BYTES / 64;
+                for line in 0..64 {
+                    let at = (line * stride + (n * 64) % stride) % SCRATCH_BYTES;
+                    work.scratch[at] = work.scratch[at].wrapping_add(n as u8);
+                }
+            }
+        }
+        black_box(&work.held);
+        black_box(&work.scratch);
     }
 }
 
