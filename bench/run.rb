@@ -276,14 +276,23 @@ def print_table(rows)
 
     beyond = real['p50_us'] - noop['p50_us']
     puts format('%-7s %-15s puppet: %.1f µs beyond the no-op (target: floor %.1f + 20 = %.1f; ' \
-                'floor-gap %.1f + 20 = %.1f); %.1f µs beyond the direct Ruby API call in the same compile',
+                'floor-gap %.1f + 20 = %.1f); %.1f µs beyond the direct Ruby API call in the same compile%s',
                 store, op, beyond, floor['p50_us'], floor['p50_us'] + 20, gap_floor['p50_us'],
-                gap_floor['p50_us'] + 20, real['p50_us'] - direct['p50_us'])
+                gap_floor['p50_us'] + 20, beyond_direct(rows, store, op),
+                op == 'atomic_get_put' ? ' (less the second dispatch)' : '')
   end
 end
 
 def row(rows, store, layer, op)
   rows.find { |r| r['store'] == store && r['layer'] == layer && r['op'] == op }
+end
+
+# What libkv's Puppet layer adds to the Ruby API for +op+ in the compile. For
+# atomic_get_put, libkv makes two Puppet calls where the direct function makes
+# one, so the second dispatch (the two no-op calls less one) is taken off.
+def beyond_direct(rows, store, op)
+  extra = op == 'atomic_get_put' ? row(rows, store, 'noop', op)['p50_us'] - row(rows, store, 'noop', 'get')['p50_us'] : 0
+  row(rows, store, 'puppet', op)['p50_us'] - row(rows, store, 'direct', op)['p50_us'] - extra
 end
 
 def targets(rows, rss, connections)
@@ -299,7 +308,7 @@ def targets(rows, rss, connections)
   tight = worst.call('floor')
   gapped = worst.call('floor-gap')
   layer4 = rows.select { |r| r['layer'] == 'puppet' }.map { |r|
-    [r['p50_us'] - row(rows, r['store'], 'direct', r['op'])['p50_us'], "#{r['store']} #{r['op']}"]
+    [beyond_direct(rows, r['store'], r['op']), "#{r['store']} #{r['op']}"]
   }.max
   max_rss = rss.values.max / 1024.0
   [
