@@ -96,6 +96,11 @@ impl Store for MockStore {
         "mock"
     }
 
+    /// Every call is a map operation under a lock held for no longer than that.
+    fn waits(&self) -> bool {
+        false
+    }
+
     fn url(&self) -> &str {
         &self.url
     }

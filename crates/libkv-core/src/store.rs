@@ -140,6 +140,14 @@ pub trait Store: Send + Sync {
     fn supports(&self) -> &'static [Op] {
         Op::ALL
     }
+
+    /// Whether a call may wait: on disk, on the network, or on a lock another
+    /// process holds. A binding lets other threads of its runtime run while such a
+    /// call waits (Ruby's GVL is released); a call that never waits is cheaper made
+    /// without that hand-over.
+    fn waits(&self) -> bool {
+        true
+    }
 }
 
 /// Credentials and TLS files for a store. Secrets are kept out of `Debug`.

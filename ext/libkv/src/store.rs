@@ -177,7 +177,7 @@ fn previous_sequence(
 ) -> Result<u64, Error> {
     let sequence = match RHash::from_value(previous) {
         Some(h) => h
-            .get("sequence")
+            .get(ruby.get_inner(&SEQUENCE_KEY))
             .or_else(|| h.get(ruby.to_symbol("sequence"))),
         None => Some(previous),
     };
@@ -200,7 +200,12 @@ impl RbStore {
         f: impl FnOnce(&dyn Store) -> libkv_core::Result<T>,
     ) -> Result<T, Error> {
         let store = &*self.store;
-        nogvl(|| f(store)).map_err(|e| errors::to_ruby(ruby, e))
+        let outcome = if store.waits() {
+            nogvl(|| f(store))
+        } else {
+            f(store)
+        };
+        outcome.map_err(|e| errors::to_ruby(ruby, e))
     }
 
     fn provider(&self) -> &'static str {
