@@ -93,15 +93,11 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
         let _section = fork::section();
         let mut clients = self.lock();
         let map = clients.get_or_insert_with(HashMap::new);
-        match map.remove(key) {
-            Some(c) if c.pid == pid => {
-                let found = (c.client.clone(), c.generation);
-                map.insert(key.clone(), c);
-                Some(found)
-            }
+        match map.get(key) {
+            Some(c) if c.pid == pid => Some((c.client.clone(), c.generation)),
             // Made before fork, in the parent: leak it.
-            Some(c) => {
-                std::mem::forget(c);
+            Some(_) => {
+                std::mem::forget(map.remove(key));
                 None
             }
             None => None,
