@@ -1,6 +1,6 @@
 //! The Consul floor: one `reqwest::Client` (plain HTTP), built once, and every
-//! request awaited in one `block_on` on a multi-thread tokio runtime with one
-//! worker (see `super::runtime`). URLs are formatted once, outside the timed loops.
+//! request awaited in one `block_on` on a current-thread tokio runtime (see
+//! `super::runtime`). URLs are formatted once, outside the timed loops.
 
 use std::hint::black_box;
 

@@ -1,5 +1,5 @@
 //! The etcd floor: one `etcd_client::Client`, connected once, and every request
-//! awaited in one `block_on` on a multi-thread tokio runtime with one worker (see
+//! awaited in one `block_on` on a current-thread tokio runtime (see
 //! `super::runtime`).
 
 use std::hint::black_box;

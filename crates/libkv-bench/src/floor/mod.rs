@@ -14,15 +14,15 @@ use tokio::runtime::{Builder, Runtime};
 use crate::stats::Bench;
 use crate::{Names, Result, Target};
 
-/// The runtime the network floors run their `block_on` loop on: multi-thread with
-/// one worker, as libkv-core's own runtime is. With a worker per CPU
-/// (`Runtime::new()`), the connection's tasks compete with the loop and the server
-/// for the CPUs, and the floor measured some 10 µs above libkv on a 2-CPU machine.
+/// The runtime the network floors run their `block_on` loop on: a current-thread
+/// runtime, so the looping thread drives the connection itself and a request and
+/// its answer cross no threads. That is the fastest way to wait on one connection
+/// from one thread, and it is how libkv-core waits, so the floor is what the core
+/// would cost with nothing of libkv's own in it. (A runtime with worker threads
+/// pays one or two wake-ups of another thread per request: 50-60 µs per etcd call
+/// on a 2-CPU machine whose idle CPUs halt.)
 fn runtime() -> std::io::Result<Runtime> {
-    Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
+    Builder::new_current_thread().enable_all().build()
 }
 
 pub fn run(bench: &Bench, target: &Target, value: &[u8]) -> Result {
