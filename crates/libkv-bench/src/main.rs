@@ -5,11 +5,13 @@
 //! ```text
 //! libkv-bench --store mock|file|etcd|consul --url URL --iterations N
 //!             [--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US]
+//!             [--batch B] [--samples]
 //! ```
 //!
 //! With `--gap-us`, US microseconds of untimed busy work run before each timed
 //! operation (see [`stats::Gap`]), and the layers are named `floor-gap` and
-//! `core-gap`.
+//! `core-gap`. With `--batch`, operations are timed B at a time (for operations
+//! shorter than reading the clock); `--samples` prints every sample too.
 
 mod core_layer;
 mod floor;
@@ -24,14 +26,16 @@ use stats::{Bench, Gap};
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: libkv-bench --store mock|file|etcd|consul --url URL --iterations N \
-[--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US]
+[--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US] [--batch B] [--samples]
 
 URL is mock://, file:///ABS/ROOT, etcd://HOST:PORT/PREFIX or consul://HOST:PORT/PREFIX.
 Prints one JSON object per layer and operation (get, put, exists, list100,
 atomic_get_put) on stdout. --gap-us runs US microseconds of untimed busy work
 (allocations, memory traffic) before each timed operation, as a catalog
 compilation does between two function calls; the layers are then named
-floor-gap and core-gap.";
+floor-gap and core-gap. --batch B times B operations at a time, each sample
+being the batch's time divided by B (for operations shorter than reading the
+clock). --samples adds every sample (µs) to each line as samples_us.";
 
 /// How many keys the listed directory holds.
 pub const LIST_LEN: usize = 100;
@@ -146,6 +150,8 @@ struct Args {
     layers: Vec<String>,
     value_size: usize,
     gap_us: usize,
+    batch: usize,
+    samples: bool,
 }
 
 impl Args {
@@ -154,6 +160,8 @@ impl Args {
         let mut layers = vec!["floor".to_owned(), "core".to_owned()];
         let mut value_size = 64;
         let mut gap_us = 0;
+        let mut batch = 1;
+        let mut samples = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -177,6 +185,8 @@ impl Args {
                 "--warmup" => warmup = Some(number(value()?)?),
                 "--value-size" => value_size = number(value()?)?,
                 "--gap-us" => gap_us = number(value()?)?,
+                "--batch" => batch = number(value()?)?,
+                "--samples" => samples = true,
                 "--layers" => layers = value()?.split(',').map(str::to_owned).collect(),
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
@@ -193,6 +203,8 @@ impl Args {
         };
         check(iterations > 0, "--iterations must be at least 1")?;
         check(value_size > 0, "--value-size must be at least 1")?;
+        check(batch > 0, "--batch must be at least 1")?;
+        check(iterations >= batch, "--iterations must be at least --batch")?;
         Ok(Args {
             store,
             url,
@@ -201,6 +213,8 @@ impl Args {
             layers,
             value_size,
             gap_us,
+            batch,
+            samples,
         })
     }
 }
@@ -220,6 +234,8 @@ fn run() -> Result {
             },
             iterations: args.iterations,
             warmup: args.warmup.unwrap_or((args.iterations / 10).max(10)),
+            batch: args.batch,
+            samples: args.samples,
             gap,
         };
         eprintln!(

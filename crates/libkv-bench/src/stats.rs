@@ -14,6 +14,13 @@ pub struct Bench {
     pub layer: String,
     pub iterations: usize,
     pub warmup: usize,
+    /// Operations per timed sample: 1, or more for operations shorter than what
+    /// reading the clock costs (the mock store's), each sample then being the
+    /// batch's time divided by its size.
+    pub batch: usize,
+    /// Whether the printed line carries every sample, for a caller that pools the
+    /// samples of several runs.
+    pub samples: bool,
     /// Untimed busy work between two timed operations (see [`Gap`]).
     pub gap: Gap,
 }
@@ -29,22 +36,26 @@ struct Line<'a> {
     p50_us: f64,
     p99_us: f64,
     mean_us: f64,
+    batch: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    samples_us: Option<Vec<f64>>,
 }
 
 impl Bench {
-    /// Runs `op` `warmup` times unrecorded, then `iterations` times, each timed on
-    /// its own, and prints the summary.
+    /// Runs `op` `warmup` times unrecorded, then `iterations` times, timed in
+    /// batches of `batch` (one sample per batch), and prints the summary.
     pub fn run(&self, name: &str, mut op: impl FnMut() -> Result) -> Result {
         for _ in 0..self.warmup {
             op().map_err(|e| self.failed(name, e))?;
         }
-        let mut samples = Vec::with_capacity(self.iterations);
-        for _ in 0..self.iterations {
+        let mut samples = Vec::with_capacity(self.iterations / self.batch);
+        for _ in 0..self.iterations / self.batch {
             self.gap.fill();
             let start = Instant::now();
-            let outcome = op();
-            samples.push(start.elapsed());
-            outcome.map_err(|e| self.failed(name, e))?;
+            for _ in 0..self.batch {
+                op().map_err(|e| self.failed(name, e))?;
+            }
+            samples.push(start.elapsed() / self.batch as u32);
         }
         self.report(name, samples)
     }
@@ -54,13 +65,14 @@ impl Bench {
         for _ in 0..self.warmup {
             op().await.map_err(|e| self.failed(name, e))?;
         }
-        let mut samples = Vec::with_capacity(self.iterations);
-        for _ in 0..self.iterations {
+        let mut samples = Vec::with_capacity(self.iterations / self.batch);
+        for _ in 0..self.iterations / self.batch {
             self.gap.fill();
             let start = Instant::now();
-            let outcome = op().await;
-            samples.push(start.elapsed());
-            outcome.map_err(|e| self.failed(name, e))?;
+            for _ in 0..self.batch {
+                op().await.map_err(|e| self.failed(name, e))?;
+            }
+            samples.push(start.elapsed() / self.batch as u32);
         }
         self.report(name, samples)
     }
@@ -70,10 +82,13 @@ impl Bench {
     }
 
     fn report(&self, op: &str, mut samples: Vec<Duration>) -> Result {
+        let us = |d: Duration| round(d.as_secs_f64() * 1e6, 3);
+        let raw = self
+            .samples
+            .then(|| samples.iter().map(|&d| us(d)).collect());
         samples.sort_unstable();
         let n = samples.len();
         let total: Duration = samples.iter().sum();
-        let us = |d: Duration| round(d.as_secs_f64() * 1e6, 3);
         let line = Line {
             store: &self.store,
             layer: &self.layer,
@@ -83,6 +98,8 @@ impl Bench {
             p50_us: us(percentile(&samples, 0.50)),
             p99_us: us(percentile(&samples, 0.99)),
             mean_us: round(total.as_secs_f64() * 1e6 / n as f64, 3),
+            batch: self.batch,
+            samples_us: raw,
         };
         println!("{}", serde_json::to_string(&line)?);
         Ok(())
