@@ -4,6 +4,11 @@
 # run so the ratios are fair on a noisy machine. `rake bench` builds what it needs
 # and runs this; `ruby bench/run.rb --quick` runs fewer iterations.
 #
+# Layers 1 to 3 of a store run in ROUNDS alternating rounds (floor and core, then
+# the Ruby API, again and again), and each layer's figures are of its samples of
+# every round together: a slow minute of the machine or of a server lands on all
+# three alike, not on one.
+#
 # For each store (mock, file, etcd, the Consul test double) and each operation
 # (get, put, exists, list100, atomic_get_put):
 #   1. floor  the raw thing without libkv (Rust: a HashMap, temp file + fsync +
@@ -18,8 +23,9 @@
 #   floor-gap, core-gap
 #             layers 1 and 2 again, with the no-op call's time of untimed busy
 #             work before each operation, as a compilation has between two calls
-# and then: TCP connections opened by a process making 10,000 calls to one etcd
-# store, and the RSS a puppet process gains by loading libkv.
+# and then: the TCP connections a process making 10,000 calls to one etcd store
+# opens (its connect() calls, seen by strace), and the RSS a puppet process gains
+# by loading libkv and making its first call.
 #
 # Nothing here asserts a time: it prints numbers, ratios and where the targets of
 # BENCHMARKS.md stand.
@@ -46,6 +52,10 @@ ITERATIONS = {
   'etcd' => QUICK ? 500 : 3_000,
   'consul' => QUICK ? 500 : 3_000,
 }.freeze
+ROUNDS = 3
+# Operations per timed sample. A mock operation takes less time than reading the
+# clock, so it is timed 100 at a time, each sample being the batch's mean.
+BATCH = Hash.new(1).merge('mock' => 100).freeze
 PUPPET_CALLS = QUICK ? 200 : 1_000
 TARGET = ENV['CARGO_TARGET_DIR'] || File.join(ROOT, 'target')
 
@@ -53,13 +63,23 @@ def monotonic
   Process.clock_gettime(Process::CLOCK_MONOTONIC)
 end
 
-# { n, ops_per_sec, p50_us, p99_us, mean_us } of latencies in seconds.
-def stats(samples)
-  sorted = samples.sort
-  pick = ->(q) { sorted[[(q * sorted.size).ceil - 1, 0].max] * 1e6 }
-  total = samples.sum
-  { 'n' => samples.size, 'ops_per_sec' => samples.size / total, 'p50_us' => pick.call(0.50),
-    'p99_us' => pick.call(0.99), 'mean_us' => total / samples.size * 1e6 }
+# { n, ops_per_sec, p50_us, p99_us, mean_us } of latencies in µs, each the mean
+# of a batch of +batch+ operations.
+def stats(samples_us, batch = 1)
+  sorted = samples_us.sort
+  pick = ->(q) { sorted[[(q * sorted.size).ceil - 1, 0].max] }
+  mean = samples_us.sum / samples_us.size
+  { 'n' => samples_us.size * batch, 'ops_per_sec' => 1e6 / mean, 'p50_us' => pick.call(0.50),
+    'p99_us' => pick.call(0.99), 'mean_us' => mean }
+end
+
+# Rows of the same store, layer and op (from several rounds) as one, of all their
+# samples.
+def pool(rows)
+  rows.group_by { |r| r.values_at('store', 'layer', 'op') }.map do |(store, layer, op), group|
+    batch = group.first.fetch('batch', 1)
+    { 'store' => store, 'layer' => layer, 'op' => op }.merge(stats(group.flat_map { |r| r.fetch('samples_us') }, batch))
+  end
 end
 
 # --- the stores -------------------------------------------------------------
@@ -77,11 +97,13 @@ end
 
 # With +gap_us+, that many microseconds of busy work (allocations, memory
 # traffic) run untimed before each operation, as Puppet's evaluation does between
-# two function calls: the layers floor-gap and core-gap.
-def rust_layers(store, url, gap_us: 0)
+# two function calls: the layers floor-gap and core-gap. Those time every
+# operation on its own (a batch would have one gap for many operations).
+def rust_layers(store, url, iterations, gap_us: 0)
+  batch = gap_us.zero? ? BATCH[store] : 1
   bin = File.join(TARGET, 'release', 'libkv-bench')
   out, err, status = Open3.capture3(bin, '--store', store, '--url', url, '--gap-us', gap_us.to_s,
-                                    '--iterations', ITERATIONS.fetch(store).to_s)
+                                    '--iterations', iterations.to_s, '--batch', batch.to_s, '--samples')
   raise "libkv-bench failed for #{store}: #{err}" unless status.success?
 
   out.lines.map { |l| JSON.parse(l) }
@@ -89,8 +111,7 @@ end
 
 # --- layer 3: the Ruby API --------------------------------------------------------
 
-def ruby_layer(store_name, url)
-  store = LibKV.open(url)
+def ruby_layer(store_name, store, iterations)
   # The mock store lives in this object only, like the Rust layers' own data.
   store.put('/ruby/key', VALUE)
   100.times { |i| store.put("/ruby/list/k#{i}", VALUE) }
@@ -105,15 +126,15 @@ def ruby_layer(store_name, url)
       store.atomic_put('/ruby/counter', VALUE, current)
     },
   }
-  n = ITERATIONS.fetch(store_name)
+  batch = BATCH[store_name]
   calls.map do |op, call|
-    [n / 10, 10].max.times { call.call }
-    samples = Array.new(n) do
+    [iterations / 10, 10].max.times { call.call }
+    samples = Array.new(iterations / batch) do
       started = monotonic
-      call.call
-      monotonic - started
+      batch.times { call.call }
+      (monotonic - started) * 1e6 / batch
     end
-    { 'store' => store_name, 'layer' => 'ruby', 'op' => op }.merge(stats(samples))
+    { 'store' => store_name, 'layer' => 'ruby', 'op' => op, 'batch' => batch, 'samples_us' => samples }
   end
 end
 
@@ -133,7 +154,8 @@ def calls(url)
     'list100' => ["libkv::list('/puppet/list', $o)", d.call('list', '/puppet/list'), "libkv_bench::noop('/puppet/list', $o)"],
     'atomic_get_put' => [
       "$c1 = libkv::atomic_get('/puppet/counter', $o) libkv::atomic_put('/puppet/counter', '#{VALUE}', $c1, $o)",
-      d.call('atomic_get_put', '/puppet/counter'),
+      "$c2 = #{d.call('atomic_get', '/puppet/counter')} " \
+      "libkv_bench::direct('atomic_put', '#{url}', '/puppet/counter', $c2)",
       "$c3 = libkv_bench::noop('/puppet/counter', $o) libkv_bench::noop('/puppet/counter', '#{VALUE}', $c3, $o)",
     ],
   }
@@ -161,9 +183,9 @@ def manifest(url)
     $rss_before = libkv_bench::rss()
     $o = { 'url' => '#{url}' }
     libkv::put('/puppet/key', '#{VALUE}', $o)
+    $rss_after = libkv_bench::rss()
     100.each |$i| { libkv::put("/puppet/list/k${i}", '#{VALUE}', $o) }
     libkv::put('/puppet/counter', '#{VALUE}', $o)
-    $rss_after = libkv_bench::rss()
     # The direct calls' own data (a mock store they open is a store of their own).
     libkv_bench::direct('put', '#{url}', '/puppet/key')
     libkv_bench::direct('put', '#{url}', '/puppet/counter')
@@ -201,7 +223,7 @@ def puppet_layer(scratch, store_name, url)
   out = puppet_apply(scratch, store_name, manifest(url))
   rows = OPS.flat_map do |op|
     %w[puppet direct noop].each_with_index.map do |layer, i|
-      { 'store' => store_name, 'layer' => layer, 'op' => op }.merge(stats(out.fetch(op).map { |t| t[i] }))
+      { 'store' => store_name, 'layer' => layer, 'op' => op }.merge(stats(out.fetch(op).map { |t| t[i] * 1e6 }))
     end
   end
   [rows, out['rss_after'] - out['rss_before']]
@@ -209,24 +231,25 @@ end
 
 # --- connections and memory ------------------------------------------------------------
 
-# Established TCP connections of this process to +port+, by local port.
-def connections_to(port)
-  inodes = Dir['/proc/self/fd/*'].map { |fd| File.readlink(fd)[/\Asocket:\[(\d+)\]\z/, 1] rescue nil }.compact
-  File.readlines('/proc/net/tcp').drop(1).map(&:split).select { |r|
-    r[3] == '01' && r[2].split(':')[1].to_i(16) == port && inodes.include?(r[9])
-  }.map { |r| r[1].split(':')[1].to_i(16) }
-end
-
+# How many TCP connections a Ruby process opens to one etcd while it makes 10,000
+# calls (puts and gets) through one store: every connect() it makes to the
+# server's port, as strace sees them, from all of its threads.
 def etcd_connections
   server = LibKVTest::Etcd.private_server(:plain)
-  store = LibKV.open(server.url('/connections'))
-  seen = []
-  10_000.times do |i|
-    store.get('/k') if i.odd?
-    store.put('/k', VALUE) if i.even?
-    seen |= connections_to(server.port) if (i % 250).zero?
+  script = <<~RUBY
+    store = LibKV.open(#{server.url('/connections').inspect})
+    10_000.times { |i| i.even? ? store.put('/k', #{VALUE.inspect}) : store.get('/k') }
+  RUBY
+  Dir.mktmpdir('libkv-connections') do |dir|
+    trace = File.join(dir, 'strace.log')
+    cmd = ['strace', '-f', '-qq', '-e', 'trace=connect', '-e', 'signal=none', '-o', trace,
+           RbConfig.ruby, '-I', File.join(ROOT, 'lib'), '-rlibkv', '-e', script]
+    _out, err, status = Open3.capture3(*cmd)
+    raise "the connection count failed (#{cmd.first(6).join(' ')} ...): #{err}" unless status.success?
+
+    connects = File.readlines(trace).grep(/\bconnect\(.*sin_port=htons\(#{server.port}\)/)
+    { 'calls' => 10_000, 'connects' => connects.size }
   end
-  { 'calls' => 10_000, 'distinct_connections_seen' => seen.size, 'established_at_end' => connections_to(server.port).size }
 end
 
 # --- the report --------------------------------------------------------------------
@@ -254,6 +277,12 @@ def cpuidle
   poll ? "#{driver}, guest_halt_poll_ns #{poll}" : driver
 end
 
+# A latency in µs, with three decimals below 10 µs (the mock store's are tens of
+# nanoseconds).
+def micros(us)
+  format(us < 10 ? '%.3f' : '%.1f', us)
+end
+
 def print_table(rows)
   by = rows.group_by { |r| [r['store'], r['op']] }
   puts format('%-7s %-15s %-9s %12s %10s %10s %8s', 'store', 'op', 'layer', 'ops/s', 'p50 µs', 'p99 µs', '×floor')
@@ -266,8 +295,8 @@ def print_table(rows)
     layer_rows.each do |r|
       base = r['layer'].end_with?('-gap') ? gap_floor : floor
       ratio = base && !%w[noop direct].include?(r['layer']) ? format('%.2f', r['p50_us'] / base['p50_us']) : ''
-      puts format('%-7s %-15s %-9s %12.0f %10.1f %10.1f %8s', store, op, r['layer'], r['ops_per_sec'],
-                  r['p50_us'], r['p99_us'], ratio)
+      puts format('%-7s %-15s %-9s %12.0f %10s %10s %8s', store, op, r['layer'], r['ops_per_sec'],
+                  micros(r['p50_us']), micros(r['p99_us']), ratio)
     end
     real = find.call('puppet')
     noop = find.call('noop')
@@ -275,11 +304,10 @@ def print_table(rows)
     next unless real && noop && floor && direct && gap_floor
 
     beyond = real['p50_us'] - noop['p50_us']
-    puts format('%-7s %-15s puppet: %.1f µs beyond the no-op (target: floor %.1f + 20 = %.1f; ' \
-                'floor-gap %.1f + 20 = %.1f); %.1f µs beyond the direct Ruby API call in the same compile%s',
-                store, op, beyond, floor['p50_us'], floor['p50_us'] + 20, gap_floor['p50_us'],
-                gap_floor['p50_us'] + 20, beyond_direct(rows, store, op),
-                op == 'atomic_get_put' ? ' (less the second dispatch)' : '')
+    puts format('%-7s %-15s puppet: %.1f µs beyond the no-op (target: floor %s + 20 = %.1f; ' \
+                'floor-gap %s + 20 = %.1f); %.1f µs beyond the direct Ruby API call in the same compile',
+                store, op, beyond, micros(floor['p50_us']), floor['p50_us'] + 20, micros(gap_floor['p50_us']),
+                gap_floor['p50_us'] + 20, beyond_direct(rows, store, op))
   end
 end
 
@@ -287,12 +315,11 @@ def row(rows, store, layer, op)
   rows.find { |r| r['store'] == store && r['layer'] == layer && r['op'] == op }
 end
 
-# What libkv's Puppet layer adds to the Ruby API for +op+ in the compile. For
-# atomic_get_put, libkv makes two Puppet calls where the direct function makes
-# one, so the second dispatch (the two no-op calls less one) is taken off.
+# What libkv's Puppet layer adds to the Ruby API for +op+ in the compile. (For
+# atomic_get_put both make two calls: libkv's atomic_get and atomic_put, and the
+# direct function's.)
 def beyond_direct(rows, store, op)
-  extra = op == 'atomic_get_put' ? row(rows, store, 'noop', op)['p50_us'] - row(rows, store, 'noop', 'get')['p50_us'] : 0
-  row(rows, store, 'puppet', op)['p50_us'] - row(rows, store, 'direct', op)['p50_us'] - extra
+  row(rows, store, 'puppet', op)['p50_us'] - row(rows, store, 'direct', op)['p50_us']
 end
 
 def targets(rows, rss, connections)
@@ -311,14 +338,15 @@ def targets(rows, rss, connections)
     [beyond_direct(rows, r['store'], r['op']), "#{r['store']} #{r['op']}"]
   }.max
   max_rss = rss.values.max / 1024.0
+  connects = connections['connects']
   [
     ['Ruby API get on etcd ≤ 1.15× the floor', format('%.2f×', ruby_etcd), ruby_etcd <= 1.15],
     ['file-store put (Ruby API) ≤ 1.2× the fsync floor', format('%.2f×', file_put), file_put <= 1.2],
     ['Puppet cost ≤ no-op + floor + 20 µs (worst op)', format('+%.1f µs beyond no-op + floor (%s)', *tight), tight[0] <= 20],
     ['  the same, against floor-gap', format('+%.1f µs beyond no-op + floor-gap (%s)', *gapped), gapped[0] <= 20],
     ['libkv::op beyond the Ruby API in the same compile (worst)', format('+%.1f µs (%s)', *layer4), layer4[0] <= 20],
-    ['one connection per store (10,000 etcd calls)', "#{connections['distinct_connections_seen']} seen, #{connections['established_at_end']} at the end",
-     connections['distinct_connections_seen'] == 1],
+    ['one connection per store (10,000 etcd calls)', "#{connects} connect() call#{connects == 1 ? '' : 's'}",
+     connects == 1],
     ['≤ 15 MiB RSS gained by a puppet process', format('%.1f MiB (largest: %s)', max_rss, rss.max_by { |_, v| v }[0]), max_rss <= 15],
   ]
 end
@@ -329,13 +357,15 @@ Dir.mktmpdir('libkv-bench') do |scratch|
   rss = {}
   urls.each do |store, url|
     warn "benchmarking #{store} ..."
-    rows.concat(rust_layers(store, url))
-    rows.concat(ruby_layer(store, url))
+    per_round = ITERATIONS.fetch(store) / ROUNDS
+    api = LibKV.open(url)
+    rounds = Array.new(ROUNDS) { rust_layers(store, url, per_round) + ruby_layer(store, api, per_round) }
+    rows.concat(pool(rounds.flatten))
     puppet_rows, rss[store] = puppet_layer(scratch, store, url)
     rows.concat(puppet_rows)
     # The floor and the core again, with the no-op call's time of work between calls.
     gap = puppet_rows.find { |r| r['layer'] == 'noop' && r['op'] == 'get' }['p50_us'].round
-    rows.concat(rust_layers(store, url, gap_us: gap))
+    rows.concat(pool(rust_layers(store, url, ITERATIONS.fetch(store), gap_us: gap)))
   end
   connections = etcd_connections
   order = %w[floor core floor-gap core-gap ruby puppet direct noop]
@@ -343,11 +373,13 @@ Dir.mktmpdir('libkv-bench') do |scratch|
 
   puts "libkv benchmarks, #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')}#{QUICK ? ' (--quick)' : ''}"
   machine.each { |k, v| puts "  #{k}: #{v}" }
-  puts "  iterations: #{ITERATIONS.map { |s, n| "#{s} #{n}" }.join(', ')}; puppet: #{PUPPET_CALLS} calls per op"
+  puts "  iterations: #{ITERATIONS.map { |s, n| "#{s} #{n}" }.join(', ')} per layer and op (floor, core and ruby " \
+       "in #{ROUNDS} alternating rounds; mock timed #{BATCH['mock']} operations at a time); " \
+       "puppet: #{PUPPET_CALLS} calls per op"
   puts
   print_table(rows)
   puts
-  puts "etcd connections for 10,000 calls: #{connections['distinct_connections_seen']} seen, #{connections['established_at_end']} established at the end"
+  puts "etcd connections opened by a process making 10,000 calls: #{connections['connects']} (connect() calls, by strace)"
   puts "RSS a puppet process gains by loading libkv (KiB): #{rss.map { |s, v| "#{s} #{v}" }.join(', ')}"
   puts
   puts 'targets:'
