@@ -23,7 +23,7 @@ module LibKV
     extend ::FFI::Library
 
     # What this Ruby code speaks; the library tells its own (libkv_abi_version).
-    ABI_VERSION = 2
+    ABI_VERSION = 3
     LIBRARY = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
     CARGO_LIBRARY = "liblibkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
 
@@ -60,16 +60,16 @@ module LibKV
     # Mirrors LibkvResult.
     class Result < ::FFI::Struct
       layout :status, :int32, :data, :pointer, :data_len, :size_t, :key, :pointer, :key_len, :size_t,
-             :store, :pointer
+             :store, :uint64
     end
 
     attach_function :libkv_abi_version, [], :uint32
     attach_function :libkv_version, [], :string
     attach_function :libkv_open, %i[buffer_in size_t buffer_in size_t double buffer_in size_t buffer_in size_t],
                     :pointer, blocking: true
-    attach_function :libkv_call, %i[pointer buffer_in size_t buffer_in size_t int32 buffer_in size_t int32
+    attach_function :libkv_call, %i[uint64 buffer_in size_t buffer_in size_t int32 buffer_in size_t int32
                                     uint64 int32], :pointer, blocking: true
-    attach_function :libkv_store_free, [:pointer], :void
+    attach_function :libkv_store_free, [:uint64], :void
     attach_function :libkv_result_free, [:pointer], :void
 
     unless libkv_abi_version == ABI_VERSION
@@ -93,13 +93,35 @@ module LibKV
     PREVIOUS_SEQUENCE = 1
     PREVIOUS_MALFORMED = 2
 
-    # The data of a result (a JSON document), freeing the result; raises the
-    # result's error.
+    # One open store's handle in the library (a number, never a pointer: see
+    # "Store handles" in crates/libkv-ffi/src/lib.rs), closed when this object is
+    # garbage: a finalizer frees it, on whatever thread the GC runs finalizers.
+    # Should a call be running then, the library lets it finish first, and a free
+    # of a handle freed already does nothing.
+    class Handle
+      attr_reader :id
+
+      def initialize(id)
+        @id = id
+        ::ObjectSpace.define_finalizer(self, Handle.closer(id))
+      end
+
+      # The finalizer: it must not hold the Handle itself.
+      def self.closer(id)
+        proc { Native.libkv_store_free(id) }
+      end
+    end
+
+    # The data of a result (a JSON document), and the Handle of the store it
+    # opened (nil if none), freeing the result; raises the result's error.
     def self.take(pointer)
       result = Result.new(pointer)
+      # Wrapped first, so that nothing after (here or in the caller) can leak it.
+      store = result[:store]
+      handle = Handle.new(store) unless store.zero?
       data = bytes(result[:data], result[:data_len])
       status = result[:status]
-      return [data, result[:store]] if status.zero?
+      return [data, handle] if status.zero?
 
       key = result[:key].null? ? nil : bytes(result[:key], result[:key_len])
       error = ERRORS.fetch(status, Error).new(data)
@@ -270,12 +292,13 @@ module LibKV
       # the backend's class.
       def _open(url, auth, timeout, vardir, environment)
         auth_json = ::JSON.generate(auth.map { |k, v| [auth_name(k), utf8(v)] })
-        data, pointer = Native.take(Native.libkv_open(url, url.bytesize, auth_json, auth_json.bytesize, timeout,
-                                                      vardir, vardir ? vardir.bytesize : 0,
-                                                      environment, environment ? environment.bytesize : 0))
+        data, handle = Native.take(Native.libkv_open(url, url.bytesize, auth_json, auth_json.bytesize, timeout,
+                                                     vardir, vardir ? vardir.bytesize : 0,
+                                                     environment, environment ? environment.bytesize : 0))
+        # Should anything below fail, the handle is garbage, and its finalizer frees it.
         described = ::JSON.parse(data)
         store = ALLOCATE.bind(LibKV.const_get(CLASSES.fetch(described['provider']))).call
-        store.send(:_init, ::FFI::AutoPointer.new(pointer, Native.method(:libkv_store_free)), described)
+        store.send(:_init, handle, described)
         store
       end
 
@@ -361,8 +384,8 @@ module LibKV
     NO_VALUE = Object.new.freeze
     private_constant :NO_VALUE
 
-    def _init(pointer, described)
-      @pointer = pointer
+    def _init(handle, described)
+      @handle = handle
       @provider = described.fetch('provider').freeze
       @url = described.fetch('url').freeze
       @supports = described.fetch('supports').map(&:freeze).freeze
@@ -372,9 +395,16 @@ module LibKV
       key = key_text(key)
       value_form, value_bytes = value.equal?(NO_VALUE) ? [Native::VALUE_NONE, nil] : marshal(value, serialize)
       previous_form, sequence = previous.equal?(NO_VALUE) ? [Native::PREVIOUS_NONE, 0] : sequence_of(previous)
-      data, = Native.take(Native.libkv_call(@pointer, op, op.bytesize, key, key.bytesize,
+      handle = @handle
+      data, = Native.take(Native.libkv_call(handle.id, op, op.bytesize, key, key.bytesize,
                                             value_form, value_bytes, value_bytes ? value_bytes.bytesize : 0,
                                             previous_form, sequence, serialize ? 1 : 0))
+      # Reading @handle again keeps this store reachable until the call has
+      # returned: otherwise a store that is garbage once its handle is read
+      # (LibKV.open(url).get(key)) could have its handle freed by its finalizer
+      # during the call, which would then fail as closed.
+      raise Error, 'the store handle changed during a call' unless @handle.equal?(handle)
+
       Data.parse(data)
     end
 
