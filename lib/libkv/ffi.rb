@@ -72,10 +72,13 @@ module LibKV
     attach_function :libkv_store_free, [:uint64], :void
     attach_function :libkv_result_free, [:pointer], :void
 
-    unless libkv_abi_version == ABI_VERSION
-      raise LoadError, "#{PATH} is libkv #{libkv_version} with C ABI version #{libkv_abi_version}, but this libkv " \
-                       "(#{LibKV::VERSION}) speaks version #{ABI_VERSION}: install the library of this libkv " \
-                       "version (see \"On a Puppet server\" in libkv's README)"
+    # The library and this Ruby code must be of one libkv version: the C ABI
+    # version alone does not tell two builds apart.
+    unless libkv_abi_version == ABI_VERSION && libkv_version == LibKV::VERSION
+      raise LoadError, "#{PATH} is libkv #{libkv_version} (C ABI version #{libkv_abi_version}), but this Ruby " \
+                       "code (#{__FILE__}) is libkv #{LibKV::VERSION} (C ABI version #{ABI_VERSION}): install " \
+                       "the library of libkv #{LibKV::VERSION}, the libkv gem built for JRuby of that version " \
+                       "(see \"On a Puppet server\" in libkv's README)"
     end
 
     # Status codes (LIBKV_OK, LIBKV_E_*) and the exceptions they raise.

@@ -108,6 +108,25 @@ fn versions() {
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
 
+/// The library refuses to load beside Ruby code of another version, so the
+/// crates (Cargo.toml's workspace version) and the gem (LibKV::VERSION) must say
+/// the same.
+#[test]
+fn the_gem_has_the_crate_version() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lib/libkv/version.rb");
+    let ruby = std::fs::read_to_string(file).unwrap();
+    let gem = ruby
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("VERSION = "))
+        .map(|v| v.trim_matches('"'))
+        .unwrap_or_else(|| panic!("no VERSION in {file}"));
+    assert_eq!(
+        gem,
+        env!("CARGO_PKG_VERSION"),
+        "LibKV::VERSION in lib/libkv/version.rb and version in Cargo.toml"
+    );
+}
+
 #[test]
 fn open_describes_the_store() {
     let a = open("mock://name", "[]");
