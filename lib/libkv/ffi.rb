@@ -9,8 +9,12 @@
 # methods, provider, url, supports, info, and LibKV.binary_inside?.
 #
 # Puppet reloads function files on every compile, and a module's lib/ and the gem
-# may both hold this file: loaded again, it keeps the first definition.
-return if defined?(LibKV::Native::LOADED)
+# may both hold this file: loaded again, it keeps the first definition. The guard
+# is Native::PATH, defined once the library is found and checked and before
+# anything else: until then this file defines nothing (no constant, no method, no
+# struct layout), so a load that failed there (no library, another version) leaves
+# nothing behind, and the next load tries again from the start.
+return if defined?(LibKV::Native::PATH)
 
 require 'ffi'
 require 'json'
@@ -22,39 +26,61 @@ module LibKV
   module Native
     extend ::FFI::Library
 
-    # What this Ruby code speaks; the library tells its own (libkv_abi_version).
-    ABI_VERSION = 3
-    LIBRARY = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
-    CARGO_LIBRARY = "liblibkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
+    abi_version = 3 # what this Ruby code speaks; the library tells its own
+    library = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
 
     # Where the library may be, in order: LIBKV_FFI_LIBRARY; beside this file (in
     # an installed libkv gem, or in a checkout after `rake compile:ffi`); in an
     # installed libkv gem of this version; a cargo build in a checkout.
-    def self.candidates
-      env = ENV['LIBKV_FFI_LIBRARY'].to_s
-      return [env] unless env.empty?
-
-      gems = Gem::Specification.find_all_by_name('libkv', LibKV::VERSION).map do |spec|
-        ::File.join(spec.full_gem_path, 'lib', 'libkv', LIBRARY)
+    candidates =
+      if ENV['LIBKV_FFI_LIBRARY'].to_s.empty?
+        begin
+          gems = Gem::Specification.find_all_by_name('libkv', LibKV::VERSION).map do |spec|
+            ::File.join(spec.full_gem_path, 'lib', 'libkv', library)
+          end
+          target = ::File.expand_path('../../target', __dir__)
+          cargo = %w[release debug].map do |profile|
+            ::File.join(target, profile, "liblibkv_ffi.#{::FFI::Platform::LIBSUFFIX}")
+          end
+          ([::File.join(__dir__, library)] + gems + cargo).uniq
+        rescue StandardError # no RubyGems, or a broken gem: the other places
+          [::File.join(__dir__, library)]
+        end
+      else
+        [ENV['LIBKV_FFI_LIBRARY']]
       end
-      target = ::File.expand_path('../../target', __dir__)
-      ([::File.join(__dir__, LIBRARY)] + gems +
-        %w[release debug].map { |profile| ::File.join(target, profile, CARGO_LIBRARY) }).uniq
-    rescue StandardError # no RubyGems, or a broken gem: the other places
-      [::File.join(__dir__, LIBRARY)]
+    path = candidates.find { |c| ::File.file?(c) }
+    unless path
+      raise LoadError, "libkv's C ABI library (#{library}), which #{RUBY_ENGINE} loads through FFI, " \
+                       "was not found at #{candidates.join(', ')}. On a Puppet server, install the libkv gem " \
+                       "built for JRuby: `rake gem:java` in a libkv checkout (needs Rust), then " \
+                       "`puppetserver gem install --local pkg/libkv-#{LibKV::VERSION}-java.gem`. In a checkout, " \
+                       '`rake compile:ffi`. Or set LIBKV_FFI_LIBRARY to its path. See "On a Puppet server" ' \
+                       "in libkv's README."
     end
 
-    def self.find
-      candidates.find { |path| ::File.file?(path) } or
-        raise LoadError, "libkv's C ABI library (#{LIBRARY}), which #{RUBY_ENGINE} loads through FFI, " \
-                         "was not found at #{candidates.join(', ')}. On a Puppet server, install the libkv gem " \
-                         "built for JRuby: `rake gem:java` in a libkv checkout (needs Rust), then " \
-                         "`puppetserver gem install --local pkg/libkv-#{LibKV::VERSION}-java.gem`. In a checkout, " \
-                         '`rake compile:ffi`. Or set LIBKV_FFI_LIBRARY to its path. See "On a Puppet server" ' \
-                         "in libkv's README."
+    # The library and this Ruby code must be of one libkv version: the C ABI
+    # version alone does not tell two builds apart. Asked through functions of
+    # their own, so that nothing is attached to this module yet.
+    found = ::FFI::DynamicLibrary.open(path, ::FFI::DynamicLibrary::RTLD_LAZY | ::FFI::DynamicLibrary::RTLD_LOCAL)
+    ask = lambda do |name, type|
+      symbol = found.find_function(name) or raise LoadError, "#{path} is not libkv's C ABI library (no #{name})"
+      ::FFI::Function.new(type, [], symbol).call
+    end
+    their_abi = ask.call('libkv_abi_version', :uint32)
+    their_version = ask.call('libkv_version', :string)
+    unless their_abi == abi_version && their_version == LibKV::VERSION
+      raise LoadError, "#{path} is libkv #{their_version} (C ABI version #{their_abi}), but this Ruby code " \
+                       "(#{__FILE__}) is libkv #{LibKV::VERSION} (C ABI version #{abi_version}): install the " \
+                       "library of libkv #{LibKV::VERSION}, the libkv gem built for JRuby of that version " \
+                       "(see \"On a Puppet server\" in libkv's README)"
     end
 
-    PATH = find
+    # The guard above: nothing below fails but a bug.
+    PATH = path.freeze
+    ABI_VERSION = abi_version
+    LIBRARY = library.freeze
+
     ffi_lib PATH
 
     # Mirrors LibkvResult.
@@ -71,15 +97,6 @@ module LibKV
                                     uint64 int32], :pointer, blocking: true
     attach_function :libkv_store_free, [:uint64], :void
     attach_function :libkv_result_free, [:pointer], :void
-
-    # The library and this Ruby code must be of one libkv version: the C ABI
-    # version alone does not tell two builds apart.
-    unless libkv_abi_version == ABI_VERSION && libkv_version == LibKV::VERSION
-      raise LoadError, "#{PATH} is libkv #{libkv_version} (C ABI version #{libkv_abi_version}), but this Ruby " \
-                       "code (#{__FILE__}) is libkv #{LibKV::VERSION} (C ABI version #{ABI_VERSION}): install " \
-                       "the library of libkv #{LibKV::VERSION}, the libkv gem built for JRuby of that version " \
-                       "(see \"On a Puppet server\" in libkv's README)"
-    end
 
     # Status codes (LIBKV_OK, LIBKV_E_*) and the exceptions they raise.
     ERRORS = {
@@ -448,6 +465,4 @@ module LibKV
       end
     end
   end
-
-  Native::LOADED = true
 end
