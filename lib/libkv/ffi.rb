@@ -311,6 +311,9 @@ module LibKV
       # LibKV::Store._open(url, auth, timeout, vardir, environment): an instance of
       # the backend's class.
       def _open(url, auth, timeout, vardir, environment)
+        url = text(url)
+        vardir = text(vardir) if vardir
+        environment = text(environment) if environment
         auth_json = ::JSON.generate(auth.map { |k, v| [auth_name(k), utf8(v)] })
         data, handle = Native.take(Native.libkv_open(url, url.bytesize, auth_json, auth_json.bytesize, timeout,
                                                      vardir, vardir ? vardir.bytesize : 0,
@@ -323,6 +326,29 @@ module LibKV
       end
 
       private
+
+      # +s+ as UTF-8 text, as the MRI extension takes a String argument (magnus):
+      # UTF-8 and US-ASCII as they are, another encoding converted, and an
+      # EncodingError, in the same words, for what is not valid UTF-8 or does not
+      # convert. The library never sees other bytes.
+      def text(s)
+        encoding = s.encoding
+        if encoding == Encoding::UTF_8 || encoding == Encoding::US_ASCII
+          return s if s.valid_encoding?
+
+          raise EncodingError, 'invalid byte sequence in UTF-8'
+        end
+        return s if encoding.ascii_compatible? && s.ascii_only?
+
+        converted = begin
+          s.encode(Encoding::UTF_8)
+        rescue EncodingError
+          nil
+        end
+        raise EncodingError, "expected utf-8, got #{encoding.name}" unless converted && converted.valid_encoding?
+
+        converted
+      end
 
       # An auth name as the library takes it: a String, or nil for a type it refuses.
       def auth_name(k)

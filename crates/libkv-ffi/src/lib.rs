@@ -8,11 +8,11 @@
 //! ```c
 //! uint32_t      libkv_abi_version(void);   // LIBKV_ABI_VERSION below
 //! const char   *libkv_version(void);       // libkv's version, static
-//! libkv_result *libkv_open(const uint8_t *url, size_t url_len,
+//! libkv_result *libkv_open(const uint8_t *url, size_t url_len,    // UTF-8
 //!                          const uint8_t *auth, size_t auth_len,  // JSON, see below
 //!                          double timeout,                        // seconds
-//!                          const uint8_t *vardir, size_t vardir_len,        // NULL: none
-//!                          const uint8_t *environment, size_t environment_len);
+//!                          const uint8_t *vardir, size_t vardir_len,        // UTF-8; NULL: none
+//!                          const uint8_t *environment, size_t environment_len);  // likewise
 //! libkv_result *libkv_call(uint64_t store,                        // a handle from libkv_open
 //!                          const uint8_t *op, size_t op_len,      // "get", "atomic_put", ...
 //!                          const uint8_t *key, size_t key_len,    // the key or dir, UTF-8
@@ -59,6 +59,12 @@
 //!   abort the process (puppetserver's whole JVM).
 //!
 //! A store may be used by many threads at once.
+//!
+//! `url`, `vardir`, `environment` and `key` are UTF-8 text: the caller converts
+//! them first, and refuses what does not convert, as the MRI binding does
+//! (`lib/libkv/ffi.rb` raises the same `EncodingError`s). A `url`, `vardir` or
+//! `environment` that is not UTF-8 is a broken contract ([`LIBKV_E_INTERNAL`]),
+//! never decoded lossily; a `key` that is not is an invalid key, as on MRI.
 //!
 //! # Values: the envelope's DATA
 //!

@@ -142,6 +142,35 @@ fn open_describes_the_store() {
 }
 
 #[test]
+fn url_vardir_and_environment_must_be_utf8() {
+    let a = open("mock://caf\u{e9}", "[]");
+    assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT, "{}", a.data);
+    let latin1 = |url: &[u8], vardir: &[u8], environment: &[u8]| {
+        // SAFETY: every pointer points at its length of bytes.
+        take(unsafe {
+            libkv_open(
+                url.as_ptr(),
+                url.len(),
+                b"[]".as_ptr(),
+                2,
+                5.0,
+                vardir.as_ptr(),
+                vardir.len(),
+                environment.as_ptr(),
+                environment.len(),
+            )
+        })
+    };
+    let a = latin1(b"mock://caf\xe9", b"/v", b"production");
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert!(a.data.contains("url is not UTF-8"), "{}", a.data);
+    let a = latin1(b"legacy-simp6://", b"/v\xe9", b"production");
+    assert!(a.data.contains("vardir is not UTF-8"), "{}", a.data);
+    let a = latin1(b"legacy-simp6://", b"/v", b"prod\xe9");
+    assert!(a.data.contains("environment is not UTF-8"), "{}", a.data);
+}
+
+#[test]
 fn auth_errors_name_the_setting_never_the_value() {
     let a = open("mock://", r#"[["password","hunter2"]]"#);
     assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT);
