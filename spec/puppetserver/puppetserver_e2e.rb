@@ -71,8 +71,11 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
 
     runtime = message(catalog, 'libkv-e2e runtime')
     expect(runtime).to include('engine' => 'jruby', 'version' => start_with('2.6'))
-    # The library the server loaded is the installed gem's, not anything in the module.
+    # The library the server loaded is the installed gem's: the module, deployed as
+    # the README says, holds no compiled code.
     expect(runtime['library']).to start_with(@server.path('jruby-gems', 'gems', "libkv-#{LibKV::VERSION}-java"))
+    expect(@server.compiled_files).to eq([])
+    expect(File).to exist(File.join(@server.module_dir, 'lib', 'puppet', 'functions', 'libkv', 'get.rb'))
 
     node = '/e2e/node-roundtrip'
     stores.each do |name, url|

@@ -65,6 +65,16 @@ module LibKVTest
       FileUtils.rm_rf(@dir)
     end
 
+    # Where libkv is deployed, as a module of the production environment.
+    def module_dir
+      path('code', 'environments', 'production', 'modules', 'libkv')
+    end
+
+    # Compiled libraries in the deployed module (there must be none).
+    def compiled_files
+      Dir.glob('**/*.{so,bundle,dll,dylib}', base: module_dir)
+    end
+
     # Runs `puppet agent -t` as node +certname+ with +facts+ (FACTER_ variables);
     # returns [stdout and stderr, status, the catalog it applied].
     def agent(certname, facts)
@@ -151,20 +161,29 @@ module LibKVTest
            '--subject-alt-names', 'IP:127.0.0.1,DNS:localhost'], 120)
     end
 
-    # The production environment: libkv as a module would be deployed (its lib/
-    # and metadata.json, no compiled library), the test module, the test manifest.
+    # The production environment: libkv deployed as the README tells an admin
+    # (`git archive ... lib metadata.json | tar -x -C MODULE`: tracked files only,
+    # no development build of lib/libkv/), the test module, the test manifest.
+    # The tree archived is the working tree's tracked files (`git stash create`,
+    # which changes nothing), HEAD when it is clean: what the gem was built from.
     def install_code
       production = path('code', 'environments', 'production')
       modules = File.join(production, 'modules')
-      libkv = File.join(modules, 'libkv')
-      FileUtils.mkdir_p(libkv)
-      Dir.chdir(ROOT) do
-        Dir['lib/**/*.rb'].each do |file|
-          FileUtils.mkdir_p(File.join(libkv, File.dirname(file)))
-          FileUtils.cp(file, File.join(libkv, file))
-        end
+      FileUtils.mkdir_p(module_dir)
+      stash, status = Open3.capture2('git', '-C', ROOT, 'stash', 'create')
+      raise "git stash create failed (#{status}): is #{ROOT} a git checkout?" unless status.success?
+
+      tree = stash.strip.empty? ? 'HEAD' : stash.strip
+      statuses = Open3.pipeline(['git', '-C', ROOT, 'archive', tree, 'lib', 'metadata.json'],
+                                ['tar', '-x', '-C', module_dir])
+      raise "deploying libkv with git archive | tar failed: #{statuses.inspect}" unless statuses.all?(&:success?)
+      unless File.file?(File.join(module_dir, 'lib', 'libkv.rb'))
+        raise "the deployed module has no lib/libkv.rb: #{module_dir}"
       end
-      FileUtils.cp(File.join(ROOT, 'metadata.json'), libkv)
+
+      compiled = compiled_files
+      raise "the deployed module holds compiled code: #{compiled.join(', ')}" unless compiled.empty?
+
       FileUtils.cp_r(File.join(__dir__, 'modules', 'libkv_e2e'), modules)
       FileUtils.cp_r(File.join(__dir__, 'manifests'), production)
     end
