@@ -9,8 +9,12 @@
 # methods, provider, url, supports, info, and LibKV.binary_inside?.
 #
 # Puppet reloads function files on every compile, and a module's lib/ and the gem
-# may both hold this file: loaded again, it keeps the first definition.
-return if defined?(LibKV::Native::LOADED)
+# may both hold this file: loaded again, it keeps the first definition. The guard
+# is Native::PATH, defined once the library is found and checked and before
+# anything else: until then this file defines nothing (no constant, no method, no
+# struct layout), so a load that failed there (no library, another version) leaves
+# nothing behind, and the next load tries again from the start.
+return if defined?(LibKV::Native::PATH)
 
 require 'ffi'
 require 'json'
@@ -22,61 +26,77 @@ module LibKV
   module Native
     extend ::FFI::Library
 
-    # What this Ruby code speaks; the library tells its own (libkv_abi_version).
-    ABI_VERSION = 2
-    LIBRARY = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
-    CARGO_LIBRARY = "liblibkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
+    abi_version = 3 # what this Ruby code speaks; the library tells its own
+    library = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
 
     # Where the library may be, in order: LIBKV_FFI_LIBRARY; beside this file (in
     # an installed libkv gem, or in a checkout after `rake compile:ffi`); in an
     # installed libkv gem of this version; a cargo build in a checkout.
-    def self.candidates
-      env = ENV['LIBKV_FFI_LIBRARY'].to_s
-      return [env] unless env.empty?
-
-      gems = Gem::Specification.find_all_by_name('libkv', LibKV::VERSION).map do |spec|
-        ::File.join(spec.full_gem_path, 'lib', 'libkv', LIBRARY)
+    candidates =
+      if ENV['LIBKV_FFI_LIBRARY'].to_s.empty?
+        begin
+          gems = Gem::Specification.find_all_by_name('libkv', LibKV::VERSION).map do |spec|
+            ::File.join(spec.full_gem_path, 'lib', 'libkv', library)
+          end
+          target = ::File.expand_path('../../target', __dir__)
+          cargo = %w[release debug].map do |profile|
+            ::File.join(target, profile, "liblibkv_ffi.#{::FFI::Platform::LIBSUFFIX}")
+          end
+          ([::File.join(__dir__, library)] + gems + cargo).uniq
+        rescue StandardError # no RubyGems, or a broken gem: the other places
+          [::File.join(__dir__, library)]
+        end
+      else
+        [ENV['LIBKV_FFI_LIBRARY']]
       end
-      target = ::File.expand_path('../../target', __dir__)
-      ([::File.join(__dir__, LIBRARY)] + gems +
-        %w[release debug].map { |profile| ::File.join(target, profile, CARGO_LIBRARY) }).uniq
-    rescue StandardError # no RubyGems, or a broken gem: the other places
-      [::File.join(__dir__, LIBRARY)]
+    path = candidates.find { |c| ::File.file?(c) }
+    unless path
+      raise LoadError, "libkv's C ABI library (#{library}), which #{RUBY_ENGINE} loads through FFI, " \
+                       "was not found at #{candidates.join(', ')}. On a Puppet server, install the libkv gem " \
+                       "built for JRuby: `rake gem:java` in a libkv checkout (needs Rust), then " \
+                       "`puppetserver gem install --local pkg/libkv-#{LibKV::VERSION}-java.gem`. In a checkout, " \
+                       '`rake compile:ffi`. Or set LIBKV_FFI_LIBRARY to its path. See "On a Puppet server" ' \
+                       "in libkv's README."
     end
 
-    def self.find
-      candidates.find { |path| ::File.file?(path) } or
-        raise LoadError, "libkv's C ABI library (#{LIBRARY}), which #{RUBY_ENGINE} loads through FFI, " \
-                         "was not found at #{candidates.join(', ')}. On a Puppet server, install the libkv gem " \
-                         "built for JRuby: `rake gem:java` in a libkv checkout (needs Rust), then " \
-                         "`puppetserver gem install --local pkg/libkv-#{LibKV::VERSION}-java.gem`. In a checkout, " \
-                         '`rake compile:ffi`. Or set LIBKV_FFI_LIBRARY to its path. See "On a Puppet server" ' \
-                         "in libkv's README."
+    # The library and this Ruby code must be of one libkv version: the C ABI
+    # version alone does not tell two builds apart. Asked through functions of
+    # their own, so that nothing is attached to this module yet.
+    found = ::FFI::DynamicLibrary.open(path, ::FFI::DynamicLibrary::RTLD_LAZY | ::FFI::DynamicLibrary::RTLD_LOCAL)
+    ask = lambda do |name, type|
+      symbol = found.find_function(name) or raise LoadError, "#{path} is not libkv's C ABI library (no #{name})"
+      ::FFI::Function.new(type, [], symbol).call
+    end
+    their_abi = ask.call('libkv_abi_version', :uint32)
+    their_version = ask.call('libkv_version', :string)
+    unless their_abi == abi_version && their_version == LibKV::VERSION
+      raise LoadError, "#{path} is libkv #{their_version} (C ABI version #{their_abi}), but this Ruby code " \
+                       "(#{__FILE__}) is libkv #{LibKV::VERSION} (C ABI version #{abi_version}): install the " \
+                       "library of libkv #{LibKV::VERSION}, the libkv gem built for JRuby of that version " \
+                       "(see \"On a Puppet server\" in libkv's README)"
     end
 
-    PATH = find
+    # The guard above: nothing below fails but a bug.
+    PATH = path.freeze
+    ABI_VERSION = abi_version
+    LIBRARY = library.freeze
+
     ffi_lib PATH
 
     # Mirrors LibkvResult.
     class Result < ::FFI::Struct
       layout :status, :int32, :data, :pointer, :data_len, :size_t, :key, :pointer, :key_len, :size_t,
-             :store, :pointer
+             :store, :uint64
     end
 
     attach_function :libkv_abi_version, [], :uint32
     attach_function :libkv_version, [], :string
     attach_function :libkv_open, %i[buffer_in size_t buffer_in size_t double buffer_in size_t buffer_in size_t],
                     :pointer, blocking: true
-    attach_function :libkv_call, %i[pointer buffer_in size_t buffer_in size_t int32 buffer_in size_t int32
+    attach_function :libkv_call, %i[uint64 buffer_in size_t buffer_in size_t int32 buffer_in size_t int32
                                     uint64 int32], :pointer, blocking: true
-    attach_function :libkv_store_free, [:pointer], :void
+    attach_function :libkv_store_free, [:uint64], :void
     attach_function :libkv_result_free, [:pointer], :void
-
-    unless libkv_abi_version == ABI_VERSION
-      raise LoadError, "#{PATH} is libkv #{libkv_version} with C ABI version #{libkv_abi_version}, but this libkv " \
-                       "(#{LibKV::VERSION}) speaks version #{ABI_VERSION}: install the library of this libkv " \
-                       "version (see \"On a Puppet server\" in libkv's README)"
-    end
 
     # Status codes (LIBKV_OK, LIBKV_E_*) and the exceptions they raise.
     ERRORS = {
@@ -93,13 +113,35 @@ module LibKV
     PREVIOUS_SEQUENCE = 1
     PREVIOUS_MALFORMED = 2
 
-    # The data of a result (a JSON document), freeing the result; raises the
-    # result's error.
+    # One open store's handle in the library (a number, never a pointer: see
+    # "Store handles" in crates/libkv-ffi/src/lib.rs), closed when this object is
+    # garbage: a finalizer frees it, on whatever thread the GC runs finalizers.
+    # Should a call be running then, the library lets it finish first, and a free
+    # of a handle freed already does nothing.
+    class Handle
+      attr_reader :id
+
+      def initialize(id)
+        @id = id
+        ::ObjectSpace.define_finalizer(self, Handle.closer(id))
+      end
+
+      # The finalizer: it must not hold the Handle itself.
+      def self.closer(id)
+        proc { Native.libkv_store_free(id) }
+      end
+    end
+
+    # The data of a result (a JSON document), and the Handle of the store it
+    # opened (nil if none), freeing the result; raises the result's error.
     def self.take(pointer)
       result = Result.new(pointer)
+      # Wrapped first, so that nothing after (here or in the caller) can leak it.
+      store = result[:store]
+      handle = Handle.new(store) unless store.zero?
       data = bytes(result[:data], result[:data_len])
       status = result[:status]
-      return [data, result[:store]] if status.zero?
+      return [data, handle] if status.zero?
 
       key = result[:key].null? ? nil : bytes(result[:key], result[:key_len])
       error = ERRORS.fetch(status, Error).new(data)
@@ -269,17 +311,44 @@ module LibKV
       # LibKV::Store._open(url, auth, timeout, vardir, environment): an instance of
       # the backend's class.
       def _open(url, auth, timeout, vardir, environment)
+        url = text(url)
+        vardir = text(vardir) if vardir
+        environment = text(environment) if environment
         auth_json = ::JSON.generate(auth.map { |k, v| [auth_name(k), utf8(v)] })
-        data, pointer = Native.take(Native.libkv_open(url, url.bytesize, auth_json, auth_json.bytesize, timeout,
-                                                      vardir, vardir ? vardir.bytesize : 0,
-                                                      environment, environment ? environment.bytesize : 0))
+        data, handle = Native.take(Native.libkv_open(url, url.bytesize, auth_json, auth_json.bytesize, timeout,
+                                                     vardir, vardir ? vardir.bytesize : 0,
+                                                     environment, environment ? environment.bytesize : 0))
+        # Should anything below fail, the handle is garbage, and its finalizer frees it.
         described = ::JSON.parse(data)
         store = ALLOCATE.bind(LibKV.const_get(CLASSES.fetch(described['provider']))).call
-        store.send(:_init, ::FFI::AutoPointer.new(pointer, Native.method(:libkv_store_free)), described)
+        store.send(:_init, handle, described)
         store
       end
 
       private
+
+      # +s+ as UTF-8 text, as the MRI extension takes a String argument (magnus):
+      # UTF-8 and US-ASCII as they are, another encoding converted, and an
+      # EncodingError, in the same words, for what is not valid UTF-8 or does not
+      # convert. The library never sees other bytes.
+      def text(s)
+        encoding = s.encoding
+        if encoding == Encoding::UTF_8 || encoding == Encoding::US_ASCII
+          return s if s.valid_encoding?
+
+          raise EncodingError, 'invalid byte sequence in UTF-8'
+        end
+        return s if encoding.ascii_compatible? && s.ascii_only?
+
+        converted = begin
+          s.encode(Encoding::UTF_8)
+        rescue EncodingError
+          nil
+        end
+        raise EncodingError, "expected utf-8, got #{encoding.name}" unless converted && converted.valid_encoding?
+
+        converted
+      end
 
       # An auth name as the library takes it: a String, or nil for a type it refuses.
       def auth_name(k)
@@ -361,8 +430,8 @@ module LibKV
     NO_VALUE = Object.new.freeze
     private_constant :NO_VALUE
 
-    def _init(pointer, described)
-      @pointer = pointer
+    def _init(handle, described)
+      @handle = handle
       @provider = described.fetch('provider').freeze
       @url = described.fetch('url').freeze
       @supports = described.fetch('supports').map(&:freeze).freeze
@@ -372,9 +441,16 @@ module LibKV
       key = key_text(key)
       value_form, value_bytes = value.equal?(NO_VALUE) ? [Native::VALUE_NONE, nil] : marshal(value, serialize)
       previous_form, sequence = previous.equal?(NO_VALUE) ? [Native::PREVIOUS_NONE, 0] : sequence_of(previous)
-      data, = Native.take(Native.libkv_call(@pointer, op, op.bytesize, key, key.bytesize,
+      handle = @handle
+      data, = Native.take(Native.libkv_call(handle.id, op, op.bytesize, key, key.bytesize,
                                             value_form, value_bytes, value_bytes ? value_bytes.bytesize : 0,
                                             previous_form, sequence, serialize ? 1 : 0))
+      # Reading @handle again keeps this store reachable until the call has
+      # returned: otherwise a store that is garbage once its handle is read
+      # (LibKV.open(url).get(key)) could have its handle freed by its finalizer
+      # during the call, which would then fail as closed.
+      raise Error, 'the store handle changed during a call' unless @handle.equal?(handle)
+
       Data.parse(data)
     end
 
@@ -415,6 +491,4 @@ module LibKV
       end
     end
   end
-
-  Native::LOADED = true
 end

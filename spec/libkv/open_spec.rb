@@ -256,6 +256,48 @@ RSpec.describe 'LibKV.open' do
     end
   end
 
+  # As MRI's extension takes a String argument: converted to UTF-8, or refused
+  # with an EncodingError, never sent as other bytes (the same under JRuby).
+  describe 'url, vardir and environment in other encodings' do
+    def latin1(text)
+      text.encode(Encoding::ISO_8859_1)
+    end
+
+    it 'converts a url, vardir and environment in another encoding to UTF-8' do
+      store = LibKV.open(latin1("file://#{tmp}/caf\u00e9"))
+      expect(store.url).to eq("file://#{tmp}/caf\u00e9")
+      store.put('/k', 'v')
+      expect(File.read(File.join(tmp, "caf\u00e9", 'k'))).to eq('v')
+      expect(LibKV.open('mock://x'.encode(Encoding::UTF_16LE)).url).to eq('mock://x')
+      expect(LibKV.open('mock://x'.b).url).to eq('mock://x')
+      legacy = LibKV.open('legacy-simp6://', vardir: latin1(File.join(tmp, "v\u00e9")), environment: latin1('test'))
+      expect(legacy.info['root']).to eq(File.join(tmp, "v\u00e9", 'simp', 'environments', 'test', 'simp_autofiles'))
+      e = open_refused('legacy-simp6://', vardir: tmp, environment: latin1("prod\u00e9"))
+      expect(e.message).to include("environment \"prod\u00e9\"")
+    end
+
+    it 'refuses invalid UTF-8 and what does not convert with EncodingError, before anything else' do
+      invalid = "caf\xE9".dup.force_encoding(Encoding::UTF_8)
+      invalid_dir = "#{tmp}/caf\xE9".dup.force_encoding(Encoding::UTF_8)
+      {
+        ["file://#{invalid_dir}".dup.force_encoding(Encoding::UTF_8)] => 'invalid byte sequence in UTF-8',
+        ["mock://\xE9".dup.force_encoding(Encoding::US_ASCII)] => 'invalid byte sequence in UTF-8',
+        ["file://#{tmp}/caf\xE9".b] => "expected utf-8, got #{Encoding::BINARY.name}",
+        ["mock://\x81".dup.force_encoding(Encoding::Windows_1252)] => 'expected utf-8, got Windows-1252',
+        ['legacy-simp6://', { vardir: invalid_dir, environment: 'production' }] =>
+          'invalid byte sequence in UTF-8',
+        ['legacy-simp6://', { vardir: "#{tmp}/v\xE9".b, environment: 'production' }] =>
+          "expected utf-8, got #{Encoding::BINARY.name}",
+        ['legacy-simp6://', { vardir: tmp, environment: invalid }] => 'invalid byte sequence in UTF-8',
+        ["mock://\xE9".b, { vardir: tmp, environment: invalid }] => "expected utf-8, got #{Encoding::BINARY.name}",
+      }.each do |(url, options), message|
+        expect { LibKV.open(url, **(options || {})) }
+          .to raise_error(EncodingError, message), "#{url.inspect} #{options.inspect}"
+      end
+      expect(Dir.children(tmp)).to eq([])
+    end
+  end
+
   describe 'the store classes' do
     it 'cannot be instantiated with new (the allocator is undefined)' do
       [LibKV::Store, LibKV::Mock, LibKV::File, LibKV::LegacySimp6, LibKV::Consul, LibKV::Etcd].each do |c|

@@ -71,8 +71,11 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
 
     runtime = message(catalog, 'libkv-e2e runtime')
     expect(runtime).to include('engine' => 'jruby', 'version' => start_with('2.6'))
-    # The library the server loaded is the installed gem's, not anything in the module.
+    # The library the server loaded is the installed gem's: the module, deployed as
+    # the README says, holds no compiled code.
     expect(runtime['library']).to start_with(@server.path('jruby-gems', 'gems', "libkv-#{LibKV::VERSION}-java"))
+    expect(@server.compiled_files).to eq([])
+    expect(File).to exist(File.join(@server.module_dir, 'lib', 'puppet', 'functions', 'libkv', 'get.rb'))
 
     node = '/e2e/node-roundtrip'
     stores.each do |name, url|
@@ -98,7 +101,10 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
 
   it 'counts exactly when two JRuby instances compile at once, racing atomic increments on one key' do
     racers = %w[node-race-1 node-race-2]
-    increments = 25
+    # Per racer and store: enough that each racer's increments take seconds (each
+    # is two function calls in a compile, and retries), far longer than the
+    # barrier's skew (some tens of milliseconds).
+    increments = 100
     race_facts = facts('race', 'libkv_e2e_racers' => racers.size, 'libkv_e2e_increments' => increments)
     catalogs = racers.map { |certname| Thread.new { run_agent(certname, race_facts).last } }.map(&:value)
 
@@ -106,11 +112,31 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
     # JRuby instance: one instance would have compiled them one after the other.
     instances = catalogs.map { |c| message(c, 'libkv-e2e runtime')['instance'] }
     expect(instances.uniq.size).to eq(2), "both catalogs came from JRuby instance #{instances.first}"
-    catalogs.each do |c|
-      expect(message(c, 'libkv-e2e race')['arrived'].values).to match_array(instances)
-    end
+    races = catalogs.map { |c| message(c, 'libkv-e2e race') }
+    races.each { |race| expect(race['arrived'].values).to match_array(instances) }
     stores.each do |name, url|
+      reports = races.map { |race| race.fetch('stores').fetch(name) }
+      report_race(name, racers, increments, reports)
+      # The increments overlapped: each racer's window began before the other's ended
+      # (monotonic clocks of one JVM).
+      windows = reports.map { |r| r.fetch('monotonic') }
+      expect(windows.map(&:first).max).to be < windows.map(&:last).min,
+                                           "the racers' windows on #{name} do not overlap: #{windows.inspect}"
       expect(LibKV.open(url).get('/e2e/race/counter')).to eq(racers.size * increments), "the count on #{name}"
     end
+  end
+
+  # Prints, per store, how the racers' increments went.
+  def report_race(name, racers, increments, reports)
+    windows = reports.map { |r| r['monotonic'] }
+    overlap = windows.map(&:last).min - windows.map(&:first).max
+    lines = racers.zip(reports).map do |racer, r|
+      format('  %<racer>s: %<n>d increments in %<s>.3fs, %<retries>d retries (lost atomic_puts), ' \
+             'wall %<from>.3f..%<to>.3f', racer: racer, n: increments, s: r['monotonic'].last - r['monotonic'].first,
+                                         retries: r['retries'], from: r['wall'].first, to: r['wall'].last)
+    end
+    warn format("race on %<name>s: started %<skew>.1f ms apart, overlapped %<overlap>.3fs\n%<lines>s",
+                name: name, skew: (windows.map(&:first).max - windows.map(&:first).min) * 1000,
+                overlap: overlap, lines: lines.join("\n"))
   end
 end

@@ -16,13 +16,22 @@ module LibKVTest
   # and the test module in the production environment, and gem home, into which
   # the libkv java gem is installed with `puppetserver gem install`, as the README
   # tells an admin. Nothing outside the temp dir is changed. Started with
-  # `puppetserver foreground` in a session of its own, stopped by its process
-  # group, and the temp dir removed.
+  # `puppetserver foreground` in a session of its own; stopped by the PID of its
+  # JVM, and the temp dir removed.
+  #
+  # Debian's `puppetserver foreground` runs java under `runuser -c`, which starts
+  # a session of its own, so a signal to the launcher's process group does not
+  # reach the JVM, and a KILL there would leave the JVM running. The JVM is found
+  # as the java process below the launcher whose command line names this
+  # server's conf.d, and stopped by its PID: TERM, then KILL after a deadline,
+  # until it is gone and the port is closed. An at_exit hook stops it too, should
+  # rspec end without running the after hook.
   class Puppetserver
     ROOT = File.expand_path('../..', __dir__)
     SYSTEM_CONF = '/etc/puppet/puppetserver/conf.d'
     START_TIMEOUT = 300
     AGENT_TIMEOUT = 240
+    STOP_TIMEOUT = 60
 
     attr_reader :dir, :port, :log
 
@@ -33,6 +42,9 @@ module LibKVTest
       FileUtils.chmod(0o755, @dir)
       @port = TCPServer.open('127.0.0.1', 0) { |s| s.addr[1] }
       @log = File.join(@dir, 'server.log')
+      @pid = nil # the launcher (setsid, then puppetserver's scripts), our child
+      @jvm = nil # [pid, start time] of the JVM
+      @stopped = false
     end
 
     def path(*parts)
@@ -46,23 +58,53 @@ module LibKVTest
       setup_ca
       install_code
       own_by_puppet
+      at_exit { stop }
       spawn_server
       wait_until_up
       self
     end
 
-    # Stops the server's whole process group (the session `setsid` made), then
-    # removes the temp dir.
+    # Stops the JVM by its PID (TERM, then KILL after STOP_TIMEOUT seconds), and
+    # the launcher; raises unless the JVM is gone and the port closed. Then
+    # removes the temp dir. Does nothing the second time.
     def stop
-      if @pid
-        signal('TERM')
-        unless wait_for_exit(60)
-          signal('KILL')
-          wait_for_exit(30)
+      return if @stopped
+
+      @stopped = true
+      started = monotonic
+      find_jvm
+      if @jvm
+        signal_jvm('TERM')
+        unless wait_until(STOP_TIMEOUT) { !jvm_alive? }
+          warn "puppetserver's JVM (pid #{@jvm.first}) did not stop within #{STOP_TIMEOUT}s of TERM: KILL"
+          signal_jvm('KILL')
+          wait_until(30) { !jvm_alive? }
         end
-        @pid = nil
       end
-      FileUtils.rm_rf(@dir)
+      stop_launcher
+      port_closed = wait_until(30) { !port_open? }
+      raise "puppetserver's JVM (pid #{@jvm.first}) is still running" if @jvm && jvm_alive?
+      raise "port #{@port} is still open after puppetserver stopped" unless port_closed
+
+      warn format('puppetserver stopped: JVM pid %<pid>s gone, port %<port>d closed, after %<s>.1fs',
+                  pid: @jvm ? @jvm.first : 'never found', port: @port, s: monotonic - started)
+    ensure
+      FileUtils.rm_rf(@dir) if @stopped
+    end
+
+    # The JVM's PID, once found.
+    def jvm_pid
+      @jvm && @jvm.first
+    end
+
+    # Where libkv is deployed, as a module of the production environment.
+    def module_dir
+      path('code', 'environments', 'production', 'modules', 'libkv')
+    end
+
+    # Compiled libraries in the deployed module (there must be none).
+    def compiled_files
+      Dir.glob('**/*.{so,bundle,dll,dylib}', base: module_dir)
     end
 
     # Runs `puppet agent -t` as node +certname+ with +facts+ (FACTER_ variables);
@@ -151,20 +193,29 @@ module LibKVTest
            '--subject-alt-names', 'IP:127.0.0.1,DNS:localhost'], 120)
     end
 
-    # The production environment: libkv as a module would be deployed (its lib/
-    # and metadata.json, no compiled library), the test module, the test manifest.
+    # The production environment: libkv deployed as the README tells an admin
+    # (`git archive ... lib metadata.json | tar -x -C MODULE`: tracked files only,
+    # no development build of lib/libkv/), the test module, the test manifest.
+    # The tree archived is the working tree's tracked files (`git stash create`,
+    # which changes nothing), HEAD when it is clean: what the gem was built from.
     def install_code
       production = path('code', 'environments', 'production')
       modules = File.join(production, 'modules')
-      libkv = File.join(modules, 'libkv')
-      FileUtils.mkdir_p(libkv)
-      Dir.chdir(ROOT) do
-        Dir['lib/**/*.rb'].each do |file|
-          FileUtils.mkdir_p(File.join(libkv, File.dirname(file)))
-          FileUtils.cp(file, File.join(libkv, file))
-        end
+      FileUtils.mkdir_p(module_dir)
+      stash, status = Open3.capture2('git', '-C', ROOT, 'stash', 'create')
+      raise "git stash create failed (#{status}): is #{ROOT} a git checkout?" unless status.success?
+
+      tree = stash.strip.empty? ? 'HEAD' : stash.strip
+      statuses = Open3.pipeline(['git', '-C', ROOT, 'archive', tree, 'lib', 'metadata.json'],
+                                ['tar', '-x', '-C', module_dir])
+      raise "deploying libkv with git archive | tar failed: #{statuses.inspect}" unless statuses.all?(&:success?)
+      unless File.file?(File.join(module_dir, 'lib', 'libkv.rb'))
+        raise "the deployed module has no lib/libkv.rb: #{module_dir}"
       end
-      FileUtils.cp(File.join(ROOT, 'metadata.json'), libkv)
+
+      compiled = compiled_files
+      raise "the deployed module holds compiled code: #{compiled.join(', ')}" unless compiled.empty?
+
       FileUtils.cp_r(File.join(__dir__, 'modules', 'libkv_e2e'), modules)
       FileUtils.cp_r(File.join(__dir__, 'manifests'), production)
     end
@@ -184,11 +235,14 @@ module LibKVTest
     def wait_until_up
       deadline = monotonic + START_TIMEOUT
       until status_running?
-        raise "puppetserver exited before it answered: see #{tail_of_log}" if exited?
+        find_jvm
+        raise "puppetserver exited before it answered: see #{tail_of_log}" if launcher_exited? && !jvm_alive?
         raise "puppetserver did not answer within #{START_TIMEOUT}s: #{tail_of_log}" if monotonic > deadline
 
         sleep 1
       end
+      find_jvm
+      raise "puppetserver answers, but no JVM of it was found below pid #{@pid}" unless @jvm
     end
 
     def status_running?
@@ -202,31 +256,124 @@ module LibKVTest
       false
     end
 
-    def exited?
-      done = Process.wait(@pid, Process::WNOHANG)
-      @pid = nil if done
+    def port_open?
+      Socket.tcp('127.0.0.1', @port, connect_timeout: 2) { true }
+    rescue SystemCallError, SocketError
+      false
+    end
+
+    # The launcher is our child: reaped here, its status kept.
+    def launcher_exited?
+      return true if @launcher_status
+      return false unless @pid
+
+      done = Process.wait2(@pid, Process::WNOHANG)
+      @launcher_status = done.last if done
       !done.nil?
     rescue Errno::ECHILD
-      @pid = nil
+      @launcher_status = :gone
       true
     end
 
-    def signal(name)
-      Process.kill(name, -@pid) # the process group: setsid made @pid its leader
+    # After the JVM: the launcher (our child) and its process group (setsid made
+    # @pid its leader: puppetserver's scripts and runuser). Once the JVM is gone
+    # they exit by themselves, runuser reaping the JVM (CONT, should runuser have
+    # stopped with a stopped JVM); what is left then gets TERM, then KILL. The
+    # launcher is reaped.
+    def stop_launcher
+      return unless @pid
+
+      [['CONT', 10], ['TERM', 10], ['KILL', 30]].each do |name, seconds|
+        unless launcher_group.empty?
+          begin
+            Process.kill(name, -@pid)
+          rescue Errno::ESRCH
+            nil
+          end
+        end
+        return if wait_until(seconds) { launcher_exited? && launcher_group.empty? }
+      end
+      raise "puppetserver's launcher (pid #{@pid}) or its process group did not exit: #{launcher_group.inspect}"
+    end
+
+    # The live processes of the launcher's process group.
+    def launcher_group
+      Dir.glob('/proc/[0-9]*').map { |dir| File.basename(dir).to_i }.select do |pid|
+        stat = proc_stat(pid)
+        stat && stat[2].to_i == @pid && stat[0] != 'Z'
+      end
+    end
+
+    # Looks for the JVM, until found: a java process whose command line names
+    # this server's conf.d (a temp dir of its own, so that no other JVM is ever
+    # signalled) and that descends from the launcher (or is an orphan of it, once
+    # the launcher has exited).
+    def find_jvm
+      return if @jvm || @pid.nil?
+
+      config = path('conf.d')
+      Dir.glob('/proc/[0-9]*').each do |dir|
+        pid = File.basename(dir).to_i
+        comm = read_proc(pid, 'comm')
+        next unless comm && comm.strip == 'java'
+        next unless read_proc(pid, 'cmdline').to_s.split("\0").include?(config)
+        next unless descends_from?(pid, @pid) || launcher_exited?
+
+        start_time = proc_stat(pid)&.at(19)
+        @jvm = [pid, start_time] if start_time
+        return
+      end
+    end
+
+    def descends_from?(pid, ancestor)
+      64.times do
+        return true if pid == ancestor
+
+        stat = proc_stat(pid)
+        return false unless stat
+
+        pid = stat[1].to_i
+        return false if pid <= 1
+      end
+      false
+    end
+
+    # Whether the JVM runs: its PID is there with the start time it had (not a
+    # PID reused since), and is not a zombie.
+    def jvm_alive?
+      return false unless @jvm
+
+      stat = proc_stat(@jvm.first)
+      !stat.nil? && stat[19] == @jvm.last && stat[0] != 'Z'
+    end
+
+    def signal_jvm(name)
+      Process.kill(name, @jvm.first) if jvm_alive?
     rescue Errno::ESRCH
       nil
     end
 
-    def wait_for_exit(seconds)
+    # The fields of /proc/PID/stat after the command (state, ppid, ...), or nil.
+    def proc_stat(pid)
+      stat = read_proc(pid, 'stat')
+      stat && stat[(stat.rindex(')') + 2)..-1].split
+    end
+
+    def read_proc(pid, file)
+      File.read("/proc/#{pid}/#{file}")
+    rescue SystemCallError
+      nil
+    end
+
+    # Polls the block until it is true or +seconds+ have passed; its last answer.
+    def wait_until(seconds)
       deadline = monotonic + seconds
       loop do
-        return true if Process.wait(@pid, Process::WNOHANG)
+        return true if yield
         return false if monotonic > deadline
 
         sleep 0.5
       end
-    rescue Errno::ECHILD
-      true
     end
 
     def tail_of_log

@@ -2,8 +2,6 @@
 //! Checks run in the MRI extension's order: the key, then `previous`, then the
 //! value, then the store.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,14 +32,20 @@ pub fn open(
     vardir: Option<&[u8]>,
     environment: Option<&[u8]>,
 ) -> Result<(Arc<dyn Store>, Vec<u8>), Failure> {
-    let url = String::from_utf8_lossy(url);
+    let url = text(url, "url")?;
     let options = OpenOptions {
         auth: auth_from(auth)?,
         timeout: timeout_from_secs(timeout)?,
-        vardir: vardir.map(|v| PathBuf::from(OsStr::from_bytes(v))),
-        environment: environment.map(|e| String::from_utf8_lossy(e).into_owned()),
+        vardir: vardir
+            .map(|v| text(v, "vardir"))
+            .transpose()?
+            .map(PathBuf::from),
+        environment: environment
+            .map(|e| text(e, "environment"))
+            .transpose()?
+            .map(str::to_owned),
     };
-    let store = libkv_core::open(&url, &options)?;
+    let store = libkv_core::open(url, &options)?;
     let supports = store
         .supports()
         .iter()
@@ -53,6 +57,12 @@ pub fn open(
         ("supports", Value::Array(supports)),
     ]))?;
     Ok((store, described))
+}
+
+/// An argument the caller converted to UTF-8 (as the MRI binding's Strings are);
+/// other bytes are a broken contract, never decoded lossily.
+fn text<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Failure> {
+    std::str::from_utf8(bytes).map_err(|e| Failure::Internal(format!("{what} is not UTF-8 ({e})")))
 }
 
 /// `[[name, value], ...]`, each a String or null. Errors name the setting, never

@@ -8,18 +8,18 @@
 //! ```c
 //! uint32_t      libkv_abi_version(void);   // LIBKV_ABI_VERSION below
 //! const char   *libkv_version(void);       // libkv's version, static
-//! libkv_result *libkv_open(const uint8_t *url, size_t url_len,
+//! libkv_result *libkv_open(const uint8_t *url, size_t url_len,    // UTF-8
 //!                          const uint8_t *auth, size_t auth_len,  // JSON, see below
 //!                          double timeout,                        // seconds
-//!                          const uint8_t *vardir, size_t vardir_len,        // NULL: none
-//!                          const uint8_t *environment, size_t environment_len);
-//! libkv_result *libkv_call(const libkv_store *store,
+//!                          const uint8_t *vardir, size_t vardir_len,        // UTF-8; NULL: none
+//!                          const uint8_t *environment, size_t environment_len);  // likewise
+//! libkv_result *libkv_call(uint64_t store,                        // a handle from libkv_open
 //!                          const uint8_t *op, size_t op_len,      // "get", "atomic_put", ...
 //!                          const uint8_t *key, size_t key_len,    // the key or dir, UTF-8
 //!                          int32_t value_form, const uint8_t *value, size_t value_len,
 //!                          int32_t previous_form, uint64_t previous,
 //!                          int32_t serialize);                    // 0 or 1
-//! void          libkv_store_free(libkv_store *store);
+//! void          libkv_store_free(uint64_t store);
 //! void          libkv_result_free(libkv_result *result);
 //! ```
 //!
@@ -34,8 +34,37 @@
 //! needs. `status` is [`LIBKV_OK`] or the kind of error (`LIBKV_E_*`). On success
 //! `data` is a JSON document in the encoding below; on error it is the message
 //! (UTF-8, never holding a secret) and `key` the key the error is about, or NULL.
-//! `libkv_open` also sets `store`, which the caller frees with `libkv_store_free`
-//! (the result does not own it). A store may be used by many threads at once.
+//! `libkv_open` also sets `store`, the handle of the store it opened.
+//!
+//! # Store handles
+//!
+//! A store handle is an opaque number, never a pointer: an id into a registry of
+//! the open stores, from 1 up, never reused (0 is no store). `libkv_store_free`
+//! removes the store from the registry; the result does not own it. Using a
+//! handle cannot touch freed memory whatever the caller does, so a runtime may
+//! free it from a garbage collector's finalizer thread while other threads still
+//! call it:
+//!
+//! - `libkv_call` takes its own reference to the store, then runs the operation
+//!   without holding the registry's lock. A call that started before the free
+//!   finishes normally; the store itself is dropped when the last such call
+//!   returns.
+//! - `libkv_call` on a freed handle, or on one `libkv_open` never returned, fails
+//!   with [`LIBKV_E_INTERNAL`]: `store handle N is closed` (or `was never
+//!   opened`).
+//! - `libkv_store_free` of a freed or unknown handle (or 0) does nothing, so
+//!   freeing twice is harmless.
+//! - Should dropping a store panic (a bug), `libkv_store_free` ignores the panic
+//!   and leaks what the store still held rather than unwind into the caller or
+//!   abort the process (puppetserver's whole JVM).
+//!
+//! A store may be used by many threads at once.
+//!
+//! `url`, `vardir`, `environment` and `key` are UTF-8 text: the caller converts
+//! them first, and refuses what does not convert, as the MRI binding does
+//! (`lib/libkv/ffi.rb` raises the same `EncodingError`s). A `url`, `vardir` or
+//! `environment` that is not UTF-8 is a broken contract ([`LIBKV_E_INTERNAL`]),
+//! never decoded lossily; a `key` that is not is an invalid key, as on MRI.
 //!
 //! # Values: the envelope's DATA
 //!
@@ -75,21 +104,23 @@
 //! # Safety of the boundary
 //!
 //! No panic crosses it: every function body runs inside `catch_unwind`, and a panic
-//! becomes a [`LIBKV_E_INTERNAL`] result. Calls block the calling thread until the
+//! becomes a [`LIBKV_E_INTERNAL`] result (in `libkv_store_free`, is ignored). Calls block the calling thread until the
 //! store answers or its timeout passes; the core's runtime lets any number of
 //! threads (JRuby threads, several JRuby instances in one JVM) call at once.
 
 mod call;
 
+use std::collections::HashMap;
 use std::ffi::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use libkv_core::{Error as CoreError, Store};
 
 /// Bumped whenever a signature, a struct or an encoding above changes.
-pub const LIBKV_ABI_VERSION: u32 = 2;
+pub const LIBKV_ABI_VERSION: u32 = 3;
 
 pub const LIBKV_OK: i32 = 0;
 /// Bad input: URL, value, option, previous. `LibKV::InvalidArgumentError`.
@@ -115,9 +146,45 @@ pub const LIBKV_PREVIOUS_NONE: i32 = 0;
 pub const LIBKV_PREVIOUS_SEQUENCE: i32 = 1;
 pub const LIBKV_PREVIOUS_MALFORMED: i32 = 2;
 
-/// One open store (opaque to C).
-pub struct LibkvStore {
-    store: Arc<dyn Store>,
+/// The open stores by handle; see "Store handles" in the crate documentation.
+static STORES: LazyLock<RwLock<HashMap<u64, Arc<dyn Store>>>> = LazyLock::new(Default::default);
+/// The next handle: from 1 up, never reused.
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+
+/// Registers an open store; returns its new handle.
+fn register(store: Arc<dyn Store>) -> u64 {
+    let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+    // A panic while the lock was held cannot leave the map half-changed (insert,
+    // remove and get are each whole), so a poisoned lock is used as it is.
+    let mut stores = STORES.write().unwrap_or_else(PoisonError::into_inner);
+    stores.insert(handle, store);
+    handle
+}
+
+/// The store of `handle`: a reference of the caller's own, taken under the read
+/// lock, which is released before the caller uses it.
+fn lookup(handle: u64) -> Result<Arc<dyn Store>, Failure> {
+    let found = STORES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&handle)
+        .cloned();
+    found.ok_or_else(|| {
+        if handle == 0 || handle >= NEXT_HANDLE.load(Ordering::Relaxed) {
+            Failure::Internal(format!("store handle {handle} was never opened"))
+        } else {
+            Failure::Internal(format!("store handle {handle} is closed"))
+        }
+    })
+}
+
+/// Removes `handle` from the registry; its store, if the registry held the last
+/// reference. A handle that is not there is ignored.
+fn unregister(handle: u64) -> Option<Arc<dyn Store>> {
+    STORES
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&handle)
 }
 
 /// What `libkv_open` and `libkv_call` return; see the crate documentation.
@@ -128,7 +195,8 @@ pub struct LibkvResult {
     pub data_len: usize,
     pub key: *mut u8,
     pub key_len: usize,
-    pub store: *mut LibkvStore,
+    /// The handle `libkv_open` opened; 0 otherwise.
+    pub store: u64,
 }
 
 /// Why a call failed: a core error, or a broken contract (a bug somewhere).
@@ -174,25 +242,24 @@ unsafe fn free_bytes(ptr: *mut u8, len: usize) {
     }
 }
 
-fn result(outcome: Result<(Vec<u8>, Option<LibkvStore>), Failure>) -> *mut LibkvResult {
+fn result(outcome: Result<(Vec<u8>, u64), Failure>) -> *mut LibkvResult {
     let (status, data, key, store) = match outcome {
         Ok((data, store)) => (LIBKV_OK, data, None, store),
         Err(Failure::Core(e)) => (
             status_of(&e),
             e.to_string().into_bytes(),
             e.key().map(|k| k.as_bytes().to_vec()),
-            None,
+            0,
         ),
         Err(Failure::Internal(message)) => (
             LIBKV_E_INTERNAL,
             format!("libkv internal error: {message}").into_bytes(),
             None,
-            None,
+            0,
         ),
     };
     let (data, data_len) = leak_bytes(data);
     let (key, key_len) = key.map_or((ptr::null_mut(), 0), leak_bytes);
-    let store = store.map_or(ptr::null_mut(), |s| Box::into_raw(Box::new(s)));
     Box::into_raw(Box::new(LibkvResult {
         status,
         data,
@@ -204,7 +271,7 @@ fn result(outcome: Result<(Vec<u8>, Option<LibkvStore>), Failure>) -> *mut Libkv
 }
 
 /// Runs `f`, turning a panic into an internal error: nothing unwinds into C.
-fn guarded(f: impl FnOnce() -> Result<(Vec<u8>, Option<LibkvStore>), Failure>) -> *mut LibkvResult {
+fn guarded(f: impl FnOnce() -> Result<(Vec<u8>, u64), Failure>) -> *mut LibkvResult {
     let outcome = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
         let what = payload
             .downcast_ref::<&str>()
@@ -284,19 +351,19 @@ pub unsafe extern "C" fn libkv_open(
             )
         };
         let (store, answer) = call::open(url, auth, timeout, vardir, environment)?;
-        Ok((answer, Some(LibkvStore { store })))
+        Ok((answer, register(store)))
     })
 }
 
 /// Runs one operation on a store. See the crate documentation.
 ///
 /// # Safety
-/// `store` is NULL or came from `libkv_open` and was not freed; every other
-/// pointer is NULL or points at its length of readable bytes.
+/// Every pointer is NULL or points at its length of readable bytes. `store` may
+/// be any number: a handle that is not open is an error.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn libkv_call(
-    store: *const LibkvStore,
+    store: u64,
     op: *const u8,
     op_len: usize,
     key: *const u8,
@@ -309,41 +376,35 @@ pub unsafe extern "C" fn libkv_call(
     serialize: i32,
 ) -> *mut LibkvResult {
     guarded(|| {
-        if store.is_null() {
-            return Err(Failure::Internal("libkv_call on a NULL store".into()));
-        }
         // SAFETY: the caller's promise, above.
-        let (store, op, key, value) = unsafe {
+        let (op, key, value) = unsafe {
             (
-                &*store,
                 required(op, op_len, "op")?,
                 required(key, key_len, "key")?,
                 required(value, value_len, "value")?,
             )
         };
+        // This call's own reference: a free meanwhile cannot drop the store under it.
+        let store = lookup(store)?;
         let request = call::Request {
             key,
             value: (value_form, value),
             previous: (previous_form, previous),
             serialize: serialize != 0,
         };
-        Ok((call::run(&*store.store, op, &request)?, None))
+        Ok((call::run(&*store, op, &request)?, 0))
     })
 }
 
-/// Frees a store from `libkv_open`. NULL is ignored.
-///
-/// # Safety
-/// `store` came from `libkv_open`, is freed once, and no call on it is running.
+/// Closes a store handle from `libkv_open`. A handle that is not open (0, freed
+/// already, never opened) is ignored. Calls running on the store finish first;
+/// see "Store handles" in the crate documentation.
 #[no_mangle]
-pub unsafe extern "C" fn libkv_store_free(store: *mut LibkvStore) {
-    if !store.is_null() {
-        // Dropping a store only drops Rust values; abort rather than unwind.
-        let dropped = catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: the caller's promise, above.
-            drop(unsafe { Box::from_raw(store) })
-        }));
-        dropped.unwrap_or_else(|_| std::process::abort());
+pub extern "C" fn libkv_store_free(store: u64) {
+    // The lock is released before the store is dropped, and a panic in either is
+    // ignored: the store leaks, no unwind reaches the caller, nothing aborts.
+    if let Err(payload) = catch_unwind(|| drop(unregister(store))) {
+        std::mem::forget(payload);
     }
 }
 

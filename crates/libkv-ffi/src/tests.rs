@@ -10,7 +10,7 @@ struct Answer {
     status: i32,
     data: String,
     key: Option<String>,
-    store: *mut LibkvStore,
+    store: u64,
 }
 
 fn take(result: *mut LibkvResult) -> Answer {
@@ -50,16 +50,11 @@ fn open(url: &str, auth: &str) -> Answer {
 }
 
 /// A store to call; freed when dropped.
-struct Opened(*mut LibkvStore);
-
-// SAFETY: a store may be used by many threads at once (the crate's promise).
-unsafe impl Send for Opened {}
-unsafe impl Sync for Opened {}
+struct Opened(u64);
 
 impl Drop for Opened {
     fn drop(&mut self) {
-        // SAFETY: from libkv_open, freed once, no call running.
-        unsafe { libkv_store_free(self.0) }
+        libkv_store_free(self.0)
     }
 }
 
@@ -70,10 +65,20 @@ fn mock() -> Opened {
 }
 
 fn call(store: &Opened, op: &str, key: &str, value: (i32, &[u8]), previous: (i32, u64)) -> Answer {
-    // SAFETY: a live store; every pointer points at its length of bytes.
+    call_handle(store.0, op, key, value, previous)
+}
+
+fn call_handle(
+    store: u64,
+    op: &str,
+    key: &str,
+    value: (i32, &[u8]),
+    previous: (i32, u64),
+) -> Answer {
+    // SAFETY: every pointer points at its length of bytes.
     take(unsafe {
         libkv_call(
-            store.0,
+            store,
             op.as_ptr(),
             op.len(),
             key.as_ptr(),
@@ -103,6 +108,25 @@ fn versions() {
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
 
+/// The library refuses to load beside Ruby code of another version, so the
+/// crates (Cargo.toml's workspace version) and the gem (LibKV::VERSION) must say
+/// the same.
+#[test]
+fn the_gem_has_the_crate_version() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lib/libkv/version.rb");
+    let ruby = std::fs::read_to_string(file).unwrap();
+    let gem = ruby
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("VERSION = "))
+        .map(|v| v.trim_matches('"'))
+        .unwrap_or_else(|| panic!("no VERSION in {file}"));
+    assert_eq!(
+        gem,
+        env!("CARGO_PKG_VERSION"),
+        "LibKV::VERSION in lib/libkv/version.rb and version in Cargo.toml"
+    );
+}
+
 #[test]
 fn open_describes_the_store() {
     let a = open("mock://name", "[]");
@@ -114,7 +138,36 @@ fn open_describes_the_store() {
     let bad = open("ftp://x", "[]");
     assert_eq!(bad.status, LIBKV_E_INVALID_ARGUMENT);
     assert!(bad.data.contains("unknown scheme"), "{}", bad.data);
-    assert!(bad.store.is_null() && bad.key.is_none());
+    assert!(bad.store == 0 && bad.key.is_none());
+}
+
+#[test]
+fn url_vardir_and_environment_must_be_utf8() {
+    let a = open("mock://caf\u{e9}", "[]");
+    assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT, "{}", a.data);
+    let latin1 = |url: &[u8], vardir: &[u8], environment: &[u8]| {
+        // SAFETY: every pointer points at its length of bytes.
+        take(unsafe {
+            libkv_open(
+                url.as_ptr(),
+                url.len(),
+                b"[]".as_ptr(),
+                2,
+                5.0,
+                vardir.as_ptr(),
+                vardir.len(),
+                environment.as_ptr(),
+                environment.len(),
+            )
+        })
+    };
+    let a = latin1(b"mock://caf\xe9", b"/v", b"production");
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert!(a.data.contains("url is not UTF-8"), "{}", a.data);
+    let a = latin1(b"legacy-simp6://", b"/v\xe9", b"production");
+    assert!(a.data.contains("vardir is not UTF-8"), "{}", a.data);
+    let a = latin1(b"legacy-simp6://", b"/v", b"prod\xe9");
+    assert!(a.data.contains("environment is not UTF-8"), "{}", a.data);
 }
 
 #[test]
@@ -279,7 +332,7 @@ fn a_null_store_or_pointer_is_an_internal_error_not_a_crash() {
     // SAFETY: NULL is allowed and refused.
     let a = take(unsafe {
         libkv_call(
-            ptr::null(),
+            0,
             ptr::null(),
             0,
             ptr::null(),
@@ -293,6 +346,11 @@ fn a_null_store_or_pointer_is_an_internal_error_not_a_crash() {
         )
     });
     assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert!(
+        a.data.contains("store handle 0 was never opened"),
+        "{}",
+        a.data
+    );
     let s = mock();
     // SAFETY: a live store; a NULL key with a length is refused.
     let a = take(unsafe {
@@ -313,10 +371,8 @@ fn a_null_store_or_pointer_is_an_internal_error_not_a_crash() {
     assert_eq!(a.status, LIBKV_E_INTERNAL);
     assert!(a.data.contains("key is NULL"), "{}", a.data);
     // SAFETY: NULL is ignored.
-    unsafe {
-        libkv_result_free(ptr::null_mut());
-        libkv_store_free(ptr::null_mut());
-    }
+    unsafe { libkv_result_free(ptr::null_mut()) };
+    libkv_store_free(0);
 }
 
 #[test]
@@ -365,4 +421,182 @@ fn threads_share_a_store() {
         }
     });
     assert_eq!(call(&s, "get", "/n", NONE, NO_PREVIOUS).data, "400");
+}
+
+#[test]
+fn handles_are_numbers_from_one_never_reused() {
+    let a = mock();
+    let b = mock();
+    assert!(a.0 >= 1 && b.0 > a.0, "{} then {}", a.0, b.0);
+    let freed = a.0;
+    drop(a);
+    let c = mock();
+    assert!(c.0 > b.0 && c.0 != freed);
+}
+
+#[test]
+fn a_call_after_free_is_an_error_not_a_crash() {
+    let s = mock();
+    assert_eq!(call(&s, "put", "/k", data("1"), NO_PREVIOUS).data, "true");
+    let handle = s.0;
+    drop(s);
+    let a = call_handle(handle, "get", "/k", NONE, NO_PREVIOUS);
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert_eq!(
+        a.data,
+        format!("libkv internal error: store handle {handle} is closed")
+    );
+    let never = call_handle(u64::MAX, "get", "/k", NONE, NO_PREVIOUS);
+    assert_eq!(never.status, LIBKV_E_INTERNAL);
+    assert!(never.data.contains("was never opened"), "{}", never.data);
+}
+
+#[test]
+fn freeing_twice_or_an_unknown_handle_is_harmless() {
+    let s = mock();
+    let handle = s.0;
+    libkv_store_free(handle);
+    libkv_store_free(handle);
+    libkv_store_free(u64::MAX);
+    libkv_store_free(0);
+    // Opened's drop frees it a third time.
+    drop(s);
+    let other = mock();
+    assert_eq!(
+        call(&other, "put", "/k", data("1"), NO_PREVIOUS).data,
+        "true"
+    );
+}
+
+/// A store freed (as a garbage collector's finalizer frees it) while several
+/// threads call it: every call either completes or says the handle is closed.
+#[test]
+fn freeing_while_threads_call_never_crashes() {
+    use std::sync::atomic::AtomicBool;
+    let mut completed_in_all = 0;
+    for round in 0..200 {
+        let handle = mock();
+        let id = handle.0;
+        call(&handle, "put", "/k", data("1"), NO_PREVIOUS);
+        let started = AtomicBool::new(false);
+        let (completed, closed) = std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..4)
+                .map(|t| {
+                    let started = &started;
+                    scope.spawn(move || {
+                        // Until the free has been seen a few times: calls before,
+                        // during and after it.
+                        let (mut completed, mut closed) = (0, 0);
+                        for i in 0.. {
+                            if closed == 3 {
+                                break;
+                            }
+                            started.store(true, Ordering::Relaxed);
+                            let op = ["get", "put", "atomic_get", "list"][(t + i) % 4];
+                            let value = if op == "put" { data("2") } else { NONE };
+                            let a = call_handle(id, op, "/k", value, NO_PREVIOUS);
+                            match a.status {
+                                LIBKV_OK => completed += 1,
+                                LIBKV_E_INTERNAL
+                                    if a.data
+                                        .ends_with(&format!("store handle {id} is closed")) =>
+                                {
+                                    closed += 1
+                                }
+                                _ => panic!("round {round}: {} {}", a.status, a.data),
+                            }
+                        }
+                        (completed, closed)
+                    })
+                })
+                .collect();
+            while !started.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            // Free it while the calls run (and, from another thread, again).
+            let freer = scope.spawn(move || libkv_store_free(id));
+            libkv_store_free(id);
+            freer.join().unwrap();
+            callers
+                .into_iter()
+                .map(|c| c.join().unwrap())
+                .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+        });
+        assert_eq!(closed, 4 * 3, "round {round}");
+        completed_in_all += completed;
+        drop(handle);
+    }
+    assert!(completed_in_all > 0, "no call ever ran before the free");
+}
+
+/// A store whose drop panics, as a bug in a backend's drop would.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("dropping the store failed");
+    }
+}
+
+impl Store for PanicsOnDrop {
+    fn provider(&self) -> &'static str {
+        "mock"
+    }
+    fn url(&self) -> &str {
+        "mock://"
+    }
+    fn get(&self, _: &libkv_core::Key) -> libkv_core::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn put(&self, _: &libkv_core::Key, _: &[u8]) -> libkv_core::Result<()> {
+        Ok(())
+    }
+    fn delete(&self, _: &libkv_core::Key) -> libkv_core::Result<()> {
+        Ok(())
+    }
+    fn exists(&self, _: &libkv_core::Key) -> libkv_core::Result<bool> {
+        Ok(false)
+    }
+    fn list(&self, _: &libkv_core::Key) -> libkv_core::Result<libkv_core::Listing<Vec<u8>>> {
+        Ok(Default::default())
+    }
+    fn deletetree(&self, _: &libkv_core::Key) -> libkv_core::Result<()> {
+        Ok(())
+    }
+    fn atomic_create(&self, _: &libkv_core::Key, _: &[u8]) -> libkv_core::Result<bool> {
+        Ok(true)
+    }
+    fn atomic_get(&self, _: &libkv_core::Key) -> libkv_core::Result<Option<libkv_core::Versioned>> {
+        Ok(None)
+    }
+    fn atomic_put(&self, _: &libkv_core::Key, _: &[u8], _: u64) -> libkv_core::Result<bool> {
+        Ok(true)
+    }
+    fn atomic_delete(&self, _: &libkv_core::Key, _: u64) -> libkv_core::Result<bool> {
+        Ok(true)
+    }
+    fn atomic_list(
+        &self,
+        _: &libkv_core::Key,
+    ) -> libkv_core::Result<libkv_core::Listing<libkv_core::Versioned>> {
+        Ok(Default::default())
+    }
+    fn info(&self) -> libkv_core::Result<libkv_core::Value> {
+        Ok(libkv_core::Value::Undef)
+    }
+}
+
+#[test]
+fn a_store_whose_drop_panics_is_freed_without_unwinding_or_aborting() {
+    let handle = register(Arc::new(PanicsOnDrop));
+    assert_eq!(
+        call_handle(handle, "get", "/k", NONE, NO_PREVIOUS).data,
+        "null"
+    );
+    libkv_store_free(handle);
+    let a = call_handle(handle, "get", "/k", NONE, NO_PREVIOUS);
+    assert!(a.data.ends_with("is closed"), "{}", a.data);
+    // The registry still works.
+    let s = mock();
+    assert_eq!(call(&s, "put", "/k", data("1"), NO_PREVIOUS).data, "true");
 }

@@ -51,31 +51,41 @@ case $facts['libkv_e2e_test'] {
     }
   }
   'race': {
-    # Wait until every racer's compile is running (each in its own JRuby
-    # instance), then all increment one key on each store at once.
+    # Racers: compiles of this catalog at once, each in its own JRuby instance,
+    # incrementing one key on each store with atomic_get and atomic_put. Before
+    # each store they wait for each other at a barrier, which releases them
+    # within some tens of milliseconds, so their increments overlap. Each reports, per
+    # store, its retries (atomic_puts that lost) and the time window of its
+    # increments.
     $etcd = $stores['etcd']
     $racers = Integer($facts['libkv_e2e_racers'])
-    libkv::put("/e2e/race/arrived/${node}", $runtime['instance'], $etcd)
-    $arrived = Integer[1, 600].reduce(undef) |$seen, $i| {
-      if $seen { $seen } else {
-        $now = libkv::list('/e2e/race/arrived', $etcd)
-        if $now.length >= $racers { $now } else { libkv_e2e::sleep(0.1) }
-      }
-    }
-    unless $arrived { fail("only some of ${racers} compiles ran at once: is max-active-instances below ${racers}?") }
     $increments = Integer($facts['libkv_e2e_increments'])
-    $stores.each |$name, $opts| {
-      Integer[1, $increments].each |$i| {
-        Integer[1, 100000].each |$attempt| {
+    $arrived = libkv_e2e::barrier('/e2e/race/arrived', $node, $runtime['instance'], $racers, $etcd)
+    $race = $stores.reduce({}) |$done, $store| {
+      $name = $store[0]
+      $opts = $store[1]
+      libkv_e2e::barrier("/e2e/race/go/${name}", $node, true, $racers, $etcd)
+      $start = libkv_e2e::clock()
+      $retries = Integer[1, $increments].reduce(0) |$failed, $i| {
+        # Until this racer's atomic_put wins; the number of those it lost.
+        $lost = Integer[1, 100000].reduce(0) |$lost_so_far, $attempt| {
           $current = libkv::atomic_get('/e2e/race/counter', $opts)
           $next = $current['value'] ? { undef => 1, default => $current['value'] + 1 }
-          if libkv::atomic_put('/e2e/race/counter', $next, $current, $opts) {
-            break()
-          }
+          if libkv::atomic_put('/e2e/race/counter', $next, $current, $opts) { break() }
+          $lost_so_far + 1
         }
+        $failed + $lost
+      }
+      $end = libkv_e2e::clock()
+      $done + {
+        $name => {
+          'retries'   => $retries,
+          'monotonic' => [$start['monotonic'], $end['monotonic']],
+          'wall'      => [$start['wall'], $end['wall']],
+        },
       }
     }
-    notify { 'libkv-e2e race': message => { 'arrived' => $arrived } }
+    notify { 'libkv-e2e race': message => { 'arrived' => $arrived, 'stores' => $race } }
   }
   default: { fail("unknown libkv_e2e_test ${facts['libkv_e2e_test']}") }
 }
