@@ -77,7 +77,7 @@ module PuppetX
 
       # Runs libkv::<name> given one Hash of named parameters and options.
       def call_named(func, name, params)
-        assert_type("libkv::#{name}", named_type(name), params)
+        assert_type("libkv::#{name}", named_type(name), hide_auth(params))
         params_of(name).each do |param|
           next if params.key?(param)
 
@@ -190,7 +190,8 @@ module PuppetX
           value = func.call_function('lookup', "libkv::#{option}", 'default_value' => nil)
           next if value.nil?
 
-          assert_type("Hiera libkv::#{option}", parse_type(OPTION_TYPES[option]), value)
+          assert_type("Hiera libkv::#{option}", parse_type(OPTION_TYPES[option]),
+                      option == 'auth' ? sensitive_values(value) : value)
           found[option] = value
         end
       end
@@ -316,7 +317,25 @@ module PuppetX
       end
 
       def assert_options(name, options)
-        assert_type("libkv::#{name} options", options_type, options)
+        assert_type("libkv::#{name} options", options_type, hide_auth(options))
+      end
+
+      # +options+ as type checks see them: every auth value Sensitive. A mismatch
+      # message describes the value it got, and for a Hash with a bad key that is
+      # every value ("got Hash[Enum['', 'password'], Enum['s3cret', 'x']]"); a
+      # Sensitive is described by its type only ("Sensitive[Integer]"). The check
+      # itself is the same: auth takes Sensitive[String] wherever it takes a String.
+      def hide_auth(options)
+        return options unless options.is_a?(Hash) && options['auth'].is_a?(Hash)
+
+        options.merge('auth' => sensitive_values(options['auth']))
+      end
+
+      def sensitive_values(auth)
+        return auth unless auth.is_a?(Hash)
+
+        sensitive = Puppet::Pops::Types::PSensitiveType::Sensitive
+        auth.each_with_object({}) { |(k, v), hidden| hidden[k] = v.is_a?(sensitive) ? v : sensitive.new(v) }
       end
 
       def assert_type(subject, type, value)
