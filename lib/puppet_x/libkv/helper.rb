@@ -187,13 +187,26 @@ module PuppetX
         return {} unless state
 
         state.hiera_defaults ||= HIERA_OPTIONS.each_with_object({}) do |option, found|
-          value = func.call_function('lookup', "libkv::#{option}", 'default_value' => nil)
+          value = hiera_lookup(func, "libkv::#{option}")
           next if value.nil?
 
           assert_type("Hiera libkv::#{option}", parse_type(OPTION_TYPES[option]),
                       option == 'auth' ? sensitive_values(value) : value)
           found[option] = value
         end
+      end
+
+      # The Hiera value of +key+, or nil. At debug level Puppet's lookup explains
+      # every lookup in the log, with the value found; libkv::auth holds secrets,
+      # so these lookups, which the manifest did not ask for, run without the
+      # explanation. (The lookup function otherwise, on a Puppet without it.)
+      def hiera_lookup(func, key)
+        invocation_class = Puppet::Pops::Lookup::Invocation
+        return func.call_function('lookup', key, 'default_value' => nil) unless
+          invocation_class.method_defined?(:without_explain)
+
+        invocation = invocation_class.new(func.closure_scope)
+        invocation.without_explain { Puppet::Pops::Lookup.lookup(key, nil, nil, true, nil, invocation) }
       end
 
       def compiler_of(func)

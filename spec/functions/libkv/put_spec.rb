@@ -90,11 +90,14 @@ RSpec.describe 'libkv::put' do
   context 'with an auth Hash of the wrong type in Hiera' do
     let(:hiera_config) { File.expand_path('../../fixtures-static/hiera-bad-auth/hiera.yaml', __dir__) }
 
-    it 'refuses it, never showing its values' do
+    it 'refuses it, never showing its values, nor logging them when it looks them up' do
       expect { libkv('put', '/k', 'v') }.to raise_error(ArgumentError) { |e|
         expect(e.message).to match(/Hiera libkv::auth/)
         expect(e.message).not_to include('s3cret-in-hiera')
       }
+      # At debug level, Puppet's lookup explains each lookup with the value found.
+      expect(Puppet::Util::Log.level).to eq(:debug)
+      expect(log_messages.join("\n")).not_to include('s3cret-in-hiera')
     end
   end
 
