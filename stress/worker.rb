@@ -1,8 +1,11 @@
 # frozen_string_literal: true
 
 # A worker process of the stress runs: `ruby stress/worker.rb COMMAND` with its
-# input as JSON on stdin; it prints its result as one JSON line. Each is a plain
-# Ruby process that loads libkv itself, as a Puppet run would.
+# input as one line of JSON on stdin; it prints its result as one JSON line (the
+# interactive ones answer each further line of stdin with one). Each is a plain
+# Ruby process that loads libkv itself, as a Puppet run would: MRI with the
+# extension, or JRuby with the C ABI library, as puppetserver runs it. Ruby 2.6
+# compatible, as JRuby 9.3 is.
 
 require 'json'
 require 'fileutils'
@@ -11,7 +14,7 @@ require 'libkv'
 require_relative 'crash_value'
 require_relative 'operations'
 
-input = JSON.parse($stdin.read)
+input = JSON.parse($stdin.gets.to_s)
 
 def monotonic
   Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -254,4 +257,7 @@ result =
   else
     abort "unknown worker command #{ARGV.first.inspect}"
   end
-puts JSON.generate(result)
+puts JSON.generate(result) if result
+$stdout.flush
+# Threads that hung in a call must not keep the process from ending.
+exit!(0) if result.is_a?(Hash) && result['hung'].to_i.positive?
