@@ -46,9 +46,10 @@ def nested(depth, kind)
   (1...depth).reduce(kind == :array ? ['leaf'] : { 'k' => 'leaf' }) { |v, _| kind == :array ? [v] : { 'k' => v } }
 end
 
-# Hostile values put and read back (get, and atomic_get for the small ones) on one
-# store. Each case says what it expects back (nil: exactly what was put) and
-# whether the store may refuse it (with a clear error) instead.
+# Hostile values put and read back (get and atomic_get) on one store. Each case
+# says what it expects back (nil: exactly what was put) and whether the store may
+# refuse it instead: then the put itself must raise, with an error that names the
+# key. Once a put has returned, any error reading the value back is a failure.
 def hostile_values(input)
   store = open_store(input)
   random = Random.new(input['seed'])
@@ -86,28 +87,46 @@ def hostile_values(input)
     serialize = true if serialize.nil?
     key = "/values/#{i}"
     expected = value if expected.nil?
-    outcome =
-      begin
-        store.put(key, value, serialize: serialize)
-        back = store.get(key, serialize: serialize)
-        atomic = value.is_a?(String) && value.bytesize > 1024 ? back : store.atomic_get(key, serialize: serialize)['value']
-        same?(expected, back) && same?(expected, atomic) ? 'exact' : "read back differently: #{back.inspect[0, 120]}"
-      rescue LibKV::Error, TypeError => e
-        may_refuse ? "refused: #{e.class}: #{e.message}" : "refused, but it should be stored: #{e.class}: #{e.message}"
-      end
-    { 'case' => name, 'outcome' => outcome }
+    { 'case' => name, 'key' => key, 'outcome' => value_outcome(store, key, value, expected, may_refuse, serialize) }
   end
-  # A listing larger than any one value: 12 values of 400 KB (below every store's
-  # limit for one value), read back together.
+  outcomes << big_listing(store, random)
+end
+
+# What became of one hostile value: 'exact', 'refused: ERROR' (the put raised and
+# the case allows it), or what went wrong.
+def value_outcome(store, key, value, expected, may_refuse, serialize)
+  begin
+    store.put(key, value, serialize: serialize)
+  rescue LibKV::Error, TypeError => e
+    return "#{may_refuse ? 'refused' : 'refused, but it should be stored'}: #{e.class}: #{e.message}"
+  end
+  begin
+    back = store.get(key, serialize: serialize)
+    atomic = store.atomic_get(key, serialize: serialize)
+  rescue StandardError => e
+    return "the put returned, but reading the value back raised #{e.class}: #{e.message}"
+  end
+  return "get read back differently: #{back.inspect[0, 120]}" unless same?(expected, back)
+  return "atomic_get read back differently: #{atomic.inspect[0, 120]}" unless same?(expected, atomic['value'])
+  return "atomic_get gave no sequence: #{atomic['sequence'].inspect}" unless atomic['sequence'].is_a?(Integer) &&
+                                                                             atomic['sequence'].positive?
+
+  'exact'
+end
+
+# A listing larger than any one value: 12 values of 400 KB (below every store's
+# limit for one value), read back together by list and atomic_list.
+def big_listing(store, random)
+  what = 'a listing of 12 values of 400 KB'
   big = Array.new(12) { |i| random.bytes(200_000).unpack1('H*')[0, 400_000 - i].encode(Encoding::UTF_8) }
   big.each_with_index { |v, i| store.put("/values/big/#{i}", v) }
   listed = store.list('/values/big')
   atomic = store.atomic_list('/values/big')
   same = listed.size == 12 && atomic.size == 12 &&
          big.each_with_index.all? { |v, i| same?(v, listed[i.to_s]) && same?(v, atomic[i.to_s]['value']) }
-  outcomes << { 'case' => 'a listing of 12 values of 400 KB', 'outcome' => same ? 'exact' : 'read back differently' }
+  { 'case' => what, 'key' => '/values/big', 'outcome' => same ? 'exact' : 'read back differently' }
 rescue LibKV::Error => e
-  outcomes << { 'case' => 'a listing of 12 values of 400 KB', 'outcome' => "refused, but it should be stored: #{e.message}" }
+  { 'case' => what, 'key' => '/values/big', 'outcome' => "failed, but it should be stored: #{e.class}: #{e.message}" }
 end
 
 # Every path a secret could leak by, for each setup of +input['setups']+ ({ url,
