@@ -251,9 +251,11 @@ result =
     { 'won' => won }
   when 'crash-writer'
     # Puts key after key, generation after generation, appending "i gen" to the
-    # ack file after each put has returned, until killed.
+    # ack file after each put has returned, until killed (or past last_gen). The
+    # file input['ready'] tells the store is open and the first put is next.
     store = open_store(input)
     ack = File.open(input['ack'], File::WRONLY | File::APPEND | File::CREAT)
+    File.write(input['ready'], '') if input['ready']
     i = input['start_key']
     gen = input['start_gen']
     loop do
