@@ -129,6 +129,59 @@ rescue LibKV::Error => e
   { 'case' => what, 'key' => '/values/big', 'outcome' => "failed, but it should be stored: #{e.class}: #{e.message}" }
 end
 
+# 16 threads sharing one store object, each mixing every operation, for at most
+# input['deadline'] seconds. Returns each thread's count of calls and the result
+# of each of its atomic_create calls of the contested keys /create/I, every
+# failure seen, the counter, the value each contested key holds, and what is left
+# below /own.
+def thread_mix(input)
+  store = open_store(input)
+  threads = input['threads']
+  iterations = input['iterations']
+  failures = Queue.new
+  creates = Array.new(threads) { Array.new(iterations) }
+  calls = Array.new(threads, 0)
+  started = monotonic
+  workers = Array.new(threads) do |t|
+    Thread.new do
+      n = 0
+      iterations.times do |i|
+        key = "/own/#{t}/#{i}"
+        value = { 'thread' => t, 'i' => i, 'bytes' => "#{t}-#{i}".b }
+        store.put(key, value)
+        failures << "#{key} read back #{store.get(key).inspect}" unless store.get(key) == value
+        failures << "#{key} does not exist" unless store.exists(key)
+        loop do
+          n += 2
+          current = store.atomic_get('/counter')
+          break if store.atomic_put('/counter', current['value'].to_i + 1, current)
+        end
+        creates[t][i] = store.atomic_create("/create/#{i}", t)
+        n += 1
+        own = store.list("/own/#{t}")
+        failures << "/own/#{t} lists #{own.size} keys, not #{i + 1}" unless own.size == i + 1
+        store.atomic_delete("/gone/#{t}", store.atomic_get("/gone/#{t}"))
+        n += 7
+      end
+      store.deletetree("/own/#{t}")
+      calls[t] = n + 1
+    rescue StandardError => e
+      failures << "thread #{t}: #{e.class}: #{e.message}"
+    end
+  end
+  deadline = monotonic + input['deadline']
+  hung = workers.count { |w| w.join([deadline - monotonic, 0].max).nil? }
+  seconds = monotonic - started
+  failed = Array.new(failures.size) { failures.pop }
+  result = { 'hung' => hung, 'failures' => failed, 'calls' => calls, 'creates' => creates, 'seconds' => seconds,
+             'engine' => RUBY_ENGINE }
+  return result if hung.positive?
+
+  result.merge('counter' => store.get('/counter'),
+               'stored' => Array.new(iterations) { |i| store.get("/create/#{i}") },
+               'left' => store.list('/own').size)
+end
+
 # Every path a secret could leak by, for each setup of +input['setups']+ ({ url,
 # auth }): LibKV.open, inspect, url, info, every operation and its error (message,
 # inspect, full_message); then the same setups as options of every libkv::
@@ -269,6 +322,8 @@ result =
       break if gen > input['last_gen']
     end
     { 'done' => true }
+  when 'threads'
+    thread_mix(input)
   when 'puppet'
     puppet_calls(input)
   when 'values'
