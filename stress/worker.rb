@@ -182,6 +182,90 @@ def thread_mix(input)
                'left' => store.list('/own').size)
 end
 
+# Waits for the child processes +pids+ at most +timeout+ seconds, then kills
+# what is left. Returns pid => Process::Status (nil for the ones killed).
+def wait_children(pids, timeout)
+  deadline = monotonic + timeout
+  statuses = {}
+  until (pids - statuses.keys).empty? || monotonic > deadline
+    (pids - statuses.keys).each do |pid|
+      done, status = Process.wait2(pid, Process::WNOHANG)
+      statuses[done] = status if done
+    end
+    sleep 0.01
+  end
+  (pids - statuses.keys).each do |pid|
+    Process.kill('KILL', pid)
+    Process.wait(pid)
+    statuses[pid] = nil
+  end
+  statuses
+end
+
+# A store opened and in use, then forked while a thread of this process keeps
+# calling it: the children use the inherited store object while this process
+# goes on using it too. Returns what the children and the calling thread did.
+def fork_mix(input)
+  store = open_store(input)
+  rounds = input['rounds']
+  children = input['children']
+  increments = input['increments']
+  deadline = input['deadline']
+  store.put('/before', 'fork')
+  stop = false
+  parent_calls = 0
+  parent_errors = []
+  increment = lambda do |kv|
+    loop do
+      current = kv.atomic_get('/counter')
+      break if kv.atomic_put('/counter', current['value'].to_i + 1, current)
+    end
+  end
+  hammer = Thread.new do
+    until stop
+      begin
+        increment.call(store)
+        store.get('/before')
+        parent_calls += 2
+      rescue LibKV::Error => e
+        parent_errors << e.message
+      end
+    end
+  end
+  forked = 0
+  failed = []
+  rounds.times do |round|
+    pids = Array.new(children) do |c|
+      forked += 1
+      Process.fork do
+        code = 1
+        begin
+          raise "lost the value put before fork: #{store.get('/before').inspect}" unless store.get('/before') == 'fork'
+
+          increments.times { increment.call(store) }
+          store.put("/child/#{round}-#{c}", Process.pid)
+          code = store.get("/child/#{round}-#{c}") == Process.pid ? 0 : 2
+        rescue Exception => e # rubocop:disable Lint/RescueException
+          warn "fork child #{round}-#{c}: #{e.class}: #{e.message}"
+        ensure
+          exit!(code)
+        end
+      end
+    end
+    wait_children(pids, deadline).each do |pid, status|
+      next if status&.success?
+
+      failed << "child #{pid} of round #{round + 1} " \
+                "#{status ? "exited #{status.exitstatus.inspect}" : "still ran after #{deadline} s (deadlock?)"}"
+    end
+  end
+  stop = true
+  stopped = !hammer.join(30).nil?
+  result = { 'forked' => forked, 'failed' => failed, 'parent_calls' => parent_calls,
+             'parent_errors' => parent_errors, 'stopped' => stopped }
+  stopped ? result.merge('counter' => store.get('/counter')) : result
+end
+
 # Every path a secret could leak by, for each setup of +input['setups']+ ({ url,
 # auth }): LibKV.open, inspect, url, info, every operation and its error (message,
 # inspect, full_message); then the same setups as options of every libkv::
@@ -324,6 +408,8 @@ result =
     { 'done' => true }
   when 'threads'
     thread_mix(input)
+  when 'fork'
+    fork_mix(input)
   when 'puppet'
     puppet_calls(input)
   when 'values'
