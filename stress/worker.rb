@@ -266,6 +266,49 @@ def fork_mix(input)
   stopped ? result.merge('counter' => store.get('/counter')) : result
 end
 
+# The outage run's Ruby API calls, one request at a time (see Stress::Session):
+# the store is opened and '/before' put first; then each request line is
+# {"op": "calls"} (every operation, one answer line each, then {"done": true})
+# or {"op": "recovered", "state": S} (put '/after' S, then get '/after' and
+# '/before').
+def outage_api(input)
+  store = open_store(input)
+  store.put('/before', 'kept')
+  answer('ready' => true)
+  while (line = $stdin.gets)
+    request = JSON.parse(line)
+    case request['op']
+    when 'calls'
+      Stress.every_operation.each do |op, call|
+        started = monotonic
+        outcome =
+          begin
+            { 'returned' => call.call(store).inspect }
+          rescue StandardError => e
+            { 'class' => e.class.name, 'message' => e.message, 'connection' => e.is_a?(LibKV::ConnectionError) }
+          end
+        answer(outcome.merge('op' => op, 'seconds' => monotonic - started))
+      end
+      answer('done' => true)
+    when 'recovered'
+      outcome =
+        begin
+          store.put('/after', request['state'])
+          { 'values' => [store.get('/after'), store.get('/before')] }
+        rescue StandardError => e
+          { 'class' => e.class.name, 'message' => e.message }
+        end
+      answer(outcome)
+    end
+  end
+  nil
+end
+
+def answer(message)
+  $stdout.puts(JSON.generate(message))
+  $stdout.flush
+end
+
 # Every path a secret could leak by, for each setup of +input['setups']+ ({ url,
 # auth }): LibKV.open, inspect, url, info, every operation and its error (message,
 # inspect, full_message); then the same setups as options of every libkv::
@@ -410,6 +453,8 @@ result =
     thread_mix(input)
   when 'fork'
     fork_mix(input)
+  when 'outage-api'
+    outage_api(input)
   when 'puppet'
     puppet_calls(input)
   when 'values'
