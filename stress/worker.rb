@@ -311,9 +311,11 @@ end
 
 # Every path a secret could leak by, for each setup of +input['setups']+ ({ url,
 # auth }): LibKV.open, inspect, url, info, every operation and its error (message,
-# inspect, full_message); then the same setups as options of every libkv::
-# function in Puppet, with debug on, with and without softfail, with auth as
-# plain Strings and as Sensitive. Returns all the text seen.
+# inspect, full_message); then the same setups as options of libkv:: functions in
+# Puppet, with debug on, with and without softfail, positional and as one Hash of
+# named parameters, with auth as plain Strings and as Sensitive; the same calls
+# with invalid options beside the secrets; and calls that take their auth (and
+# url) from Hiera libkv::auth (input['hiera']). Returns all the text seen.
 def secret_paths(input)
   texts = []
   input['setups'].each do |setup|
@@ -329,18 +331,47 @@ def secret_paths(input)
       texts << e.message << e.inspect << e.full_message(highlight: false)
     end
   end
-  functions = [['put', '/k', 'v'], ['get', '/k'], ['list', '/'], ['atomic_get', '/k'], ['info'], ['provider'],
-               ['pop_error']]
-  calls = input['setups'].flat_map do |setup|
+  puppet = %w[plain sensitive].map do |form|
+    puppet_calls('dir' => File.join(input['dir'], form), 'calls' => secret_calls(input['setups']),
+                 'sensitive_auth' => form == 'sensitive')
+  end
+  hiera = input['hiera']
+  hiera_calls = [nil, *input['setups'].map { |setup| setup['url'] }].flat_map do |url|
     [false, true].flat_map do |softfail|
-      options = { 'url' => setup['url'], 'auth' => setup['auth'], 'debug' => true, 'softfail' => softfail, 'timeout' => 2 }
-      functions.map { |f, *args| f == 'pop_error' ? [f] : [f, *args, options] }
+      options = { 'debug' => true, 'softfail' => softfail, 'timeout' => 2 }
+      options['url'] = url if url
+      [['put', '/k', 'v', options], ['get', '/k', options], ['pop_error'],
+       ['get', options.merge('key' => '/k')], ['info', options], ['pop_error'],
+       ['get', '/k', options.merge('timeout' => 'soon')], ['put', options.merge('key' => '/k', 'timeout' => 0)]]
     end
   end
-  puppet = %w[plain sensitive].map do |form|
-    puppet_calls('dir' => File.join(input['dir'], form), 'calls' => calls, 'sensitive_auth' => form == 'sensitive')
+  puppet << puppet_calls('dir' => File.join(input['dir'], 'hiera'), 'calls' => hiera_calls, 'hiera' => hiera)
+  { 'engine' => RUBY_ENGINE, 'texts' => texts, 'puppet' => puppet }
+end
+
+# The Puppet calls of secret_paths for +setups+: each function with softfail off
+# and on, positional and named; pop_error after each softfail; and calls whose
+# options are invalid (besides the auth, which holds the secrets).
+def secret_calls(setups)
+  functions = [['put', '/k', 'v'], ['get', '/k'], ['list', '/'], ['atomic_get', '/k'], ['info'], ['provider'],
+               ['pop_error']]
+  setups.flat_map do |setup|
+    calls = [false, true].flat_map do |softfail|
+      options = { 'url' => setup['url'], 'auth' => setup['auth'], 'debug' => true, 'softfail' => softfail, 'timeout' => 2 }
+      functions.map { |f, *args| f == 'pop_error' ? [f] : [f, *args, options] } +
+        [['put', options.merge('key' => '/k', 'value' => 'v')], ['get', options.merge('key' => '/k')],
+         ['atomic_get', options.merge('key' => '/k')], ['pop_error']]
+    end
+    options = { 'url' => setup['url'], 'auth' => setup['auth'], 'debug' => true, 'softfail' => true }
+    invalid = [{ 'timeout' => 0 }, { 'timeout' => 'soon' }, { 'timeout' => 99_999 }, { 'softfail' => 'yes' },
+               { 'serialize' => 'no' }, { 'retries' => 3 }, { 'url' => '' }, { 'url' => 'nosuch://x' }]
+    calls + invalid.flat_map do |bad|
+      [['get', '/k', options.merge(bad)], ['put', options.merge(bad).merge('key' => '/k', 'value' => 'v')],
+       ['get', '/not a key', options.merge(bad)]]
+    end + [['get', '/k', options.merge('auth' => setup['auth'].merge('' => 'x'))],
+           ['get', '/k', options.merge('auth' => setup['auth'].merge('password' => 5))],
+           ['get', '/k', options.merge('auth' => setup['auth'].to_a.flatten.join('='))]]
   end
-  { 'texts' => texts, 'puppet' => puppet }
 end
 
 # A Puppet value as JSON can carry it.
@@ -356,8 +387,9 @@ end
 # libkv:: functions called in one real Puppet compilation (Puppet's PAL script
 # compiler, with this checkout as the module libkv), every log message of Puppet
 # kept at debug level. Input: { dir:, calls: [[function, args...]],
-# sensitive_auth: true to pass auth values as Sensitive }. Returns, per call, its
-# result or error and its time, and the log messages.
+# sensitive_auth: true to pass auth values as Sensitive, hiera: the Hiera data
+# (e.g. libkv::auth) }. Returns, per call, its result or error and its time, and
+# the log messages.
 def puppet_calls(input)
   require 'puppet'
   require 'puppet_pal'
@@ -367,11 +399,20 @@ def puppet_calls(input)
   link = File.join(modules, 'libkv')
   File.symlink(File.expand_path('..', __dir__), link) unless File.symlink?(link)
   hiera = File.join(dir, 'hiera.yaml')
-  File.write(hiera, "---\nversion: 5\nhierarchy: []\n")
+  if input['hiera']
+    FileUtils.mkdir_p(File.join(dir, 'data'))
+    File.write(File.join(dir, 'data', 'common.json'), JSON.generate(input['hiera']))
+    File.write(hiera, "---\nversion: 5\ndefaults:\n  datadir: #{File.join(dir, 'data')}\n  data_hash: json_data\n" \
+                      "hierarchy:\n  - name: common\n    path: common.json\n")
+  else
+    File.write(hiera, "---\nversion: 5\nhierarchy: []\n")
+  end
   unless Puppet.settings.global_defaults_initialized?
     Puppet.initialize_settings(['--vardir', File.join(dir, 'var'), '--confdir', File.join(dir, 'conf'),
                                 '--codedir', File.join(dir, 'code'), '--hiera_config', hiera])
   end
+  # Each call has its own Hiera data: the setting outlives the first call.
+  Puppet[:hiera_config] = hiera
   logs = []
   Puppet::Util::Log.close_all
   Puppet::Util::Log.newdestination(Puppet::Test::LogCollector.new(logs))
