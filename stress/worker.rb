@@ -472,16 +472,20 @@ result =
     { 'won' => won }
   when 'crash-writer'
     # Puts key after key, generation after generation, appending "i gen" to the
-    # ack file after each put has returned, until killed (or past last_gen). The
-    # file input['ready'] tells the store is open and the first put is next.
+    # ack file after each put has returned, until killed (or past last_gen, or
+    # after max_puts puts). The file input['ready'] tells the store is open and
+    # the first put is next.
     store = open_store(input)
     ack = File.open(input['ack'], File::WRONLY | File::APPEND | File::CREAT)
     File.write(input['ready'], '') if input['ready']
     i = input['start_key']
     gen = input['start_gen']
+    puts_left = input['max_puts']
     loop do
       store.put(Stress::CrashValue.key(i), Stress::CrashValue.make(i, gen))
       ack.syswrite("#{i} #{gen}\n")
+      break if puts_left && (puts_left -= 1).zero?
+
       i += 1
       next if i < input['keys']
 

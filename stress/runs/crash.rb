@@ -85,10 +85,10 @@ Stress.define('crash', 'a writer of 10,000 keys (values up to 1 MiB) killed with
     end
   end
 
-  writer = lambda do |last_gen|
+  writer = lambda do |last_gen, max_puts = nil|
     File.delete(ready) if File.exist?(ready)
     input = { url: url, auth: {}, keys: keys, start_key: next_put[0], start_gen: next_put[1], last_gen: last_gen,
-              ack: ack, ready: ready }
+              max_puts: max_puts, ack: ack, ready: ready }
     Stress.spawn_worker('crash-writer', input, err: stderr)
   end
 
@@ -143,8 +143,9 @@ Stress.define('crash', 'a writer of 10,000 keys (values up to 1 MiB) killed with
                                    'was left beside its old value): the kills did not test what they should')
   kill_seconds = Stress.monotonic - started
 
-  # A last writer finishes the pass it is in and exits by itself.
-  pid, out = writer.call(next_put[1])
+  # A last writer makes 100 more puts (the first removes the temp file a kill
+  # left) and exits by itself.
+  pid, out = writer.call(1_000_000, 100)
   status = Stress.wait_all([pid], 300)[pid]
   out.join
   run.check(status&.success?, "the last writer failed: #{status.inspect}; #{Stress.tail_of(stderr)}")
