@@ -374,6 +374,23 @@ def secret_calls(setups)
   end
 end
 
+# Runs the block for each store of input['stores'] ({ name, url, auth, ... }),
+# given the rest of +input+ too, and returns { name => its result }. A store
+# whose part raised gets { 'error' => ... } and the next one runs all the same;
+# after threads that hung (a result with 'hung'), none does.
+def each_store(input)
+  results = {}
+  input['stores'].each do |store|
+    begin
+      results[store['name']] = yield(input.merge(store))
+    rescue StandardError => e
+      results[store['name']] = { 'error' => "#{e.class}: #{e.message}" }
+    end
+    break if results[store['name']].is_a?(Hash) && results[store['name']]['hung'].to_i.positive?
+  end
+  { 'engine' => RUBY_ENGINE, 'stores' => results }
+end
+
 # A Puppet value as JSON can carry it.
 def plain(value)
   case value
@@ -495,7 +512,7 @@ result =
     end
     { 'done' => true }
   when 'threads'
-    thread_mix(input)
+    each_store(input) { |one| thread_mix(one) }
   when 'fork'
     fork_mix(input)
   when 'outage-api'
@@ -503,7 +520,7 @@ result =
   when 'puppet'
     puppet_calls(input)
   when 'values'
-    hostile_values(input)
+    each_store(input) { |one| hostile_values(one) }
   when 'secrets'
     secret_paths(input)
   else
@@ -512,4 +529,4 @@ result =
 puts JSON.generate(result) if result
 $stdout.flush
 # Threads that hung in a call must not keep the process from ending.
-exit!(0) if result.is_a?(Hash) && result['hung'].to_i.positive?
+exit!(0) if result.is_a?(Hash) && result.fetch('stores', {}).values.any? { |r| r.is_a?(Hash) && r['hung'].to_i.positive? }
