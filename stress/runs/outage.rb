@@ -3,10 +3,10 @@
 require 'socket'
 
 # etcd, then the Consul test double, stopped and then frozen (SIGSTOP: it accepts
-# connections but never answers) while a process calls every function, through
-# the Ruby API and as Puppet functions with and without softfail. Each call ends
-# within the timeout + 1 s with a clear error, or with softfail the safe value; once
-# the server is back, the same store object works again.
+# connections but never answers) while two processes call every function at once,
+# one through the Ruby API and one as Puppet functions with and without softfail.
+# Each call ends within the timeout + 1 s with a clear error, or with softfail the
+# safe value; once the server is back, the same store object works again.
 module Stress
   # Starts, stops, freezes and thaws one server on a fixed port.
   class Outage
@@ -128,7 +128,10 @@ module Stress
 
     # Every libkv:: function in a Puppet compilation: with softfail each returns its
     # safe value and pop_error tells why; without, each raises a Puppet error.
-    def puppet(state)
+    #
+    # puppet_start starts the Puppet process, which makes its calls while the
+    # Ruby API ones are made; puppet_check waits for it and checks its results.
+    def puppet_start(state)
       options = { 'url' => url, 'timeout' => TIMEOUT }
       args = { 'get' => ['/k'], 'put' => ['/k', 'v'], 'delete' => ['/k'], 'exists' => ['/k'], 'list' => ['/'],
                'deletetree' => ['/d'], 'atomic_create' => ['/k', 'v'], 'atomic_get' => ['/k'],
@@ -137,7 +140,11 @@ module Stress
       calls = SAFE.keys.flat_map do |f|
         [[f, *args[f], options.merge('softfail' => true)], ['pop_error'], [f, *args[f], options]]
       end
-      pid, out = Stress.spawn_worker('puppet', { dir: Stress.tmpdir('outage-puppet'), calls: calls })
+      [state, calls, *Stress.spawn_worker('puppet', { dir: Stress.tmpdir('outage-puppet'), calls: calls })]
+    end
+
+    def puppet_check(started)
+      state, calls, pid, out = started
       status = Stress.wait_all([pid], 180)[pid]
       result = Stress.result_of(out)
       return @run.fail!("#{@name} #{state}: the Puppet process failed: #{status.inspect}") unless status&.success? && result
@@ -190,8 +197,9 @@ Stress.define('outage', 'etcd and the Consul test double stopped, then frozen, w
     session = server.api_worker
 
     server.stop
+    started = server.puppet_start('stopped')
     ruby = server.ruby_api(session, 'stopped')
-    puppet = server.puppet('stopped')
+    puppet = server.puppet_check(started)
     run.say(format('%-6s stopped: 12 Ruby API calls, slowest %.2f s; 12 functions with and without softfail ' \
                    'in Puppet, slowest %.2f s (timeout %.1f s)', name, ruby.to_f, puppet.to_f, Stress::Outage::TIMEOUT))
     server.restart
@@ -201,8 +209,9 @@ Stress.define('outage', 'etcd and the Consul test double stopped, then frozen, w
 
     server.suspend
     begin
+      started = server.puppet_start('frozen')
       ruby = server.ruby_api(session, 'frozen')
-      puppet = server.puppet('frozen')
+      puppet = server.puppet_check(started)
     ensure
       server.resume
     end
