@@ -63,10 +63,14 @@ Stress.define('secrets', 'passwords, tokens and key file contents never appear i
   missing = Stress.jruby_missing
   missing ? run.fail!("JRuby cannot run the secrets paths: #{missing}") : engines << :jruby
   captured = +''
-  engines.each do |engine|
-    who = engine == :mri ? 'MRI' : 'JRuby'
+  # The two Rubies at once.
+  started = engines.map do |engine|
     stderr = File.join(dir, "stderr-#{engine}")
-    pid, out = Stress.spawn_worker('secrets', input.merge(dir: File.join(dir, engine.to_s)), err: stderr, engine: engine)
+    [engine, stderr,
+     *Stress.spawn_worker('secrets', input.merge(dir: File.join(dir, engine.to_s)), err: stderr, engine: engine)]
+  end
+  started.each do |engine, stderr, pid, out|
+    who = engine == :mri ? 'MRI' : 'JRuby'
     status = Stress.wait_all([pid], 400)[pid]
     printed = out.value
     result = Stress.result_of(out) || {}
