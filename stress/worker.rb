@@ -1,8 +1,11 @@
 # frozen_string_literal: true
 
 # A worker process of the stress runs: `ruby stress/worker.rb COMMAND` with its
-# input as JSON on stdin; it prints its result as one JSON line. Each is a plain
-# Ruby process that loads libkv itself, as a Puppet run would.
+# input as one line of JSON on stdin; it prints its result as one JSON line (the
+# interactive ones answer each further line of stdin with one). Each is a plain
+# Ruby process that loads libkv itself, as a Puppet run would: MRI with the
+# extension, or JRuby with the C ABI library, as puppetserver runs it. Ruby 2.6
+# compatible, as JRuby 9.3 is.
 
 require 'json'
 require 'fileutils'
@@ -11,7 +14,7 @@ require 'libkv'
 require_relative 'crash_value'
 require_relative 'operations'
 
-input = JSON.parse($stdin.read)
+input = JSON.parse($stdin.gets.to_s)
 
 def monotonic
   Process.clock_gettime(Process::CLOCK_MONOTONIC)
@@ -43,9 +46,10 @@ def nested(depth, kind)
   (1...depth).reduce(kind == :array ? ['leaf'] : { 'k' => 'leaf' }) { |v, _| kind == :array ? [v] : { 'k' => v } }
 end
 
-# Hostile values put and read back (get, and atomic_get for the small ones) on one
-# store. Each case says what it expects back (nil: exactly what was put) and
-# whether the store may refuse it (with a clear error) instead.
+# Hostile values put and read back (get and atomic_get) on one store. Each case
+# says what it expects back (nil: exactly what was put) and whether the store may
+# refuse it instead: then the put itself must raise, with an error that names the
+# key. Once a put has returned, any error reading the value back is a failure.
 def hostile_values(input)
   store = open_store(input)
   random = Random.new(input['seed'])
@@ -83,35 +87,235 @@ def hostile_values(input)
     serialize = true if serialize.nil?
     key = "/values/#{i}"
     expected = value if expected.nil?
-    outcome =
-      begin
-        store.put(key, value, serialize: serialize)
-        back = store.get(key, serialize: serialize)
-        atomic = value.is_a?(String) && value.bytesize > 1024 ? back : store.atomic_get(key, serialize: serialize)['value']
-        same?(expected, back) && same?(expected, atomic) ? 'exact' : "read back differently: #{back.inspect[0, 120]}"
-      rescue LibKV::Error, TypeError => e
-        may_refuse ? "refused: #{e.class}: #{e.message}" : "refused, but it should be stored: #{e.class}: #{e.message}"
-      end
-    { 'case' => name, 'outcome' => outcome }
+    { 'case' => name, 'key' => key, 'outcome' => value_outcome(store, key, value, expected, may_refuse, serialize) }
   end
-  # A listing larger than any one value: 12 values of 400 KB (below every store's
-  # limit for one value), read back together.
+  outcomes << big_listing(store, random)
+end
+
+# What became of one hostile value: 'exact', 'refused: ERROR' (the put raised and
+# the case allows it), or what went wrong.
+def value_outcome(store, key, value, expected, may_refuse, serialize)
+  begin
+    store.put(key, value, serialize: serialize)
+  rescue LibKV::Error, TypeError => e
+    return "#{may_refuse ? 'refused' : 'refused, but it should be stored'}: #{e.class}: #{e.message}"
+  end
+  begin
+    back = store.get(key, serialize: serialize)
+    atomic = store.atomic_get(key, serialize: serialize)
+  rescue StandardError => e
+    return "the put returned, but reading the value back raised #{e.class}: #{e.message}"
+  end
+  return "get read back differently: #{back.inspect[0, 120]}" unless same?(expected, back)
+  return "atomic_get read back differently: #{atomic.inspect[0, 120]}" unless same?(expected, atomic['value'])
+  return "atomic_get gave no sequence: #{atomic['sequence'].inspect}" unless atomic['sequence'].is_a?(Integer) &&
+                                                                             atomic['sequence'].positive?
+
+  'exact'
+end
+
+# A listing larger than any one value: 12 values of 400 KB (below every store's
+# limit for one value), read back together by list and atomic_list.
+def big_listing(store, random)
+  what = 'a listing of 12 values of 400 KB'
   big = Array.new(12) { |i| random.bytes(200_000).unpack1('H*')[0, 400_000 - i].encode(Encoding::UTF_8) }
   big.each_with_index { |v, i| store.put("/values/big/#{i}", v) }
   listed = store.list('/values/big')
   atomic = store.atomic_list('/values/big')
   same = listed.size == 12 && atomic.size == 12 &&
          big.each_with_index.all? { |v, i| same?(v, listed[i.to_s]) && same?(v, atomic[i.to_s]['value']) }
-  outcomes << { 'case' => 'a listing of 12 values of 400 KB', 'outcome' => same ? 'exact' : 'read back differently' }
+  { 'case' => what, 'key' => '/values/big', 'outcome' => same ? 'exact' : 'read back differently' }
 rescue LibKV::Error => e
-  outcomes << { 'case' => 'a listing of 12 values of 400 KB', 'outcome' => "refused, but it should be stored: #{e.message}" }
+  { 'case' => what, 'key' => '/values/big', 'outcome' => "failed, but it should be stored: #{e.class}: #{e.message}" }
+end
+
+# 16 threads sharing one store object, each mixing every operation, for at most
+# input['deadline'] seconds. Returns each thread's count of calls and the result
+# of each of its atomic_create calls of the contested keys /create/I, every
+# failure seen, the counter, the value each contested key holds, and what is left
+# below /own.
+def thread_mix(input)
+  store = open_store(input)
+  threads = input['threads']
+  iterations = input['iterations']
+  failures = Queue.new
+  creates = Array.new(threads) { Array.new(iterations) }
+  calls = Array.new(threads, 0)
+  started = monotonic
+  workers = Array.new(threads) do |t|
+    Thread.new do
+      n = 0
+      iterations.times do |i|
+        key = "/own/#{t}/#{i}"
+        value = { 'thread' => t, 'i' => i, 'bytes' => "#{t}-#{i}".b }
+        store.put(key, value)
+        failures << "#{key} read back #{store.get(key).inspect}" unless store.get(key) == value
+        failures << "#{key} does not exist" unless store.exists(key)
+        loop do
+          n += 2
+          current = store.atomic_get('/counter')
+          break if store.atomic_put('/counter', current['value'].to_i + 1, current)
+        end
+        creates[t][i] = store.atomic_create("/create/#{i}", t)
+        n += 1
+        own = store.list("/own/#{t}")
+        failures << "/own/#{t} lists #{own.size} keys, not #{i + 1}" unless own.size == i + 1
+        store.atomic_delete("/gone/#{t}", store.atomic_get("/gone/#{t}"))
+        n += 7
+      end
+      store.deletetree("/own/#{t}")
+      calls[t] = n + 1
+    rescue StandardError => e
+      failures << "thread #{t}: #{e.class}: #{e.message}"
+    end
+  end
+  deadline = monotonic + input['deadline']
+  hung = workers.count { |w| w.join([deadline - monotonic, 0].max).nil? }
+  seconds = monotonic - started
+  failed = Array.new(failures.size) { failures.pop }
+  result = { 'hung' => hung, 'failures' => failed, 'calls' => calls, 'creates' => creates, 'seconds' => seconds,
+             'engine' => RUBY_ENGINE }
+  return result if hung.positive?
+
+  result.merge('counter' => store.get('/counter'),
+               'stored' => Array.new(iterations) { |i| store.get("/create/#{i}") },
+               'left' => store.list('/own').size)
+end
+
+# Waits for the child processes +pids+ at most +timeout+ seconds, then kills
+# what is left. Returns pid => Process::Status (nil for the ones killed).
+def wait_children(pids, timeout)
+  deadline = monotonic + timeout
+  statuses = {}
+  until (pids - statuses.keys).empty? || monotonic > deadline
+    (pids - statuses.keys).each do |pid|
+      done, status = Process.wait2(pid, Process::WNOHANG)
+      statuses[done] = status if done
+    end
+    sleep 0.01
+  end
+  (pids - statuses.keys).each do |pid|
+    Process.kill('KILL', pid)
+    Process.wait(pid)
+    statuses[pid] = nil
+  end
+  statuses
+end
+
+# A store opened and in use, then forked while a thread of this process keeps
+# calling it: the children use the inherited store object while this process
+# goes on using it too. Returns what the children and the calling thread did.
+def fork_mix(input)
+  store = open_store(input)
+  rounds = input['rounds']
+  children = input['children']
+  increments = input['increments']
+  deadline = input['deadline']
+  store.put('/before', 'fork')
+  stop = false
+  parent_calls = 0
+  parent_errors = []
+  increment = lambda do |kv|
+    loop do
+      current = kv.atomic_get('/counter')
+      break if kv.atomic_put('/counter', current['value'].to_i + 1, current)
+    end
+  end
+  hammer = Thread.new do
+    until stop
+      begin
+        increment.call(store)
+        store.get('/before')
+        parent_calls += 2
+      rescue LibKV::Error => e
+        parent_errors << e.message
+      end
+    end
+  end
+  forked = 0
+  failed = []
+  rounds.times do |round|
+    pids = Array.new(children) do |c|
+      forked += 1
+      Process.fork do
+        code = 1
+        begin
+          raise "lost the value put before fork: #{store.get('/before').inspect}" unless store.get('/before') == 'fork'
+
+          increments.times { increment.call(store) }
+          store.put("/child/#{round}-#{c}", Process.pid)
+          code = store.get("/child/#{round}-#{c}") == Process.pid ? 0 : 2
+        rescue Exception => e # rubocop:disable Lint/RescueException
+          warn "fork child #{round}-#{c}: #{e.class}: #{e.message}"
+        ensure
+          exit!(code)
+        end
+      end
+    end
+    wait_children(pids, deadline).each do |pid, status|
+      next if status&.success?
+
+      failed << "child #{pid} of round #{round + 1} " \
+                "#{status ? "exited #{status.exitstatus.inspect}" : "still ran after #{deadline} s (deadlock?)"}"
+    end
+  end
+  stop = true
+  stopped = !hammer.join(30).nil?
+  result = { 'forked' => forked, 'failed' => failed, 'parent_calls' => parent_calls,
+             'parent_errors' => parent_errors, 'stopped' => stopped }
+  stopped ? result.merge('counter' => store.get('/counter')) : result
+end
+
+# The outage run's Ruby API calls, one request at a time (see Stress::Session):
+# the store is opened and '/before' put first; then each request line is
+# {"op": "calls"} (every operation, one answer line each, then {"done": true})
+# or {"op": "recovered", "state": S} (put '/after' S, then get '/after' and
+# '/before').
+def outage_api(input)
+  store = open_store(input)
+  store.put('/before', 'kept')
+  answer('ready' => true)
+  while (line = $stdin.gets)
+    request = JSON.parse(line)
+    case request['op']
+    when 'calls'
+      Stress.every_operation.each do |op, call|
+        started = monotonic
+        outcome =
+          begin
+            { 'returned' => call.call(store).inspect }
+          rescue StandardError => e
+            { 'class' => e.class.name, 'message' => e.message, 'connection' => e.is_a?(LibKV::ConnectionError) }
+          end
+        answer(outcome.merge('op' => op, 'seconds' => monotonic - started))
+      end
+      answer('done' => true)
+    when 'recovered'
+      outcome =
+        begin
+          store.put('/after', request['state'])
+          { 'values' => [store.get('/after'), store.get('/before')] }
+        rescue StandardError => e
+          { 'class' => e.class.name, 'message' => e.message }
+        end
+      answer(outcome)
+    end
+  end
+  nil
+end
+
+def answer(message)
+  $stdout.puts(JSON.generate(message))
+  $stdout.flush
 end
 
 # Every path a secret could leak by, for each setup of +input['setups']+ ({ url,
 # auth }): LibKV.open, inspect, url, info, every operation and its error (message,
-# inspect, full_message); then the same setups as options of every libkv::
-# function in Puppet, with debug on, with and without softfail, with auth as
-# plain Strings and as Sensitive. Returns all the text seen.
+# inspect, full_message); then the same setups as options of libkv:: functions in
+# Puppet, with debug on, with and without softfail, positional and as one Hash of
+# named parameters, with auth as plain Strings and as Sensitive; the same calls
+# with invalid options beside the secrets; and calls that take their auth (and
+# url) from Hiera libkv::auth (input['hiera']). Returns all the text seen.
 def secret_paths(input)
   texts = []
   input['setups'].each do |setup|
@@ -127,18 +331,64 @@ def secret_paths(input)
       texts << e.message << e.inspect << e.full_message(highlight: false)
     end
   end
-  functions = [['put', '/k', 'v'], ['get', '/k'], ['list', '/'], ['atomic_get', '/k'], ['info'], ['provider'],
-               ['pop_error']]
-  calls = input['setups'].flat_map do |setup|
+  puppet = %w[plain sensitive].map do |form|
+    puppet_calls('dir' => File.join(input['dir'], form), 'calls' => secret_calls(input['setups']),
+                 'sensitive_auth' => form == 'sensitive')
+  end
+  hiera = input['hiera']
+  hiera_calls = [nil, *input['setups'].map { |setup| setup['url'] }].flat_map do |url|
     [false, true].flat_map do |softfail|
-      options = { 'url' => setup['url'], 'auth' => setup['auth'], 'debug' => true, 'softfail' => softfail, 'timeout' => 2 }
-      functions.map { |f, *args| f == 'pop_error' ? [f] : [f, *args, options] }
+      options = { 'debug' => true, 'softfail' => softfail, 'timeout' => 2 }
+      options['url'] = url if url
+      [['put', '/k', 'v', options], ['get', '/k', options], ['pop_error'],
+       ['get', options.merge('key' => '/k')], ['info', options], ['pop_error'],
+       ['get', '/k', options.merge('timeout' => 'soon')], ['put', options.merge('key' => '/k', 'timeout' => 0)]]
     end
   end
-  puppet = %w[plain sensitive].map do |form|
-    puppet_calls('dir' => File.join(input['dir'], form), 'calls' => calls, 'sensitive_auth' => form == 'sensitive')
+  puppet << puppet_calls('dir' => File.join(input['dir'], 'hiera'), 'calls' => hiera_calls, 'hiera' => hiera)
+  { 'engine' => RUBY_ENGINE, 'texts' => texts, 'puppet' => puppet }
+end
+
+# The Puppet calls of secret_paths for +setups+: each function with softfail off
+# and on, positional and named; pop_error after each softfail; and calls whose
+# options are invalid (besides the auth, which holds the secrets).
+def secret_calls(setups)
+  functions = [['put', '/k', 'v'], ['get', '/k'], ['list', '/'], ['atomic_get', '/k'], ['info'], ['provider'],
+               ['pop_error']]
+  setups.flat_map do |setup|
+    calls = [false, true].flat_map do |softfail|
+      options = { 'url' => setup['url'], 'auth' => setup['auth'], 'debug' => true, 'softfail' => softfail, 'timeout' => 2 }
+      functions.map { |f, *args| f == 'pop_error' ? [f] : [f, *args, options] } +
+        [['put', options.merge('key' => '/k', 'value' => 'v')], ['get', options.merge('key' => '/k')],
+         ['atomic_get', options.merge('key' => '/k')], ['pop_error']]
+    end
+    options = { 'url' => setup['url'], 'auth' => setup['auth'], 'debug' => true, 'softfail' => true }
+    invalid = [{ 'timeout' => 0 }, { 'timeout' => 'soon' }, { 'timeout' => 99_999 }, { 'softfail' => 'yes' },
+               { 'serialize' => 'no' }, { 'retries' => 3 }, { 'url' => '' }, { 'url' => 'nosuch://x' }]
+    calls + invalid.flat_map do |bad|
+      [['get', '/k', options.merge(bad)], ['put', options.merge(bad).merge('key' => '/k', 'value' => 'v')],
+       ['get', '/not a key', options.merge(bad)]]
+    end + [['get', '/k', options.merge('auth' => setup['auth'].merge('' => 'x'))],
+           ['get', '/k', options.merge('auth' => setup['auth'].merge('password' => 5))],
+           ['get', '/k', options.merge('auth' => setup['auth'].to_a.flatten.join('='))]]
   end
-  { 'texts' => texts, 'puppet' => puppet }
+end
+
+# Runs the block for each store of input['stores'] ({ name, url, auth, ... }),
+# given the rest of +input+ too, and returns { name => its result }. A store
+# whose part raised gets { 'error' => ... } and the next one runs all the same;
+# after threads that hung (a result with 'hung'), none does.
+def each_store(input)
+  results = {}
+  input['stores'].each do |store|
+    begin
+      results[store['name']] = yield(input.merge(store))
+    rescue StandardError => e
+      results[store['name']] = { 'error' => "#{e.class}: #{e.message}" }
+    end
+    break if results[store['name']].is_a?(Hash) && results[store['name']]['hung'].to_i.positive?
+  end
+  { 'engine' => RUBY_ENGINE, 'stores' => results }
 end
 
 # A Puppet value as JSON can carry it.
@@ -154,8 +404,9 @@ end
 # libkv:: functions called in one real Puppet compilation (Puppet's PAL script
 # compiler, with this checkout as the module libkv), every log message of Puppet
 # kept at debug level. Input: { dir:, calls: [[function, args...]],
-# sensitive_auth: true to pass auth values as Sensitive }. Returns, per call, its
-# result or error and its time, and the log messages.
+# sensitive_auth: true to pass auth values as Sensitive, hiera: the Hiera data
+# (e.g. libkv::auth) }. Returns, per call, its result or error and its time, and
+# the log messages.
 def puppet_calls(input)
   require 'puppet'
   require 'puppet_pal'
@@ -165,11 +416,20 @@ def puppet_calls(input)
   link = File.join(modules, 'libkv')
   File.symlink(File.expand_path('..', __dir__), link) unless File.symlink?(link)
   hiera = File.join(dir, 'hiera.yaml')
-  File.write(hiera, "---\nversion: 5\nhierarchy: []\n")
+  if input['hiera']
+    FileUtils.mkdir_p(File.join(dir, 'data'))
+    File.write(File.join(dir, 'data', 'common.json'), JSON.generate(input['hiera']))
+    File.write(hiera, "---\nversion: 5\ndefaults:\n  datadir: #{File.join(dir, 'data')}\n  data_hash: json_data\n" \
+                      "hierarchy:\n  - name: common\n    path: common.json\n")
+  else
+    File.write(hiera, "---\nversion: 5\nhierarchy: []\n")
+  end
   unless Puppet.settings.global_defaults_initialized?
     Puppet.initialize_settings(['--vardir', File.join(dir, 'var'), '--confdir', File.join(dir, 'conf'),
                                 '--codedir', File.join(dir, 'code'), '--hiera_config', hiera])
   end
+  # Each call has its own Hiera data: the setting outlives the first call.
+  Puppet[:hiera_config] = hiera
   logs = []
   Puppet::Util::Log.close_all
   Puppet::Util::Log.newdestination(Puppet::Test::LogCollector.new(logs))
@@ -229,14 +489,20 @@ result =
     { 'won' => won }
   when 'crash-writer'
     # Puts key after key, generation after generation, appending "i gen" to the
-    # ack file after each put has returned, until killed.
+    # ack file after each put has returned, until killed (or past last_gen, or
+    # after max_puts puts). The file input['ready'] tells the store is open and
+    # the first put is next.
     store = open_store(input)
     ack = File.open(input['ack'], File::WRONLY | File::APPEND | File::CREAT)
+    File.write(input['ready'], '') if input['ready']
     i = input['start_key']
     gen = input['start_gen']
+    puts_left = input['max_puts']
     loop do
       store.put(Stress::CrashValue.key(i), Stress::CrashValue.make(i, gen))
       ack.syswrite("#{i} #{gen}\n")
+      break if puts_left && (puts_left -= 1).zero?
+
       i += 1
       next if i < input['keys']
 
@@ -245,13 +511,22 @@ result =
       break if gen > input['last_gen']
     end
     { 'done' => true }
+  when 'threads'
+    each_store(input) { |one| thread_mix(one) }
+  when 'fork'
+    fork_mix(input)
+  when 'outage-api'
+    outage_api(input)
   when 'puppet'
     puppet_calls(input)
   when 'values'
-    hostile_values(input)
+    each_store(input) { |one| hostile_values(one) }
   when 'secrets'
     secret_paths(input)
   else
     abort "unknown worker command #{ARGV.first.inspect}"
   end
-puts JSON.generate(result)
+puts JSON.generate(result) if result
+$stdout.flush
+# Threads that hung in a call must not keep the process from ending.
+exit!(0) if result.is_a?(Hash) && result.fetch('stores', {}).values.any? { |r| r.is_a?(Hash) && r['hung'].to_i.positive? }

@@ -23,8 +23,14 @@ Stress.define('counters', '8 processes x 500 increments of one key; 8 processes 
                    name, processes, increments, final.inspect, expected, attempts, attempts - expected,
                    seconds, expected / seconds))
     run.check(statuses.values.all? { |s| s&.success? }, "#{name}: a counter process failed or hung")
-    results.compact.flat_map { |r| r['errors'] }.first(3).each { |e| run.fail!("#{name}: #{e}") }
+    run.failures!(results.compact.flat_map { |r| r['errors'] }.map { |e| "#{name}: #{e}" }, shown: 3)
     run.tally(expected, final == expected ? [] : ["#{name}: the counter ended at #{final.inspect}, not #{expected}"])
+    # 8 processes released at the same moment conflict again and again (100-250
+    # retries on the file store, whose lock serializes most of each increment, and
+    # over 10,000 on etcd and Consul; some 35 on the file store with QUICK=1): none
+    # at all means they did not race, and the exact count proved nothing.
+    run.check(results.compact.size < processes || attempts > expected,
+              "#{name}: no atomic_put was ever retried after a conflict: the #{processes} processes did not race")
 
     keys = Array.new(rounds) { |r| "/create/#{r}" }
     input = store.merge(keys: keys, start_at: Time.now.to_f + 2.0)

@@ -76,6 +76,17 @@ Stress.define('hostile-keys', 'a seeded fuzzer over key validation and the file 
   }
   ruby_cases = Stress.quick? ? 5_000 : 50_000
   outcomes = Hash.new(0)
+  through = 0
+  replanted = 0
+  link = File.join(root, 'evil')
+  # Nothing outside the root created, changed or removed (and the planted link
+  # in place, unless +linked+ is false).
+  outside_intact = lambda do |label, linked = true|
+    entries = Dir.children(outside)
+    run.check(entries == ['secret'] && File.read(File.join(outside, 'secret')) == 'outside data',
+              "#{label} the directory outside the root holds #{entries.inspect}")
+    run.check(File.symlink?(link) && File.readlink(link) == outside, "#{label} the planted link #{link} is gone") if linked
+  end
   ruby_cases.times do |n|
     key =
       if random.rand(50).zero?
@@ -99,10 +110,18 @@ Stress.define('hostile-keys', 'a seeded fuzzer over key validation and the file 
     op, (dir, call) = ops.to_a.sample(random: random)
     text = Stress::KeyRule.text(key)
     valid = Stress::KeyRule.valid?(text, dir)
+    # A valid key whose path goes through the planted link /evil (a symbolic link
+    # to the directory outside the root): the file store must refuse it. The link
+    # itself, /evil, is refused too, except by delete, which removes the link (as
+    # the README says), never what it points to.
+    path = valid ? text.sub(%r{(?<=.)/\z}, '') : ''
+    through_link = path.start_with?('/evil/')
+    at_link = path == '/evil'
     stores.each do |name, store|
+      returned = nil
       outcome =
         begin
-          call.call(store, key)
+          returned = call.call(store, key)
           :ok
         rescue LibKV::InvalidKeyError => e
           shown = text.is_a?(String) ? text.inspect[1..-2].gsub('\\u0000', '\\0') : nil
@@ -117,17 +136,28 @@ Stress.define('hostile-keys', 'a seeded fuzzer over key validation and the file 
       outcomes["#{name} #{outcome.is_a?(Symbol) ? outcome : 'other'}"] += 1
       expected = if !key.is_a?(String) then [:type_error]
                  elsif !valid then [:invalid]
+                 elsif name == 'file' && (through_link || (at_link && op != 'delete')) then [:refused]
+                 elsif name == 'file' && at_link then [:ok]
                  elsif name == 'file' then %i[ok refused]
                  else [:ok]
                  end
-      run.check(expected.include?(outcome),
-                "#{name} #{op}(#{key.inspect[0, 80]}): expected #{expected.join(' or ')}, got #{outcome.inspect[0, 200]}")
+      leaked = name == 'file' && returned.inspect.include?('outside data')
+      run.check(expected.include?(outcome) && !leaked,
+                "#{name} #{op}(#{key.inspect[0, 80]}): expected #{expected.join(' or ')}, got #{outcome.inspect[0, 200]}" \
+                "#{leaked ? ', returning the data outside the root' : ''}")
+      through += 1 if name == 'file' && (through_link || at_link)
     end
-    next unless (n % 1000).zero?
-
-    entries = Dir.children(outside)
-    run.check(entries == ['secret'] && File.read(File.join(outside, 'secret')) == 'outside data',
-              "after #{n} keys the directory outside the root holds #{entries.inspect}")
+    # delete('/evil') or a deletetree above it removed the link itself: plant it
+    # again, once sure nothing outside changed, so that later keys meet it too.
+    unless File.symlink?(link)
+      outside_intact.call("after #{op}(#{key.inspect[0, 80]}) removed the planted link,", false)
+      FileUtils.rm_rf(link)
+      File.symlink(outside, link)
+      replanted += 1
+    end
+    outside_intact.call("after #{n + 1} keys") if ((n + 1) % 1000).zero? || n + 1 == ruby_cases
   end
-  run.say("Ruby API: #{ruby_cases} random keys on the mock and file stores: #{outcomes.sort.map { |k, v| "#{k} #{v}" }.join(', ')}")
+  run.say("Ruby API: #{ruby_cases} random keys on the mock and file stores: #{outcomes.sort.map { |k, v| "#{k} #{v}" }.join(', ')}; " \
+          "#{through} valid keys at or through the planted link /evil on the file store (the link removed by " \
+          "delete or deletetree and planted again #{replanted} times)")
 end

@@ -3,10 +3,10 @@
 require 'socket'
 
 # etcd, then the Consul test double, stopped and then frozen (SIGSTOP: it accepts
-# connections but never answers) while a process calls every function, through
-# the Ruby API and as Puppet functions with and without softfail. Each call ends
-# within the timeout + 1 s with a clear error, or with softfail the safe value; once
-# the server is back, the same store object works again.
+# connections but never answers) while two processes call every function at once,
+# one through the Ruby API and one as Puppet functions with and without softfail.
+# Each call ends within the timeout + 1 s with a clear error, or with softfail the
+# safe value; once the server is back, the same store object works again.
 module Stress
   # Starts, stops, freezes and thaws one server on a fixed port.
   class Outage
@@ -81,32 +81,57 @@ module Stress
       raise "consul-double did not start: #{line.inspect}" unless line.start_with?('listening on')
     end
 
-    # Every Ruby API operation on +store+ fails within the timeout + 1 s with a
-    # StoreError that names the store and says what happened.
-    def ruby_api(store, state)
+    # A worker process that opens the store and puts '/before' while the server
+    # is up, then calls the Ruby API on that same store object when asked (see
+    # outage_api in worker.rb). Each of its answers has a deadline.
+    def api_worker
+      session = Session.new('outage-api', { url: url, auth: {}, timeout: TIMEOUT })
+      ready = session.answer(60)
+      return session if ready && ready['ready']
+
+      @run.fail!("#{@name}: the Ruby API process did not open the store: #{ready.inspect}; #{session.stderr_tail}")
+      session.finish(5)
+      nil
+    end
+
+    # Every Ruby API operation on the worker's store fails within the timeout + 1 s
+    # with a ConnectionError that names the store and says what happened. A call
+    # that does not answer within the timeout + 5 s fails the run, and the worker
+    # is stopped. Returns the slowest call's time.
+    def ruby_api(session, state)
+      unless session&.request('op' => 'calls')
+        @run.fail!("#{@name} #{state}: no Ruby API process (it failed before)")
+        return nil
+      end
+
       slowest = 0.0
-      Stress.every_operation.each do |op, call|
-        started = Stress.monotonic
-        outcome =
-          begin
-            "returned #{call.call(store).inspect}"
-          rescue LibKV::Error => e
-            e
-          end
-        took = Stress.monotonic - started
-        slowest = [slowest, took].max
+      Stress.every_operation.each do |op, _|
         what = "#{@name} #{state}: Ruby API #{op}"
+        outcome = session.answer(TIMEOUT + 5)
+        unless outcome
+          @run.fail!("#{what} did not return within the timeout + 5 s (hung?); #{session.stderr_tail}")
+          session.finish(1)
+          return nil
+        end
+        took = outcome['seconds']
+        slowest = [slowest, took].max
+        @run.check(outcome['op'] == op, "#{what}: the answer was about #{outcome['op'].inspect}")
         @run.check(took <= TIMEOUT + 1, format('%s took %.2f s, more than the timeout + 1 s', what, took))
-        clear = outcome.is_a?(LibKV::ConnectionError) && outcome.message.include?(url) &&
-                outcome.message.match?(/cannot reach the store|timed out after/)
+        clear = outcome['connection'] && outcome['message'].include?(url) &&
+                outcome['message'].match?(/cannot reach the store|timed out after/)
         @run.check(clear, "#{what} should fail with a ConnectionError naming #{url}: #{outcome.inspect}")
       end
+      done = session.answer(TIMEOUT + 5)
+      @run.check(done && done['done'], "#{@name} #{state}: the Ruby API process did not end its calls: #{done.inspect}")
       slowest
     end
 
     # Every libkv:: function in a Puppet compilation: with softfail each returns its
     # safe value and pop_error tells why; without, each raises a Puppet error.
-    def puppet(state)
+    #
+    # puppet_start starts the Puppet process, which makes its calls while the
+    # Ruby API ones are made; puppet_check waits for it and checks its results.
+    def puppet_start(state)
       options = { 'url' => url, 'timeout' => TIMEOUT }
       args = { 'get' => ['/k'], 'put' => ['/k', 'v'], 'delete' => ['/k'], 'exists' => ['/k'], 'list' => ['/'],
                'deletetree' => ['/d'], 'atomic_create' => ['/k', 'v'], 'atomic_get' => ['/k'],
@@ -115,14 +140,24 @@ module Stress
       calls = SAFE.keys.flat_map do |f|
         [[f, *args[f], options.merge('softfail' => true)], ['pop_error'], [f, *args[f], options]]
       end
-      pid, out = Stress.spawn_worker('puppet', { dir: Stress.tmpdir('outage-puppet'), calls: calls })
+      [state, calls, *Stress.spawn_worker('puppet', { dir: Stress.tmpdir('outage-puppet'), calls: calls })]
+    end
+
+    def puppet_check(started)
+      state, calls, pid, out = started
       status = Stress.wait_all([pid], 180)[pid]
       result = Stress.result_of(out)
       return @run.fail!("#{@name} #{state}: the Puppet process failed: #{status.inspect}") unless status&.success? && result
 
+      results = result['results']
+      return @run.fail!("#{@name} #{state}: #{results.size} results for #{calls.size} calls") unless results.size == calls.size
+
+      warnings = result['logs'].select { |l| l.start_with?('warning: libkv::') }
       slowest = 0.0
-      result['results'].each_slice(3).zip(SAFE) do |(soft, popped, hard), (f, safe)|
+      results.each_slice(3).zip(SAFE.to_a) do |(soft, popped, hard), (f, safe)|
         what = "#{@name} #{state}: libkv::#{f}"
+        @run.check([soft, popped, hard].map { |r| r['function'] } == [f, 'pop_error', f],
+                   "#{what}: the results are out of order: #{[soft, popped, hard].inspect[0, 300]}")
         slowest = [slowest, soft['seconds'], hard['seconds']].max
         @run.check(soft['seconds'] <= TIMEOUT + 1 && hard['seconds'] <= TIMEOUT + 1,
                    format('%s took %.2f s and %.2f s, more than the timeout + 1 s', what, soft['seconds'], hard['seconds']))
@@ -130,22 +165,23 @@ module Stress
                    "#{what} with softfail should return #{safe.inspect}: #{soft.inspect}")
         @run.check(popped['result'].to_s.start_with?("libkv::#{f}") && popped['result'].include?(url),
                    "#{what}: pop_error should tell what failed: #{popped.inspect}")
+        @run.check(warnings.any? { |l| l.start_with?("warning: #{popped['result']} (softfail: returning ") },
+                   "#{what} with softfail should log a warning telling what failed; warnings: #{warnings.inspect[0, 300]}")
         @run.check(hard['error'].to_s.match?(/\APuppet::Error: libkv::#{f}.*#{Regexp.escape(url)}/),
                    "#{what} without softfail should raise a Puppet::Error naming the store: #{hard.inspect}")
       end
+      @run.check(warnings.size == SAFE.size, "#{@name} #{state}: #{warnings.size} warnings for #{SAFE.size} soft failures")
       slowest
     end
 
     # The store object made before the outage works again.
-    def recovered(store, state, kept)
-      outcome =
-        begin
-          store.put('/after', state)
-          [store.get('/after'), store.get('/before')]
-        rescue LibKV::Error => e
-          e
-        end
-      @run.check(outcome == [state, kept],
+    def recovered(session, state, kept)
+      unless session&.request('op' => 'recovered', 'state' => state)
+        return @run.fail!("#{@name} after #{state}: no Ruby API process (it failed before)")
+      end
+
+      outcome = session.answer(TIMEOUT + 10)
+      @run.check(outcome && outcome['values'] == [state, kept],
                  "#{@name} after #{state}: the store object should work again: #{outcome.inspect}")
     end
   end
@@ -154,33 +190,36 @@ end
 Stress.define('outage', 'etcd and the Consul test double stopped, then frozen, while every function is called') do |run, _random|
   %w[etcd consul].each do |name|
     if name == 'consul' && LibKVTest::Consul.real_url
-      run.say('consul: not run against a real Consul (LIBKV_TEST_CONSUL_URL), which this run cannot stop')
+      run.skip!('consul', 'LIBKV_TEST_CONSUL_URL names a real Consul, which this run cannot stop')
       next
     end
     server = Stress::Outage.new(run, name).start
-    store = LibKV.open(server.url, {}, timeout: Stress::Outage::TIMEOUT)
-    store.put('/before', 'kept')
+    session = server.api_worker
 
     server.stop
-    ruby = server.ruby_api(store, 'stopped')
-    puppet = server.puppet('stopped')
+    started = server.puppet_start('stopped')
+    ruby = server.ruby_api(session, 'stopped')
+    puppet = server.puppet_check(started)
     run.say(format('%-6s stopped: 12 Ruby API calls, slowest %.2f s; 12 functions with and without softfail ' \
-                   'in Puppet, slowest %.2f s (timeout %.1f s)', name, ruby, puppet.to_f, Stress::Outage::TIMEOUT))
+                   'in Puppet, slowest %.2f s (timeout %.1f s)', name, ruby.to_f, puppet.to_f, Stress::Outage::TIMEOUT))
     server.restart
     # The Consul double keeps its data in memory only: it comes back empty.
     kept = name == 'etcd' ? 'kept' : nil
-    server.recovered(store, 'restart', kept)
+    server.recovered(session, 'restart', kept)
 
     server.suspend
     begin
-      ruby = server.ruby_api(store, 'frozen')
-      puppet = server.puppet('frozen')
+      started = server.puppet_start('frozen')
+      ruby = server.ruby_api(session, 'frozen')
+      puppet = server.puppet_check(started)
     ensure
       server.resume
     end
     run.say(format('%-6s frozen:  12 Ruby API calls, slowest %.2f s; 12 functions with and without softfail ' \
-                   'in Puppet, slowest %.2f s', name, ruby, puppet.to_f))
-    server.recovered(store, 'thaw', kept)
+                   'in Puppet, slowest %.2f s', name, ruby.to_f, puppet.to_f))
+    server.recovered(session, 'thaw', kept)
+    status = session&.finish(10)
+    run.check(session.nil? || status&.success?, "#{name}: the Ruby API process did not end cleanly: #{status.inspect}")
     server.stop
   end
 end

@@ -3,9 +3,12 @@
 require 'securerandom'
 
 # The error and debug paths run with a password, a token and key files whose
-# contents are known: every line a process printed, every exception message,
-# inspect, info() and Puppet log line (debug level) is captured, and the
-# occurrences of each secret are counted. The count must be 0.
+# contents are known, under MRI (the extension) and JRuby (the C ABI library, as
+# puppetserver runs it): every line a process printed, every exception message,
+# inspect, info() and Puppet log line (debug level) is captured, including calls
+# in the named-parameter form, calls with invalid options beside the secrets, and
+# calls whose auth comes from Hiera libkv::auth; softfail warnings and pop_error
+# messages must appear. The occurrences of each secret are counted: 0.
 Stress.define('secrets', 'passwords, tokens and key file contents never appear in errors, logs, info or debug output') do |run, random|
   etcd = LibKVTest::Etcd
   consul = LibKVTest::Consul
@@ -54,32 +57,60 @@ Stress.define('secrets', 'passwords, tokens and key file contents never appear i
     ['an auth setting libkv does not know', "file://#{dir}/store", { 'passwd' => wrong_password }],
     ['mock store, given a token', 'mock://', { 'token' => consul::TOKEN }],
   ]
-  stderr = File.join(dir, 'stderr')
-  pid, out = Stress.spawn_worker('secrets', { dir: dir, setups: setups.map { |_, url, auth| { url: url, auth: auth } } },
-                                 err: stderr)
-  status = Stress.wait_all([pid], 300)[pid]
-  printed = out.value
-  result = Stress.result_of(out) || {}
-  run.check(status&.success? && result.key?('texts'), "the process running the paths failed: #{status.inspect}")
-  captured = printed + File.read(stderr)
-  logs = Array(result['puppet']).flat_map { |p| p['logs'] }
-  calls = Array(result['puppet']).flat_map { |p| p['results'] }
-  errors = calls.count { |c| c['error'] }
-  levels = logs.group_by { |l| l[/\A\w+/] }.transform_values(&:size)
-  libkv_debug = logs.count { |l| l.start_with?('debug: libkv::') }
-  run.say("#{setups.size} setups; #{Array(result['texts']).size} texts from the Ruby API, #{calls.size} Puppet calls " \
-          "(#{errors} raised), #{logs.size} Puppet log lines #{levels.inspect} (#{libkv_debug} libkv debug lines); " \
-          "#{captured.bytesize} bytes captured in all")
-  run.check(libkv_debug.positive?, 'no libkv debug line was logged: the debug path did not run')
-  run.check(Array(result['texts']).any? { |t| t.include?('LibKV::AuthError') },
-            'no AuthError was seen: the wrong-credential paths did not run')
+  hiera = { 'libkv::url' => auth_etcd.url('/s'), 'libkv::auth' => right }
+  input = { setups: setups.map { |_, url, auth| { url: url, auth: auth } }, hiera: hiera }
+  engines = [:mri]
+  missing = Stress.jruby_missing
+  missing ? run.fail!("JRuby cannot run the secrets paths: #{missing}") : engines << :jruby
+  captured = +''
+  # The two Rubies at once.
+  started = engines.map do |engine|
+    stderr = File.join(dir, "stderr-#{engine}")
+    [engine, stderr,
+     *Stress.spawn_worker('secrets', input.merge(dir: File.join(dir, engine.to_s)), err: stderr, engine: engine)]
+  end
+  started.each do |engine, stderr, pid, out|
+    who = engine == :mri ? 'MRI' : 'JRuby'
+    status = Stress.wait_all([pid], 400)[pid]
+    printed = out.value
+    result = Stress.result_of(out) || {}
+    run.check(status&.success? && result.key?('texts'),
+              "#{who}: the process running the paths failed: #{status.inspect}; #{Stress.tail_of(stderr)}")
+    captured << printed << File.read(stderr)
+    texts = Array(result['texts'])
+    puppet = Array(result['puppet'])
+    logs = puppet.flat_map { |p| p['logs'] }
+    calls = puppet.flat_map { |p| p['results'] }
+    errors = calls.count { |c| c['error'] }
+    levels = logs.group_by { |l| l[/\A\w+/] }.transform_values(&:size)
+    libkv_debug = logs.count { |l| l.start_with?('debug: libkv::') }
+    softfail = logs.count { |l| l.start_with?('warning: libkv::') && l.include?('(softfail: returning ') }
+    popped = calls.count { |c| c['function'] == 'pop_error' && c['result'].is_a?(String) && c['result'].start_with?('libkv::') }
+    invalid = calls.count { |c| c['error'].to_s.start_with?('ArgumentError') || c['error'].to_s.include?('expects') }
+    run.say("#{who} (#{result['engine']}): #{setups.size} setups; #{texts.size} texts from the Ruby API, " \
+            "#{calls.size} Puppet calls (#{errors} raised, #{invalid} of them for invalid input), #{logs.size} Puppet " \
+            "log lines #{levels.inspect} (#{libkv_debug} libkv debug lines, #{softfail} softfail warnings), " \
+            "#{popped} pop_error messages; #{(printed.bytesize + File.size(stderr))} bytes captured")
+    # Each path must really have run, or counting 0 secrets in its output proves nothing.
+    run.check(libkv_debug.positive?, "#{who}: no libkv debug line was logged: the debug path did not run")
+    run.check(softfail.positive?, "#{who}: no softfail warning was logged: the softfail path did not run")
+    run.check(popped.positive?, "#{who}: pop_error never returned a message: the pop_error path did not run")
+    run.check(invalid >= setups.size, "#{who}: only #{invalid} calls with invalid input raised: that path did not run")
+    run.check(texts.any? { |t| t.include?('LibKV::AuthError') },
+              "#{who}: no AuthError was seen: the wrong-credential paths did not run")
+    from_hiera = puppet.last || {}
+    first = Array(from_hiera['results']).first || {}
+    run.check(first['result'] == true && Array(from_hiera['logs']).any? { |l| l.include?("store=#{hiera['libkv::url']} ok") },
+              "#{who}: a call without url and auth did not use Hiera's libkv::url and libkv::auth: #{first.inspect}")
+  end
   counts = secrets.transform_values { |secret| captured.scan(secret).size }
   counts.each do |name, count|
     next run.check(true, '') if count.zero?
 
-    line = captured.lines.find { |l| l.include?(secrets[name]) }.to_s
-    run.check(false, "the #{name} appears #{count} times, e.g. #{line.gsub(secrets[name], '<SECRET>').strip[0, 300]}")
+    at = captured.index(secrets[name])
+    around = captured[[at - 240, 0].max, 240 + secrets[name].size + 60].gsub(secrets[name], '<SECRET>')
+    run.check(false, "the #{name} appears #{count} times, e.g. ...#{around.inspect}...")
   end
-  run.say("#{secrets.size} secrets searched for (#{secrets.keys.first(6).join(', ')}, and each line of the client key): " \
-          "#{counts.values.sum} occurrences")
+  run.say("#{secrets.size} secrets searched for (#{secrets.keys.first(6).join(', ')}, and each line of the client key) " \
+          "in #{captured.bytesize} bytes from #{engines.size} Rubies: #{counts.values.sum} occurrences")
 end

@@ -77,7 +77,7 @@ module PuppetX
 
       # Runs libkv::<name> given one Hash of named parameters and options.
       def call_named(func, name, params)
-        assert_type("libkv::#{name}", named_type(name), params)
+        assert_type("libkv::#{name}", named_type(name), hide_auth(params))
         params_of(name).each do |param|
           next if params.key?(param)
 
@@ -187,12 +187,26 @@ module PuppetX
         return {} unless state
 
         state.hiera_defaults ||= HIERA_OPTIONS.each_with_object({}) do |option, found|
-          value = func.call_function('lookup', "libkv::#{option}", 'default_value' => nil)
+          value = hiera_lookup(func, "libkv::#{option}")
           next if value.nil?
 
-          assert_type("Hiera libkv::#{option}", parse_type(OPTION_TYPES[option]), value)
+          assert_type("Hiera libkv::#{option}", parse_type(OPTION_TYPES[option]),
+                      option == 'auth' ? sensitive_values(value) : value)
           found[option] = value
         end
+      end
+
+      # The Hiera value of +key+, or nil. At debug level Puppet's lookup explains
+      # every lookup in the log, with the value found; libkv::auth holds secrets,
+      # so these lookups, which the manifest did not ask for, run without the
+      # explanation. (The lookup function otherwise, on a Puppet without it.)
+      def hiera_lookup(func, key)
+        invocation_class = Puppet::Pops::Lookup::Invocation
+        return func.call_function('lookup', key, 'default_value' => nil) unless
+          invocation_class.method_defined?(:without_explain)
+
+        invocation = invocation_class.new(func.closure_scope)
+        invocation.without_explain { Puppet::Pops::Lookup.lookup(key, nil, nil, true, nil, invocation) }
       end
 
       def compiler_of(func)
@@ -316,7 +330,25 @@ module PuppetX
       end
 
       def assert_options(name, options)
-        assert_type("libkv::#{name} options", options_type, options)
+        assert_type("libkv::#{name} options", options_type, hide_auth(options))
+      end
+
+      # +options+ as type checks see them: every auth value Sensitive. A mismatch
+      # message describes the value it got, and for a Hash with a bad key that is
+      # every value ("got Hash[Enum['', 'password'], Enum['s3cret', 'x']]"); a
+      # Sensitive is described by its type only ("Sensitive[Integer]"). The check
+      # itself is the same: auth takes Sensitive[String] wherever it takes a String.
+      def hide_auth(options)
+        return options unless options.is_a?(Hash) && options['auth'].is_a?(Hash)
+
+        options.merge('auth' => sensitive_values(options['auth']))
+      end
+
+      def sensitive_values(auth)
+        return auth unless auth.is_a?(Hash)
+
+        sensitive = Puppet::Pops::Types::PSensitiveType::Sensitive
+        auth.each_with_object({}) { |(k, v), hidden| hidden[k] = v.is_a?(sensitive) ? v : sensitive.new(v) }
       end
 
       def assert_type(subject, type, value)

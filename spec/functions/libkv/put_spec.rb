@@ -70,6 +70,37 @@ RSpec.describe 'libkv::put' do
     end
   end
 
+  context 'with an auth Hash of the wrong type' do
+    # Puppet describes a Hash whose key is wrong by all its values ("got
+    # Hash[Enum['', 'password'], Enum['s3cret', 'x']]"): never the auth values.
+    it 'refuses it, never showing its values' do
+      ['', 7, nil].each do |bad|
+        auth = { 'password' => 's3cret-pw', bad => 'x' }
+        [['put', '/k', 'v', { 'url' => 'mock://', 'auth' => auth, 'softfail' => true }],
+         ['put', { 'key' => '/k', 'value' => 'v', 'url' => 'mock://', 'auth' => auth }]].each do |args|
+          expect { libkv(*args) }.to raise_error(ArgumentError) { |e|
+            expect(e.message).to match(/entry 'auth' expects a Hash\[String\[1\]/)
+            expect(e.message).not_to include('s3cret-pw')
+          }
+        end
+      end
+    end
+  end
+
+  context 'with an auth Hash of the wrong type in Hiera' do
+    let(:hiera_config) { File.expand_path('../../fixtures-static/hiera-bad-auth/hiera.yaml', __dir__) }
+
+    it 'refuses it, never showing its values, nor logging them when it looks them up' do
+      expect { libkv('put', '/k', 'v') }.to raise_error(ArgumentError) { |e|
+        expect(e.message).to match(/Hiera libkv::auth/)
+        expect(e.message).not_to include('s3cret-in-hiera')
+      }
+      # At debug level, Puppet's lookup explains each lookup with the value found.
+      expect(Puppet::Util::Log.level).to eq(:debug)
+      expect(log_messages.join("\n")).not_to include('s3cret-in-hiera')
+    end
+  end
+
   context 'with Hiera defaults' do
     let(:hiera_config) { File.expand_path('../../fixtures-static/hiera/hiera.yaml', __dir__) }
 
