@@ -697,7 +697,7 @@ impl FileStore {
         loop {
             let temp = format!(
                 ".{stem}@{}.{}.tmp",
-                std::process::id(),
+                fork::pid(),
                 TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
             );
             lock.record(seq, &format!("{dirs}{temp}"))

@@ -15,7 +15,7 @@
 
 use std::cell::Cell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -24,6 +24,10 @@ static INSIDE: AtomicUsize = AtomicUsize::new(0);
 /// Forks waiting for the sections to end, or under way.
 static FORKING: AtomicUsize = AtomicUsize::new(0);
 static HANDLERS: Once = Once::new();
+/// Whether the handlers are in place (so that a child forgets `PID`).
+static REGISTERED: AtomicBool = AtomicBool::new(false);
+/// This process's id once asked, 0 before; a forked child starts at 0 again.
+static PID: AtomicU32 = AtomicU32::new(0);
 
 thread_local! {
     /// How deep this thread is in sections.
@@ -69,6 +73,23 @@ impl Drop for Section {
     }
 }
 
+/// This process's id, asked of the kernel once per process rather than on every
+/// call (`getpid` is a system call each time): a forked child forgets it.
+pub fn pid() -> u32 {
+    HANDLERS.call_once(register);
+    if !REGISTERED.load(SeqCst) {
+        return std::process::id();
+    }
+    match PID.load(SeqCst) {
+        0 => {
+            let pid = std::process::id();
+            PID.store(pid, SeqCst);
+            pid
+        }
+        pid => pid,
+    }
+}
+
 /// Sections of the forking thread itself (it cannot wait for its own).
 fn own() -> usize {
     DEPTH.with(|depth| usize::from(depth.get() > 0))
@@ -89,13 +110,16 @@ extern "C" fn child() {
     // Only this thread lives on: forks of other threads are not under way here.
     FORKING.store(0, SeqCst);
     INSIDE.store(own(), SeqCst);
+    PID.store(0, SeqCst);
 }
 
 fn register() {
     // SAFETY: the handlers only touch atomics and this thread's own depth.
     let status = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
-    // Only ENOMEM can fail it; without handlers, forking is as unsafe as before.
+    // Only ENOMEM can fail it; without handlers, forking is as unsafe as before,
+    // and `pid` asks the kernel every time.
     debug_assert_eq!(status, 0, "pthread_atfork failed");
+    REGISTERED.store(status == 0, SeqCst);
 }
 
 #[cfg(test)]
@@ -112,5 +136,25 @@ mod tests {
             assert_eq!(own(), 1);
         }
         assert_eq!(own(), 0);
+    }
+
+    #[test]
+    fn pid_is_this_process_also_in_a_forked_child() {
+        assert_eq!(pid(), std::process::id());
+        // SAFETY: the child only reads its pid and exits, without unwinding.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork failed");
+        if child == 0 {
+            let ok = pid() == std::process::id() && pid() != 0;
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child saw its parent's pid"
+        );
+        assert_eq!(pid(), std::process::id());
     }
 }

@@ -31,7 +31,7 @@ static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 /// polls the connections; what arrives meanwhile waits in the socket until the next
 /// call. Threads calling at once take turns driving it.
 pub fn runtime() -> std::io::Result<&'static Runtime> {
-    let pid = std::process::id();
+    let pid = fork::pid();
     let _section = fork::section();
     let mut current = RUNTIME
         .lock()
@@ -89,7 +89,7 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
 
     /// This process's client for `key`, and its generation.
     pub fn get(&self, key: &K) -> Option<(C, u64)> {
-        let pid = std::process::id();
+        let pid = fork::pid();
         let _section = fork::section();
         let mut clients = self.lock();
         let map = clients.get_or_insert_with(HashMap::new);
@@ -114,7 +114,7 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
             .get_or_insert_with(HashMap::new)
             .entry(key.clone())
             .or_insert(Cached {
-                pid: std::process::id(),
+                pid: fork::pid(),
                 generation,
                 client,
             });
