@@ -17,7 +17,7 @@
 use std::error::Error as _;
 use std::fmt::Display;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{
@@ -55,10 +55,12 @@ static CLIENTS: ClientCache<ClientKey, Conn> = ClientCache::new();
 /// default limit), not tonic's 4 MiB, which a list of a few large values exceeds.
 const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
-/// A connected client, and its KV client with the response limit raised.
+/// A connected client, and its KV client with the response limit raised. A call
+/// takes a copy of its own (the KV client's requests take `&mut`): the whole client,
+/// a dozen service clients, is shared rather than copied.
 #[derive(Clone)]
 struct Conn {
-    client: Client,
+    client: Arc<Client>,
     kv: KvClient,
 }
 
@@ -174,6 +176,7 @@ impl EtcdStore {
         let kv = client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let client = Arc::new(client);
         Ok(CLIENTS.insert(&self.client_key, Conn { client, kv }))
     }
 
@@ -439,7 +442,9 @@ impl Store for EtcdStore {
     }
 
     fn info(&self) -> Result<Value> {
-        let status = self.call("info", "", |mut c| async move { c.client.status().await })?;
+        let status = self.call("info", "", |c| async move {
+            c.client.maintenance_client().status().await
+        })?;
         let hex = |id: u64| Value::from(format!("{id:x}"));
         let mut facts = vec![
             ("provider", Value::from("etcd")),

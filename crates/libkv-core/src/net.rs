@@ -49,11 +49,15 @@ pub fn runtime() -> std::io::Result<&'static Runtime> {
 }
 
 /// Runs `future` on this process's runtime for at most `timeout`: `Ok(None)` when
-/// the time ran out (the future is then dropped, cancelling it).
+/// the time ran out (the future is then dropped, cancelling it). The future is
+/// pinned on the heap once: a request's future is kilobytes, which the layers of
+/// `timeout` and `block_on` would otherwise each copy.
 pub fn block_on_timeout<T>(
     timeout: Duration,
     future: impl Future<Output = T>,
 ) -> std::io::Result<Option<T>> {
+    let future = Box::pin(future);
+    // The timer is made inside the runtime, which it registers with.
     Ok(runtime()?
         .block_on(async { tokio::time::timeout(timeout, future).await })
         .ok())
