@@ -20,6 +20,7 @@ module Stress
   require_relative '../spec/support/etcd'
   require_relative '../spec/support/consul'
   require_relative 'operations'
+  require_relative 'processes'
 
   # One run: what it tried (cases) and what it found (failures: a count, and the
   # messages that tell them), and the parts it could not run here (skipped).
@@ -103,10 +104,6 @@ module Stress
     # Registers a run: +block+ gets the Run to record into and a seeded Random.
     def define(name, summary, &block)
       @runs[name] = [summary, block]
-    end
-
-    def monotonic
-      Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
 
     # Removed when the process that made it exits (not by a forked child).
@@ -212,26 +209,6 @@ module Stress
       line && JSON.parse(line)
     rescue JSON::ParserError
       nil
-    end
-
-    # Waits for +pids+ at most +timeout+ seconds, then kills what is left.
-    # Returns pid => Process::Status (nil for the ones killed at the deadline).
-    def wait_all(pids, timeout)
-      deadline = monotonic + timeout
-      statuses = {}
-      until (pids - statuses.keys).empty? || monotonic > deadline
-        (pids - statuses.keys).each do |pid|
-          done, status = Process.wait2(pid, Process::WNOHANG)
-          statuses[done] = status if done
-        end
-        sleep 0.01
-      end
-      (pids - statuses.keys).each do |pid|
-        Process.kill('KILL', pid)
-        Process.wait(pid)
-        statuses[pid] = nil
-      end
-      statuses
     end
   end
 

@@ -13,11 +13,12 @@ $LOAD_PATH.unshift(File.expand_path('../lib', __dir__))
 require 'libkv'
 require_relative 'crash_value'
 require_relative 'operations'
+require_relative 'processes'
 
 input = JSON.parse($stdin.gets.to_s)
 
 def monotonic
-  Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  Stress.monotonic
 end
 
 def open_store(input)
@@ -182,26 +183,6 @@ def thread_mix(input)
                'left' => store.list('/own').size)
 end
 
-# Waits for the child processes +pids+ at most +timeout+ seconds, then kills
-# what is left. Returns pid => Process::Status (nil for the ones killed).
-def wait_children(pids, timeout)
-  deadline = monotonic + timeout
-  statuses = {}
-  until (pids - statuses.keys).empty? || monotonic > deadline
-    (pids - statuses.keys).each do |pid|
-      done, status = Process.wait2(pid, Process::WNOHANG)
-      statuses[done] = status if done
-    end
-    sleep 0.01
-  end
-  (pids - statuses.keys).each do |pid|
-    Process.kill('KILL', pid)
-    Process.wait(pid)
-    statuses[pid] = nil
-  end
-  statuses
-end
-
 # A store opened and in use, then forked while a thread of this process keeps
 # calling it: the children use the inherited store object while this process
 # goes on using it too. Returns what the children and the calling thread did.
@@ -252,7 +233,7 @@ def fork_mix(input)
         end
       end
     end
-    wait_children(pids, deadline).each do |pid, status|
+    Stress.wait_all(pids, deadline).each do |pid, status|
       next if status&.success?
 
       failed << "child #{pid} of round #{round + 1} " \
