@@ -6,6 +6,13 @@ module Stress
       Process.clock_gettime(Process::CLOCK_MONOTONIC)
     end
 
+    # Sends +signal+ to the process group led by +pid+, if any is left.
+    def signal_group(signal, pid)
+      Process.kill(signal, -pid)
+    rescue Errno::ESRCH
+      nil
+    end
+
     # Waits for the child processes +pids+ at most +timeout+ seconds, then kills
     # what is left. Returns pid => Process::Status (nil for the ones killed at
     # the deadline).

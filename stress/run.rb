@@ -64,17 +64,9 @@ report.close
 # Stops the child and every process of its group: TERM (the child's at_exit
 # handlers stop its servers), then KILL what is left.
 stop_child = lambda do
-  begin
-    Process.kill('TERM', -child)
-  rescue Errno::ESRCH
-    nil
-  end
+  Stress.signal_group('TERM', child)
   status = Stress.wait_all([child], 10)[child]
-  begin
-    Process.kill('KILL', -child)
-  rescue Errno::ESRCH
-    nil
-  end
+  Stress.signal_group('KILL', child)
   status
 end
 %w[INT TERM].each do |signal|
@@ -120,11 +112,7 @@ if over_budget
 else
   status = Stress.wait_all([child], 60)[child]
   # Whatever the child's group still holds (a worker or server left behind).
-  begin
-    Process.kill('KILL', -child)
-  rescue Errno::ESRCH
-    nil
-  end
+  Stress.signal_group('KILL', child)
 end
 
 if current
