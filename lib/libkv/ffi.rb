@@ -355,13 +355,11 @@ module LibKV
         utf8(k.is_a?(Symbol) ? k.to_s : k)
       end
 
+      # A String as UTF-8 text (see text: an EncodingError for what is not text, as
+      # on MRI), or nil for what is not a String, which the library refuses by the
+      # setting's name.
       def utf8(s)
-        return nil unless s.is_a?(String)
-
-        s = s.encode(Encoding::UTF_8)
-        s.valid_encoding? ? s : nil
-      rescue EncodingError
-        nil
+        s.is_a?(String) ? text(s) : nil
       end
     end
 

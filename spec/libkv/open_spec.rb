@@ -203,6 +203,25 @@ RSpec.describe 'LibKV.open' do
       end
     end
 
+    # As a url: another encoding converted, bytes that are not text refused with an
+    # EncodingError (not taken for a value of the wrong type), never the value shown.
+    it 'converts auth names and values in other encodings, and refuses what is not UTF-8 text' do
+      consul = 'consul://127.0.0.1:1/p'
+      latin1 = "hunter\u00e9".encode(Encoding::ISO_8859_1)
+      expect(LibKV.open(consul, { 'token' => latin1 })).to be_a(LibKV::Consul)
+      expect(LibKV.open(consul, { 'token'.encode(Encoding::UTF_16LE) => 'hunter2' })).to be_a(LibKV::Consul)
+      {
+        { 'token' => "hunter\xE9".dup.force_encoding(Encoding::UTF_8) } => 'invalid byte sequence in UTF-8',
+        { 'token' => "hunter\xE9".b } => "expected utf-8, got #{Encoding::BINARY.name}",
+        { "tok\xE9".dup.force_encoding(Encoding::UTF_8) => 'hunter2' } => 'invalid byte sequence in UTF-8',
+        { "tok\xE9".b => 'hunter2' } => "expected utf-8, got #{Encoding::BINARY.name}",
+      }.each do |auth, message|
+        expect { LibKV.open(consul, auth) }.to raise_error(EncodingError, message) { |e|
+          expect(e.message).not_to include('hunter')
+        }
+      end
+    end
+
     it 'refuses auth keys that are neither Strings nor Symbols' do
       e = open_refused('mock://', { 1 => 'hunter2' })
       expect(e.message).not_to include('hunter2')
