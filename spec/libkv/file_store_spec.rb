@@ -151,6 +151,29 @@ RSpec.describe 'the file stores' do
         expect(File.binread(path('/empty'))).to eq('v')
       end
 
+      # The store's lock held by another writer (another Puppet run): a put waits
+      # for it, up to its timeout, while the other threads of this Ruby go on.
+      it 'lets other Ruby threads run while a call waits for the lock another writer holds' do
+        store.put('/k', 'v') # makes the root and its lock file
+        waiting = LibKV.open(store_options[:url], store_options[:auth], vardir: store_options[:vardir] || File.join(tmp, 'vardir'),
+                                                                        environment: 'production', timeout: 1)
+        File.open(path('.libkv@lock'), 'r+') do |lock|
+          expect(lock.flock(File::LOCK_EX | File::LOCK_NB)).to eq(0)
+          ticks = 0
+          ticker = Thread.new do
+            loop do
+              ticks += 1
+              sleep 0.001
+            end
+          end
+          expect { waiting.put('/k', 'w') }.to raise_error(LibKV::TimeoutError)
+          ticker.kill
+          # About 1,000 ticks fit in the second the put waits; with the GVL held, none.
+          expect(ticks).to be > 100
+        end
+        expect(store.get('/k')).to eq('v')
+      end
+
       describe 'a key below another key' do
         it 'raises LibKV::ConflictError naming both keys when the upper key holds a value' do
           store.put('/parent', 'value')
