@@ -78,6 +78,17 @@ impl StoreUrl {
             url: mask(url),
             reason,
         };
+        if url.trim() != url {
+            return Err(bad(
+                "it starts or ends with whitespace, which would name another store; remove it"
+                    .into(),
+            ));
+        }
+        if url.contains(|c: char| c.is_control()) {
+            return Err(bad(
+                "it contains a control character (a newline, a tab, ...); remove it".into(),
+            ));
+        }
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(bad(format!("it has no '://'; {FORMS}")));
         };
@@ -249,8 +260,18 @@ fn parse_root(path: &str) -> std::result::Result<PathBuf, String> {
         return Err("a file store needs an absolute root: file:///ABSOLUTE/ROOT".into());
     }
     let bytes = percent_decode(path)?;
-    if bytes.contains(&0) {
-        return Err("the root path contains a NUL byte".into());
+    if bytes.iter().any(|b| b.is_ascii_control()) {
+        return Err("the root path contains a control character (NUL, a newline, ...)".into());
+    }
+    if bytes
+        .split(|&b| b == b'/')
+        .any(|segment| segment.trim_ascii() != segment)
+    {
+        return Err(
+            "a directory of the root path starts or ends with whitespace, which would name \
+             another directory than the one meant; remove it"
+                .into(),
+        );
     }
     if bytes
         .split(|&b| b == b'/')
@@ -405,6 +426,15 @@ mod tests {
             "file:///a%2",
             "file:///a%zz",
             "file:///a%00b",
+            "file:///srv/kv ",
+            " file:///srv/kv",
+            "file:///srv/kv\n",
+            "file:///srv/kv%20",
+            "file:///srv/%20kv/x",
+            "file:///srv/kv%0A",
+            "file:///srv/k\tv",
+            "etcd://127.0.0.1:2379/p ",
+            "mock://\n",
         ] {
             assert!(StoreUrl::parse(bad).is_err(), "{bad}");
         }
