@@ -62,6 +62,17 @@ impl Key {
     pub fn dir_prefix(&self) -> String {
         self.join("")
     }
+
+    /// Whether `relative`, a name a store holds below this directory, is a key's: the
+    /// only names a store lists. Other clients of a store can write names no key can
+    /// have (`sp ace`, `a//b`, `a/`), which no libkv call could then read.
+    pub fn lists(&self, relative: &str) -> bool {
+        let len = if self.is_root() { 0 } else { self.0.len() } + 1 + relative.len();
+        len <= MAX_KEY_LEN
+            && relative
+                .split('/')
+                .all(|c| is_valid_component(c.as_bytes()))
+    }
 }
 
 impl fmt::Display for Key {
@@ -281,6 +292,35 @@ mod tests {
         let d = Key::dir("/a/").unwrap();
         assert_eq!(d.join("x"), "/a/x");
         assert_eq!(d.dir_prefix(), "/a/");
+    }
+
+    #[test]
+    fn only_names_that_are_keys_are_listed() {
+        let d = Key::dir("/a").unwrap();
+        let root = Key::dir("/").unwrap();
+        for rel in ["b", "b/c", ".hidden", "x:y-z_1.2"] {
+            assert!(d.lists(rel), "{rel}");
+            assert!(root.lists(rel), "{rel}");
+            assert!(Key::new(&d.join(rel)).is_ok(), "{rel}");
+        }
+        for rel in [
+            "",
+            "sp ace",
+            "b/",
+            "/b",
+            "b//c",
+            "..",
+            "b/./c",
+            "caf\u{e9}",
+            ".x@tmp",
+        ] {
+            assert!(!d.lists(rel), "{rel:?}");
+            assert!(Key::new(&d.join(rel)).is_err(), "{rel:?}");
+        }
+        let longest = "b".repeat(MAX_KEY_LEN - "/a/".len());
+        assert!(d.lists(&longest.replace("bbbb", "bbb/")));
+        assert!(!d.lists(&format!("{longest}b").replace("bbbb", "bbb/")));
+        assert!(root.lists("c/".repeat(511).trim_end_matches('/')));
     }
 
     #[test]
