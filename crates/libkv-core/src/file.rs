@@ -23,10 +23,11 @@
 //!   the handle kept, but every operation first looks at the root path (one `lstat`,
 //!   its device and inode compared with the handle's). When the path names another
 //!   directory (moved away and made again, a backup restored), that one is opened
-//!   and used from then on; when nothing is there, the directory is made, as at first
-//!   use. So a long-running Puppet server never keeps writing into a directory that
-//!   is no longer the store. An operation that started just before such a change
-//!   finishes on the directory it started on.
+//!   and used from then on; when nothing is there, the next write makes the
+//!   directory, as at first use, and reads find no keys (they never make it). So a
+//!   long-running Puppet server never keeps writing into a directory that is no
+//!   longer the store. An operation that started just before such a change finishes
+//!   on the directory it started on.
 //! - **No symbolic link as the root.** When the root path itself is a symbolic link,
 //!   at first use or later, every operation fails with a store error that says so:
 //!   a link that someone can change would send every key elsewhere. Point the URL
@@ -242,12 +243,32 @@ impl FileStore {
         }
     }
 
-    /// The root directory's handle. Every operation checks, with one `lstat` of the
-    /// root path, that the path still names the directory held; when it names
-    /// another one (moved away and made again), that one is opened; when nothing is
-    /// there, the directory is made, as at first use. A symbolic link at the root
-    /// path is refused.
+    /// The root directory's handle, for an operation that writes: `root_or_none`,
+    /// making the directory when nothing is at the root path, as at first use.
     fn root(&self, op: &'static str, key: &str) -> Result<Arc<RootDir>> {
+        Ok(self
+            .root_or_none(op, key, true)?
+            .expect("the root was made"))
+    }
+
+    /// The root directory's handle, for an operation that only reads or removes:
+    /// `None` when nothing is at the root path, which is then left alone (a store
+    /// nobody wrote to holds no keys).
+    fn existing_root(&self, op: &'static str, key: &str) -> Result<Option<Arc<RootDir>>> {
+        self.root_or_none(op, key, false)
+    }
+
+    /// Every operation checks, with one `lstat` of the root path, that the path
+    /// still names the directory held; when it names another one (moved away and
+    /// made again), that one is opened; when nothing is there, the directory is
+    /// made (`create`) or `None` returned. A symbolic link at the root path is
+    /// refused.
+    fn root_or_none(
+        &self,
+        op: &'static str,
+        key: &str,
+        create: bool,
+    ) -> Result<Option<Arc<RootDir>>> {
         let fail = |e: std::io::Error| {
             self.failed(
                 op,
@@ -277,8 +298,10 @@ impl FileStore {
                 .as_ref()
                 .filter(|h| h.dev == st.st_dev && h.ino == st.st_ino)
             {
-                return Ok(Arc::clone(held));
+                return Ok(Some(Arc::clone(held)));
             }
+        } else if !create {
+            return Ok(None);
         } else {
             std::os::unix::fs::DirBuilderExt::mode(
                 std::fs::DirBuilder::new().recursive(true),
@@ -305,7 +328,7 @@ impl FileStore {
         });
         // Threads racing here each open one; each uses its own, the last is kept.
         *self.root.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&opened));
-        Ok(opened)
+        Ok(Some(opened))
     }
 
     fn root_is_a_link(&self, op: &'static str, key: &str) -> Error {
@@ -1092,7 +1115,9 @@ impl Store for FileStore {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        let root = self.root("get", key.as_str())?;
+        let Some(root) = self.existing_root("get", key.as_str())? else {
+            return Ok(None);
+        };
         let (dirs, name) = Self::parents(key);
         let Some(walked) = self.walk("get", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(None);
@@ -1115,7 +1140,9 @@ impl Store for FileStore {
 
     fn delete(&self, key: &Key) -> Result<()> {
         let op = "delete";
-        let root = self.root(op, key.as_str())?;
+        let Some(root) = self.existing_root(op, key.as_str())? else {
+            return Ok(());
+        };
         let _lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
         match self.walk(op, key.as_str(), root.as_fd(), dirs, false)? {
@@ -1125,7 +1152,9 @@ impl Store for FileStore {
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
-        let root = self.root("exists", key.as_str())?;
+        let Some(root) = self.existing_root("exists", key.as_str())? else {
+            return Ok(false);
+        };
         let (dirs, name) = Self::parents(key);
         let Some(walked) = self.walk("exists", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(false);
@@ -1138,7 +1167,9 @@ impl Store for FileStore {
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
         let mut out = Vec::new();
-        let root = self.root("list", dir.as_str())?;
+        let Some(root) = self.existing_root("list", dir.as_str())? else {
+            return Ok(out);
+        };
         if let Some(fd) = self.open_dir("list", dir, root.as_fd())? {
             self.visit_tree("list", dir, fd.as_fd(), "", 0, &mut |rel, value, _| {
                 out.push((rel, value))
@@ -1150,7 +1181,9 @@ impl Store for FileStore {
 
     fn deletetree(&self, dir: &Key) -> Result<()> {
         let op = "deletetree";
-        let root = self.root(op, dir.as_str())?;
+        let Some(root) = self.existing_root(op, dir.as_str())? else {
+            return Ok(());
+        };
         let _lock = self.lock(op, dir.as_str(), root.as_fd())?;
         if dir.is_root() {
             return self.remove_contents(op, dir.as_str(), root.as_fd(), true, 0);
@@ -1180,7 +1213,9 @@ impl Store for FileStore {
     }
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
-        let root = self.root("atomic_get", key.as_str())?;
+        let Some(root) = self.existing_root("atomic_get", key.as_str())? else {
+            return Ok(None);
+        };
         let (dirs, name) = Self::parents(key);
         let Some(walked) = self.walk("atomic_get", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(None);
@@ -1195,10 +1230,12 @@ impl Store for FileStore {
 
     fn atomic_put(&self, key: &Key, value: &[u8], previous: u64) -> Result<bool> {
         let op = "atomic_put";
-        let root = self.root(op, key.as_str())?;
+        // Only a create (previous 0) may need the root and directories made.
+        let Some(root) = self.root_or_none(op, key.as_str(), previous == 0)? else {
+            return Ok(false);
+        };
         let lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
-        // Only a create (previous 0) may need directories made.
         let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, previous == 0)? else {
             return Ok(false);
         };
@@ -1213,7 +1250,9 @@ impl Store for FileStore {
 
     fn atomic_delete(&self, key: &Key, previous: u64) -> Result<bool> {
         let op = "atomic_delete";
-        let root = self.root(op, key.as_str())?;
+        let Some(root) = self.existing_root(op, key.as_str())? else {
+            return Ok(previous == 0);
+        };
         let _lock = self.lock(op, key.as_str(), root.as_fd())?;
         let (dirs, name) = Self::parents(key);
         let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, false)? else {
@@ -1231,7 +1270,9 @@ impl Store for FileStore {
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
         let mut out = Vec::new();
-        let root = self.root("atomic_list", dir.as_str())?;
+        let Some(root) = self.existing_root("atomic_list", dir.as_str())? else {
+            return Ok(out);
+        };
         if let Some(fd) = self.open_dir("atomic_list", dir, root.as_fd())? {
             self.visit_tree(
                 "atomic_list",

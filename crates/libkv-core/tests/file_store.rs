@@ -340,6 +340,29 @@ fn a_store_root_that_cannot_exist_fails_each_call_as_a_store_error() {
     assert_eq!(store.get(&k("/x")).unwrap().as_deref(), Some(&b"v"[..]));
 }
 
+#[test]
+fn reads_of_a_store_whose_root_does_not_exist_find_nothing_and_make_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let root = tmp.path().join("not/yet");
+    let store = open_at(&root, Duration::from_secs(5));
+    assert_eq!(store.get(&k("/k")).unwrap(), None);
+    assert!(!store.exists(&k("/k")).unwrap());
+    assert_eq!(store.atomic_get(&k("/k")).unwrap(), None);
+    assert!(store.list(&d("/")).unwrap().is_empty());
+    assert!(store.atomic_list(&d("/a")).unwrap().is_empty());
+    // Removing what is not there, and a compare-and-swap that cannot match, write
+    // nothing either.
+    store.delete(&k("/k")).unwrap();
+    store.deletetree(&d("/")).unwrap();
+    assert!(store.atomic_delete(&k("/k"), 0).unwrap());
+    assert!(!store.atomic_delete(&k("/k"), 7).unwrap());
+    assert!(!store.atomic_put(&k("/k"), b"v", 7).unwrap());
+    assert!(!tmp.path().join("not").exists());
+    // The first write makes it.
+    assert!(store.atomic_put(&k("/k"), b"v", 0).unwrap());
+    assert_eq!(fs::read(root.join("k")).unwrap(), b"v");
+}
+
 /// Every operation of the store, each returning only whether it succeeded.
 fn every_operation(store: &dyn Store) -> Vec<(&'static str, libkv_core::Result<()>)> {
     let key = k("/k");
