@@ -377,10 +377,9 @@ impl ConsulStore {
         let start = self.consul_dir(dir);
         let mut out = Vec::new();
         for pair in self.pairs(op, dir.as_str(), &body)? {
-            if let Some(rel) = pair.key.strip_prefix(&start) {
-                if rel.is_empty() {
-                    continue; // a "folder" entry, not a key below dir
-                }
+            // Folder entries ("dir/") and names another client wrote that no key
+            // can have are not listed.
+            if let Some(rel) = pair.key.strip_prefix(&start).filter(|rel| dir.lists(rel)) {
                 out.push((
                     rel.to_owned(),
                     self.value(op, dir.as_str(), &pair)?,

@@ -226,3 +226,43 @@ fn auth_settings_are_checked_when_opened() {
         assert!(!msg.contains("s3cret"), "{msg}");
     }
 }
+
+/// Writes a Consul key as another client would, over Consul's HTTP API.
+fn raw_put(server: &Server, path: &str, value: &[u8]) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+    let head = format!(
+        "PUT /v1/kv/{path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
+        value.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(value).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn names_another_client_wrote_that_are_not_keys_are_not_listed() {
+    let prefix = unique_prefix();
+    let store = open_with(&url(server(), &prefix), &[], Duration::from_secs(5));
+    store.put(&k("/hosts/web01"), b"10.0.0.1").unwrap();
+    let consul_prefix = prefix.trim_start_matches('/');
+    // A folder entry ("dir/", as the Consul UI makes), a deeper one, and names no
+    // key can have.
+    for name in ["", "sub/", "sp%20ace", "caf%C3%A9", "t%09ab", "x:y@z"] {
+        raw_put(server(), &format!("{consul_prefix}/hosts/{name}"), b"x");
+    }
+    let expected = vec![("web01".to_owned(), b"10.0.0.1".to_vec())];
+    assert_eq!(store.list(&d("/hosts")).unwrap(), expected);
+    let listed: Vec<String> = store
+        .atomic_list(&d("/"))
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(listed, ["hosts/web01"]);
+}
