@@ -31,7 +31,8 @@ pub struct Versioned {
 /// Entries below a directory: key relative to the directory, sorted.
 pub type Listing<T> = Vec<(String, T)>;
 
-/// The operations of the libkv API, by their function names.
+/// The operations a store implements, by their function names (`pop_error`, which
+/// reports the Puppet functions' soft failures, is none of a store's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     Get,
@@ -49,7 +50,6 @@ pub enum Op {
     Info,
     Provider,
     Supports,
-    PopError,
 }
 
 impl Op {
@@ -69,7 +69,6 @@ impl Op {
         Op::Info,
         Op::Provider,
         Op::Supports,
-        Op::PopError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,7 +88,6 @@ impl Op {
             Op::Info => "info",
             Op::Provider => "provider",
             Op::Supports => "supports",
-            Op::PopError => "pop_error",
         }
     }
 
@@ -393,7 +391,9 @@ mod tests {
     #[test]
     fn op_names_are_the_function_names() {
         let names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
-        assert_eq!(names.len(), 16);
-        assert!(names.contains(&"atomic_list") && names.contains(&"pop_error"));
+        assert_eq!(names.len(), 15);
+        assert!(names.contains(&"atomic_list"));
+        // pop_error is a Puppet function about soft failures, not a store's operation.
+        assert!(!names.contains(&"pop_error"));
     }
 }
