@@ -10,6 +10,15 @@ module LibKVTest
     def self.included(base)
       base.after { FileUtils.rm_rf(@tmp) if @tmp }
     end
+
+    # Runs +script+ in a new process of this Ruby (MRI or JRuby) with this
+    # checkout's lib/ on its load path and +env+ added: for what a process reads
+    # once from its environment. Returns stdout, stderr and the status.
+    def ruby_process(script, env = {})
+      require 'open3'
+      lib = File.expand_path('../../lib', __dir__)
+      Open3.capture3(env, RbConfig.ruby, '-I', lib, '-e', script)
+    end
   end
 
   # Everything an example group over one backend needs: `backend` is set by

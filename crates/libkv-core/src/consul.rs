@@ -29,7 +29,7 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Waiting};
 use crate::key::Key;
 use crate::net::{block_on_timeout, describe, ClientCache, PemFile};
 use crate::store::{Auth, Listing, Store, Versioned};
@@ -282,7 +282,7 @@ impl ConsulStore {
                     key: key.to_owned(),
                     store: self.url.clone(),
                     after: self.timeout,
-                    sent: true,
+                    waiting: Waiting::Answer,
                 });
             }
         };

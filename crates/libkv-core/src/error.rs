@@ -76,15 +76,14 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("{op}{} on {store} timed out after {}{}", on_key(key), fmt_secs(*.after), timeout_advice(op, *.sent))]
+    #[error("{op}{} on {store} timed out after {}{}", on_key(key), fmt_secs(*.after), timeout_advice(op, *.waiting))]
     Timeout {
         op: &'static str,
         key: String,
         store: String,
         after: Duration,
-        /// Whether the request may have reached the store, so that a write may
-        /// have been applied; false when it timed out waiting for a lock.
-        sent: bool,
+        /// What the call was waiting for when the time ran out.
+        waiting: Waiting,
     },
 
     #[error(
@@ -108,27 +107,44 @@ fn on_key(key: &str) -> String {
     }
 }
 
+/// What a call that timed out was waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// The store's answer to a request it may have received: a write may have been
+    /// applied.
+    Answer,
+    /// The file store's lock, held by another call: nothing was changed.
+    Lock,
+    /// A store that could take the request (a connection, a cluster member with a
+    /// leader): nothing was sent, so nothing was changed.
+    Store,
+}
+
 /// What a timeout means for the caller's data, and what to do.
-fn timeout_advice(op: &str, sent: bool) -> String {
+fn timeout_advice(op: &str, waiting: Waiting) -> String {
     let writes = Op::ALL.iter().any(|o| o.name() == op && o.writes());
-    match (sent, writes) {
-        (false, true) => " waiting for the store's lock, held by another call; nothing was \
-                          changed: try again, or raise the timeout option"
-            .to_owned(),
-        (false, false) => " waiting for the store's lock, held by another call; try again, or \
-                           raise the timeout option"
-            .to_owned(),
-        (true, true) => format!(
+    let unchanged = if writes { "; nothing was changed" } else { "" };
+    match (waiting, writes) {
+        (Waiting::Lock, _) => format!(
+            " waiting for the store's lock, held by another call{unchanged}: try again, or \
+             raise the timeout option"
+        ),
+        (Waiting::Store, _) => format!(
+            " before the store took the request{unchanged}: check that the store is up and \
+             reachable (for an etcd cluster, that most of its members are), or raise the \
+             timeout option"
+        ),
+        (Waiting::Answer, true) => format!(
             "; the store may or may not have applied the {op}: read the key before trying \
              again, and check that the store is up and reachable, or raise the timeout option"
         ),
-        (true, false) => "; check that the store is up and reachable, or raise the timeout \
-                          option"
+        (Waiting::Answer, false) => "; check that the store is up and reachable, or raise the \
+                                     timeout option"
             .to_owned(),
     }
 }
 
-fn fmt_secs(d: Duration) -> String {
+pub(crate) fn fmt_secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 

@@ -8,25 +8,44 @@
 //!   compare `mod_revision` (0 for an absent key), so racing writers are
 //!   linearizable. `list`, `atomic_list` and `deletetree` are one prefix range
 //!   request on `PREFIX + dir + "/"`. Reads are etcd's default linearizable reads.
-//! - One client per endpoints and auth settings in a process, shared by every store
-//!   object on them: made by the first call, reused by every later one (one HTTP/2
-//!   connection per endpoint), dropped after a connection or credential failure and
-//!   after `fork`, and made again by the next call.
-//! - Every call, connecting included, ends within the store's timeout.
+//!   Only names that are keys are listed.
+//! - The URL's endpoints are the members of one cluster. A process keeps one client
+//!   (one HTTP/2 connection) per member and auth settings, shared by every store
+//!   object on them: made when a call first needs that member, dropped after a
+//!   connection or credential failure and after `fork`, made again when needed.
+//! - A call goes to the member that answered last. When that member cannot be
+//!   reached, the call goes on to the next; when the members that answer have no
+//!   leader (they ask for one: `require_leader`), it waits for the election and
+//!   tries again. So while a quorum is up, every call succeeds:
+//!   - reads, `put`, `delete` and `deletetree` may be sent again: when the
+//!     connection fails under them, or when a quarter of the timeout passes without
+//!     an answer (a member whose leader died holds a write it forwarded there until
+//!     its own timeout), the next member gets them too, and the first answer wins;
+//!   - the compare-and-swaps are sent again only when they never reached etcd: one
+//!     whose connection failed after sending fails, saying it may have been
+//!     applied. After a member failed, they are sent only to a member that follows
+//!     another leader, so that they are not held by one that has not noticed yet.
+//! - Every call, connecting included, ends within the store's timeout; each
+//!   connection attempt gets a share of it, so a member that never answers leaves
+//!   time for the others.
 
-use std::error::Error as _;
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::error::Error as StdError;
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    KvClient, TlsOptions, Txn, TxnOp,
+    Certificate, Channel, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
+    Identity, KvClient, TlsOptions, Txn, TxnOp,
 };
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tonic::Code;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Waiting};
 use crate::key::Key;
 use crate::net::{block_on_timeout, describe, ClientCache, PemFile};
 use crate::store::{Auth, Listing, Store, Versioned};
@@ -38,42 +57,89 @@ pub struct EtcdStore {
     /// Prepended to every key: "" for the root, "/PREFIX" otherwise.
     prefix: String,
     tls: bool,
-    client_key: ClientKey,
+    /// The cluster's members, in the URL's order, each with its own client.
+    members: Vec<MemberKey>,
+    /// The member a call goes to first: the last one that answered. A call that
+    /// cannot reach it goes on to the next, so one dead member costs a refused
+    /// connection once, not on every call.
+    pinned: AtomicUsize,
+    /// Members seen failing (by etcd member id), and when: until the others elect
+    /// another leader, a member that still follows one of them forwards a write
+    /// there and holds it until its own timeout, so compare-and-swaps wait for the
+    /// election instead.
+    failed_members: Mutex<Vec<(u64, Instant)>>,
+    /// Each member's etcd id, once known (0 before).
+    ids: Vec<AtomicU64>,
     timeout: Duration,
 }
 
-/// What a client is made from: stores with the same share one.
+/// What a client of one member is made from: stores with the same share one.
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    endpoints: Vec<String>,
+struct MemberKey {
+    endpoint: String,
     auth: Auth,
 }
 
-static CLIENTS: ClientCache<ClientKey, Conn> = ClientCache::new();
+static CLIENTS: ClientCache<MemberKey, Conn> = ClientCache::new();
 
 /// The largest response the client accepts: what etcd itself may send (grpc-go's
 /// default limit), not tonic's 4 MiB, which a list of a few large values exceeds.
 const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
-/// A connected client, and its KV client with the response limit raised. A call
-/// takes a copy of its own (the KV client's requests take `&mut`): the whole client,
-/// a dozen service clients, is shared rather than copied.
+/// The longest pause between two rounds over the members while the cluster has no
+/// leader (an election after the leader died takes about a second).
+const MAX_PAUSE: Duration = Duration::from_millis(250);
+
+/// A connected client of one member, and its KV client with the response limit
+/// raised. A call takes a copy of its own (the KV client's requests take `&mut`):
+/// the whole client, a dozen service clients, is shared rather than copied.
 #[derive(Clone)]
 struct Conn {
     client: Arc<Client>,
     kv: KvClient,
+    /// The member's etcd id.
+    id: u64,
+}
+
+/// Whether a call may be sent again, to another member, after the member it went to
+/// failed without saying whether it did it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// A read, or a write whose second application leaves what one would (`put`,
+    /// `delete`, `deletetree`): sent again to the next member.
+    Safe,
+    /// A compare-and-swap: applied once, its answer lost, a second try would answer
+    /// `false` for a write that was made. Sent again only when it never reached etcd.
+    Unsent,
 }
 
 /// A failed call, before it is worded for the caller.
 enum Failure {
-    /// Could not reach etcd: the client is made again by the next call.
-    Connection(String),
-    /// etcd refused the credentials: the client is made again by the next call.
-    Auth(String),
+    /// The request did not reach etcd: no connection could be made to the member,
+    /// or the member has no leader and refused it unread. `answered` is true when
+    /// the member did answer (it is up, waiting for an election).
+    Unsent { reason: String, answered: bool },
+    /// The connection to the member failed, or the member gave up, after the
+    /// request was sent: a write may or may not have been applied. `answered` is
+    /// true when the member said so itself (it is up).
+    Lost { reason: String, answered: bool },
+    /// etcd refused the credentials, or the user may not do this.
+    Auth(String, AuthAdvice),
     /// etcd answered with an error.
     Refused(String),
     /// The auth settings are unusable (a file that cannot be read, ...).
     Settings(String),
+}
+
+/// What to tell a caller whose credentials etcd refused.
+#[derive(Clone, Copy)]
+enum AuthAdvice {
+    /// Wrong or missing username or password.
+    Credentials,
+    /// The user has no role that allows this on the key.
+    Permission,
+    /// This etcd has authentication off, and refuses a username and password.
+    NotEnabled,
 }
 
 impl EtcdStore {
@@ -118,13 +184,16 @@ impl EtcdStore {
                 prefix.as_str().to_owned()
             },
             tls: *tls,
-            client_key: ClientKey {
-                endpoints: endpoints
-                    .iter()
-                    .map(|e: &Endpoint| format!("{scheme}://{e}"))
-                    .collect(),
-                auth: auth.clone(),
-            },
+            members: endpoints
+                .iter()
+                .map(|e: &Endpoint| MemberKey {
+                    endpoint: format!("{scheme}://{e}"),
+                    auth: auth.clone(),
+                })
+                .collect(),
+            pinned: AtomicUsize::new(0),
+            failed_members: Mutex::new(Vec::new()),
+            ids: endpoints.iter().map(|_| AtomicU64::new(0)).collect(),
             timeout,
         })
     }
@@ -138,77 +207,339 @@ impl EtcdStore {
         format!("{}{}", self.prefix, dir.dir_prefix())
     }
 
-    fn connect_options(&self) -> std::result::Result<ConnectOptions, Failure> {
-        // No timeouts of the client's own: `call` bounds every wait, connecting
-        // included, so a slow etcd always reads as a timeout.
-        let auth = &self.client_key.auth;
+    /// The endpoints, as messages name them.
+    fn endpoints(&self) -> String {
+        let names: Vec<&str> = self.members.iter().map(|m| m.endpoint.as_str()).collect();
+        names.join(", ")
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
+        let auth = &self.members[0].auth;
+        // A member that has lost its leader refuses a request at once, unread,
+        // instead of holding it until its own timeout: the call then goes to
+        // another member, or waits out the election, within the call's timeout.
         let mut options = ConnectOptions::new()
-            .with_keep_alive(Duration::from_secs(30), Duration::from_secs(10))
+            .with_require_leader(true)
             .with_auto_token_refresh(true);
         if let (Some(user), Some(password)) = (auth.get("username"), auth.get("password")) {
             options = options.with_user(user, password);
         }
-        if self.tls {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = auth.get("ca_file") {
-                tls = tls.ca_certificate(Certificate::from_pem(read_certs("ca_file", ca)?));
-            }
-            if let (Some(cert), Some(key)) = (auth.get("cert_file"), auth.get("key_file")) {
-                tls = tls.identity(Identity::from_pem(
-                    read_certs("cert_file", cert)?,
-                    read_key("key_file", key)?,
-                ));
-            }
-            options = options.with_tls(tls);
-        }
-        Ok(options)
+        options
     }
 
-    /// This process's client for the store's endpoints and auth, and its generation,
-    /// connecting it if needed.
-    async fn client(&self) -> std::result::Result<(Conn, u64), Failure> {
-        if let Some(found) = CLIENTS.get(&self.client_key) {
+    /// The TLS settings of the auth Hash: its CA (else the system's), its client
+    /// certificate.
+    fn tls_options(&self) -> std::result::Result<TlsOptions, Failure> {
+        let auth = &self.members[0].auth;
+        let tls = match auth.get("ca_file") {
+            Some(ca) => {
+                TlsOptions::new().ca_certificate(Certificate::from_pem(read_certs("ca_file", ca)?))
+            }
+            None => TlsOptions::new().with_native_roots(),
+        };
+        Ok(match (auth.get("cert_file"), auth.get("key_file")) {
+            (Some(cert), Some(key)) => tls.identity(Identity::from_pem(
+                read_certs("cert_file", cert)?,
+                read_key("key_file", key)?,
+            )),
+            _ => tls,
+        })
+    }
+
+    /// This process's client of one member, and its generation, connecting it if
+    /// needed, within `within`. A connection that cannot be made is `Unsent`.
+    async fn member(
+        &self,
+        member: &MemberKey,
+        within: Duration,
+    ) -> std::result::Result<(Conn, u64), Failure> {
+        if let Some(found) = CLIENTS.get(member) {
             return Ok(found);
         }
-        let client = Client::connect(&self.client_key.endpoints, Some(self.connect_options()?))
+        let unsent = |e: tonic::transport::Error| Failure::Unsent {
+            reason: describe(None, Some(&e)),
+            answered: false,
+        };
+        // No request timeout of the client's own: `call` bounds every wait.
+        let mut endpoint = tonic::transport::Endpoint::from_shared(member.endpoint.clone())
+            .map_err(unsent)?
+            .connect_timeout(within)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if self.tls {
+            endpoint = endpoint.tls_config(self.tls_options()?).map_err(unsent)?;
+        }
+        let channel = tokio::time::timeout(within, endpoint.connect())
             .await
-            .map_err(classify)?;
+            .map_err(|_| Failure::Unsent {
+                reason: format!("no connection within {}", crate::error::fmt_secs(within)),
+                answered: false,
+            })?
+            .map_err(unsent)?;
+        // Authenticating (with a username) is the member's first request: a failure
+        // to reach it there leaves the call unsent too.
+        let client = Client::from_channel(Channel::Tonic(channel), Some(self.connect_options()))
+            .await
+            .map_err(|e| match classify(e) {
+                Failure::Lost { reason, answered } => Failure::Unsent { reason, answered },
+                other => other,
+            })?;
         let kv = client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        // Which member this is, for `failed_members`.
+        let id = client
+            .maintenance_client()
+            .status()
+            .await
+            .map_err(|e| match classify(e) {
+                Failure::Lost { reason, answered } => Failure::Unsent { reason, answered },
+                other => other,
+            })?
+            .header()
+            .map_or(0, |h| h.member_id());
         let client = Arc::new(client);
-        Ok(CLIENTS.insert(&self.client_key, Conn { client, kv }))
+        Ok(CLIENTS.insert(member, Conn { client, kv, id }))
     }
 
-    /// Runs one request on this process's client, within the timeout.
-    fn call<T, F, Fut>(&self, op: &'static str, key: &str, request: F) -> Result<T>
+    /// Runs one request within the timeout, on the pinned member, or on the next
+    /// ones when it cannot be reached. While the members that answer have no leader
+    /// (an election), the call waits for one and tries again. A request that may
+    /// have been applied is sent again only when `repeat` allows; such a request
+    /// still unanswered after a quarter of the timeout is also sent to the next
+    /// member, and the first answer wins (a member that lost its leader holds a
+    /// write it forwarded until its own timeout).
+    fn call<T, F, Fut>(&self, op: &'static str, key: &str, repeat: Repeat, request: F) -> Result<T>
     where
-        F: FnOnce(Conn) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        // The generation of the client the request went to, to drop that one only.
-        let used = Mutex::new(None);
-        let outcome = block_on_timeout(self.timeout, async {
-            let (client, generation) = self.client().await?;
-            *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
-            request(client).await.map_err(classify)
-        })
-        .map_err(|e| self.failed(op, key, format_args!("cannot start the I/O runtime: {e}")))?;
-        let used = used.into_inner().unwrap_or_else(|p| p.into_inner());
+        let count = self.members.len();
+        let first = self.pinned.load(Ordering::Relaxed) % count;
+        // Whether a request was sent when the time ran out, for the message.
+        let sent = Cell::new(false);
+        let outcome = block_on_timeout(self.timeout, self.attempts(first, repeat, &request, &sent))
+            .map_err(|e| self.failed(op, key, format_args!("cannot start the I/O runtime: {e}")))?;
         match outcome {
             Some(Ok(value)) => Ok(value),
-            Some(Err(failure)) => Err(self.fail(op, key, failure, used)),
+            Some(Err(failure)) => Err(self.fail(op, key, failure)),
             None => {
-                CLIENTS.forget(&self.client_key, used);
+                // The next call starts on the next member: this one may be stuck.
+                let _ = self.pinned.compare_exchange(
+                    first,
+                    (first + 1) % count,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 Err(Error::Timeout {
                     op,
                     key: key.to_owned(),
                     store: self.url.clone(),
                     after: self.timeout,
-                    sent: true,
+                    waiting: if sent.get() {
+                        Waiting::Answer
+                    } else {
+                        Waiting::Store
+                    },
                 })
             }
         }
+    }
+
+    /// Attempts at the members, in rounds starting with member `first`, until one
+    /// answers or none can be reached.
+    async fn attempts<T, F, Fut>(
+        &self,
+        first: usize,
+        repeat: Repeat,
+        request: &F,
+        sent: &Cell<bool>,
+    ) -> std::result::Result<T, Failure>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let started = Instant::now();
+        let count = self.members.len();
+        let round = || -> VecDeque<usize> { (first..count).chain(0..first).collect() };
+        let attempt = |i: usize| {
+            // A connection gets a share of the time left, so that a member that
+            // does not answer leaves time for the next ones.
+            let within = self.timeout.saturating_sub(started.elapsed()) / count as u32;
+            let member = &self.members[i];
+            async move {
+                let outcome = match self.member(member, within).await {
+                    Err(failure) => {
+                        if matches!(
+                            failure,
+                            Failure::Unsent {
+                                answered: false,
+                                ..
+                            }
+                        ) {
+                            self.member_failed(self.ids[i].load(Ordering::Relaxed));
+                        }
+                        Err(failure)
+                    }
+                    Ok((conn, generation)) => {
+                        let id = conn.id;
+                        self.ids[i].store(id, Ordering::Relaxed);
+                        let outcome = match self.follows_failed(repeat, &conn).await {
+                            Err(failure) => Err(failure),
+                            Ok(()) => {
+                                sent.set(true);
+                                request(conn).await.map_err(classify)
+                            }
+                        };
+                        match outcome {
+                            Err(
+                                Failure::Unsent { answered: true, .. }
+                                | Failure::Lost { answered: true, .. },
+                            ) => {}
+                            Err(Failure::Unsent { .. } | Failure::Lost { .. }) => {
+                                CLIENTS.forget(member, Some(generation));
+                                self.member_failed(id);
+                            }
+                            Err(Failure::Auth(..)) => CLIENTS.forget(member, Some(generation)),
+                            _ => {}
+                        }
+                        outcome
+                    }
+                };
+                (i, outcome)
+            }
+        };
+        let mut queue = round();
+        let mut running = FuturesUnordered::new();
+        // Why each member of this round failed, and whether any was up.
+        let mut reasons = Vec::with_capacity(count);
+        let mut answered = false;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if running.is_empty() {
+                match queue.pop_front() {
+                    Some(i) => running.push(attempt(i)),
+                    // No member could be reached: fail now, as a single etcd does.
+                    None if !answered => {
+                        self.pinned.store((first + 1) % count, Ordering::Relaxed);
+                        return Err(Failure::Unsent {
+                            reason: reasons.join("; "),
+                            answered: false,
+                        });
+                    }
+                    // Members that answered without a leader are electing one.
+                    None => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_PAUSE);
+                        queue = round();
+                        reasons.clear();
+                        answered = false;
+                        continue;
+                    }
+                }
+            }
+            let done = tokio::select! {
+                done = running.next() => Some(done.expect("an attempt is running")),
+                _ = tokio::time::sleep(self.timeout / 4), if repeat == Repeat::Safe => None,
+            };
+            let Some((i, outcome)) = done else {
+                // Unanswered for a while: another member gets the request too, in
+                // a new round once every member has had it.
+                if queue.is_empty() {
+                    queue = round();
+                }
+                running.push(attempt(queue.pop_front().expect("a round names a member")));
+                continue;
+            };
+            let endpoint = &self.members[i].endpoint;
+            match outcome {
+                Ok(value) => {
+                    self.pinned.store(i, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(Failure::Unsent {
+                    reason,
+                    answered: up,
+                }) => {
+                    answered |= up;
+                    reasons.push(format!("{endpoint}: {reason}"));
+                }
+                Err(Failure::Lost {
+                    reason,
+                    answered: up,
+                }) if repeat == Repeat::Safe => {
+                    answered |= up;
+                    reasons.push(format!("{endpoint}: {reason}"));
+                }
+                Err(failure) => {
+                    // After a lost answer, the next call starts on the next member.
+                    if matches!(failure, Failure::Lost { .. }) {
+                        self.pinned.store((i + 1) % count, Ordering::Relaxed);
+                    }
+                    return Err(failure);
+                }
+            }
+        }
+    }
+
+    /// Remembers that the member with etcd id `id` (0: not known) failed a request.
+    fn member_failed(&self, id: u64) {
+        if id == 0 {
+            return;
+        }
+        let mut failed = self
+            .failed_members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        failed.retain(|&(other, _)| other != id);
+        failed.push((id, Instant::now()));
+    }
+
+    /// For a compare-and-swap after a member failed: whether the member about to
+    /// get it still follows a failed one, which would hold the request until its
+    /// own timeout. It then counts as a member without a leader (the call waits for
+    /// the election); once it follows another, the failed ones are forgotten.
+    async fn follows_failed(
+        &self,
+        repeat: Repeat,
+        conn: &Conn,
+    ) -> std::result::Result<(), Failure> {
+        let failed: Vec<u64> = {
+            let mut failed = self
+                .failed_members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            failed.retain(|(_, when)| when.elapsed() < self.timeout);
+            failed.iter().map(|&(id, _)| id).collect()
+        };
+        if repeat == Repeat::Safe || failed.is_empty() {
+            return Ok(());
+        }
+        let leader = conn
+            .client
+            .maintenance_client()
+            .status()
+            .await
+            .map_err(classify)
+            .map_err(|failure| match failure {
+                // Nothing was sent yet.
+                Failure::Lost { reason, answered } => Failure::Unsent { reason, answered },
+                other => other,
+            })?
+            .leader();
+        if leader == 0 || failed.contains(&leader) {
+            return Err(Failure::Unsent {
+                reason: "it has no leader, or still follows one that failed; waiting for the \
+                         election"
+                    .into(),
+                answered: true,
+            });
+        }
+        self.failed_members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
     }
 
     fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
@@ -220,29 +551,43 @@ impl EtcdStore {
         }
     }
 
-    fn fail(&self, op: &'static str, key: &str, failure: Failure, used: Option<u64>) -> Error {
+    fn fail(&self, op: &'static str, key: &str, failure: Failure) -> Error {
+        let connection = |reason: String| Error::Connection {
+            op,
+            key: key.to_owned(),
+            store: self.url.clone(),
+            reason,
+        };
         match failure {
-            Failure::Connection(reason) => {
-                CLIENTS.forget(&self.client_key, used);
-                Error::Connection {
-                    op,
-                    key: key.to_owned(),
-                    store: self.url.clone(),
-                    reason: format!(
-                        "{reason}; check that etcd is up at {} and, for etcd+ssl, the TLS settings",
-                        self.client_key.endpoints.join(", ")
-                    ),
-                }
-            }
-            Failure::Auth(reason) => {
-                CLIENTS.forget(&self.client_key, used);
-                Error::Auth {
-                    op,
-                    key: key.to_owned(),
-                    store: self.url.clone(),
-                    reason: format!("{reason}; check the username and password in auth"),
-                }
-            }
+            Failure::Unsent { reason, .. } => connection(format!(
+                "{reason}; check that etcd is up at {} and, for etcd+ssl, the TLS settings",
+                self.endpoints()
+            )),
+            Failure::Lost { reason, .. } => connection(format!(
+                "{reason}; the connection failed while etcd had the request, so {op} may or \
+                 may not have been applied: read the key (atomic_get) before trying again"
+            )),
+            Failure::Auth(reason, advice) => Error::Auth {
+                op,
+                key: key.to_owned(),
+                store: self.url.clone(),
+                reason: format!(
+                    "{reason}; {}",
+                    match advice {
+                        AuthAdvice::Credentials =>
+                            "check the username and password in auth".to_owned(),
+                        AuthAdvice::Permission => format!(
+                            "grant the user in auth a role with readwrite permission on the \
+                             keys of this store (etcdctl role grant-permission ROLE readwrite \
+                             --prefix=true {}/)",
+                            self.prefix
+                        ),
+                        AuthAdvice::NotEnabled => "this etcd has authentication disabled: drop \
+                                                   username and password from auth"
+                            .to_owned(),
+                    }
+                ),
+            },
             Failure::Refused(reason) => {
                 self.failed(op, key, format_args!("etcd refused it: {reason}"))
             }
@@ -252,10 +597,13 @@ impl EtcdStore {
         }
     }
 
-    fn relative<'k>(&self, dir_prefix: &str, etcd_key: &'k [u8]) -> Option<&'k str> {
+    /// The name below `dir` of an etcd key in its range, when it is a key's name:
+    /// another client may have written names that are not.
+    fn relative<'k>(dir: &Key, range: &str, etcd_key: &'k [u8]) -> Option<&'k str> {
         etcd_key
-            .strip_prefix(dir_prefix.as_bytes())
+            .strip_prefix(range.as_bytes())
             .and_then(|rel| std::str::from_utf8(rel).ok())
+            .filter(|rel| dir.lists(rel))
     }
 }
 
@@ -279,12 +627,22 @@ fn classify(e: etcd_client::Error) -> Failure {
         etcd_client::Error::GRpcStatus(status) => {
             let message = status.message().trim_start_matches("etcdserver: ");
             let text = describe(Some(message), status.source());
+            let auth = |advice| Failure::Auth(text.clone(), advice);
             match status.code() {
-                Code::Unauthenticated => Failure::Auth(text),
-                _ if message.contains("authentication failed") => Failure::Auth(text),
-                _ if message.contains("user name is empty") => Failure::Auth(format!(
-                    "{text}: this etcd has authentication enabled and needs a username and password"
-                )),
+                Code::Unauthenticated => auth(AuthAdvice::Credentials),
+                _ if message.contains("authentication failed") => auth(AuthAdvice::Credentials),
+                _ if message.contains("user name is empty") => Failure::Auth(
+                    format!(
+                        "{text}: this etcd has authentication enabled and needs a username and \
+                         password"
+                    ),
+                    AuthAdvice::Credentials,
+                ),
+                _ if message.contains("authentication is not enabled") => {
+                    auth(AuthAdvice::NotEnabled)
+                }
+                Code::PermissionDenied => auth(AuthAdvice::Permission),
+                _ if message.contains("permission denied") => auth(AuthAdvice::Permission),
                 _ if message.contains("request is too large")
                     || (status.code() == Code::ResourceExhausted
                         && message.contains("larger than max")) =>
@@ -296,17 +654,61 @@ fn classify(e: etcd_client::Error) -> Failure {
                         status.code()
                     ))
                 }
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-                    Failure::Connection(text)
-                }
-                Code::Unknown if status.source().is_some() => Failure::Connection(text),
+                // Asked to (require_leader), a member without a leader refuses a
+                // request before reading it.
+                Code::Unavailable if message == "no leader" => Failure::Unsent {
+                    reason: text,
+                    answered: true,
+                },
+                _ if while_connecting(status.source()) => Failure::Unsent {
+                    reason: text,
+                    answered: false,
+                },
+                // A status etcd sent has no error under it; one tonic made from a
+                // failed connection has.
+                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Failure::Lost {
+                    answered: status.source().is_none(),
+                    reason: text,
+                },
+                Code::Unknown if status.source().is_some() => Failure::Lost {
+                    reason: text,
+                    answered: false,
+                },
                 code => Failure::Refused(format!("{text} ({code:?})")),
             }
         }
-        etcd_client::Error::TransportError(e) => Failure::Connection(describe(None, Some(&e))),
-        etcd_client::Error::IoError(e) => Failure::Connection(e.to_string()),
+        etcd_client::Error::TransportError(e) if while_connecting(Some(&e)) => Failure::Unsent {
+            reason: describe(None, Some(&e)),
+            answered: false,
+        },
+        etcd_client::Error::TransportError(e) => Failure::Lost {
+            reason: describe(None, Some(&e)),
+            answered: false,
+        },
+        etcd_client::Error::IoError(e) => Failure::Lost {
+            reason: e.to_string(),
+            answered: false,
+        },
         other => Failure::Refused(other.to_string()),
     }
+}
+
+/// Whether an error (or one under it) comes from making a connection: the request
+/// it failed was never written to one.
+fn while_connecting(mut error: Option<&(dyn StdError + 'static)>) -> bool {
+    while let Some(e) = error {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        let text = e.to_string();
+        if text.starts_with("tcp connect error") || text.starts_with("error trying to connect") {
+            return true;
+        }
+        error = e.source();
+    }
+    false
 }
 
 fn sequence(mod_revision: i64) -> u64 {
@@ -328,61 +730,75 @@ impl Store for EtcdStore {
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
         let k = self.etcd_key(key);
-        self.call("get", key.as_str(), |mut c| async move {
-            let resp = c.kv.get(k, None).await?;
-            Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+        self.call("get", key.as_str(), Repeat::Safe, |mut c| {
+            let k = k.clone();
+            async move {
+                let resp = c.kv.get(k, None).await?;
+                Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+            }
         })
     }
 
     fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
         let k = self.etcd_key(key);
-        self.call("put", key.as_str(), |mut c| async move {
-            c.kv.put(k, value, None).await.map(|_| ())
+        self.call("put", key.as_str(), Repeat::Safe, |mut c| {
+            let k = k.clone();
+            async move { c.kv.put(k, value, None).await.map(|_| ()) }
         })
     }
 
     fn delete(&self, key: &Key) -> Result<()> {
         let k = self.etcd_key(key);
-        self.call("delete", key.as_str(), |mut c| async move {
-            c.kv.delete(k, None).await.map(|_| ())
+        self.call("delete", key.as_str(), Repeat::Safe, |mut c| {
+            let k = k.clone();
+            async move { c.kv.delete(k, None).await.map(|_| ()) }
         })
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
         let k = self.etcd_key(key);
-        self.call("exists", key.as_str(), |mut c| async move {
-            let resp =
-                c.kv.get(k, Some(GetOptions::new().with_count_only()))
-                    .await?;
-            Ok(resp.count() > 0)
+        self.call("exists", key.as_str(), Repeat::Safe, |mut c| {
+            let k = k.clone();
+            async move {
+                let resp =
+                    c.kv.get(k, Some(GetOptions::new().with_count_only()))
+                        .await?;
+                Ok(resp.count() > 0)
+            }
         })
     }
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
         let range = self.etcd_dir(dir);
-        self.call("list", dir.as_str(), |mut c| async move {
-            let resp =
-                c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
-                    .await?;
-            Ok(resp
-                .kvs()
-                .iter()
-                .filter_map(|kv| {
-                    Some((
-                        self.relative(&range, kv.key())?.to_owned(),
-                        kv.value().to_vec(),
-                    ))
-                })
-                .collect())
+        self.call("list", dir.as_str(), Repeat::Safe, |mut c| {
+            let range = range.clone();
+            async move {
+                let resp =
+                    c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
+                        .await?;
+                Ok(resp
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| {
+                        Some((
+                            Self::relative(dir, &range, kv.key())?.to_owned(),
+                            kv.value().to_vec(),
+                        ))
+                    })
+                    .collect())
+            }
         })
     }
 
     fn deletetree(&self, dir: &Key) -> Result<()> {
         let range = self.etcd_dir(dir);
-        self.call("deletetree", dir.as_str(), |mut c| async move {
-            c.kv.delete(range, Some(DeleteOptions::new().with_prefix()))
-                .await
-                .map(|_| ())
+        self.call("deletetree", dir.as_str(), Repeat::Safe, |mut c| {
+            let range = range.clone();
+            async move {
+                c.kv.delete(range, Some(DeleteOptions::new().with_prefix()))
+                    .await
+                    .map(|_| ())
+            }
         })
     }
 
@@ -392,12 +808,15 @@ impl Store for EtcdStore {
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
         let k = self.etcd_key(key);
-        self.call("atomic_get", key.as_str(), |mut c| async move {
-            let resp = c.kv.get(k, None).await?;
-            Ok(resp.kvs().first().map(|kv| Versioned {
-                value: kv.value().to_vec(),
-                sequence: sequence(kv.mod_revision()),
-            }))
+        self.call("atomic_get", key.as_str(), Repeat::Safe, |mut c| {
+            let k = k.clone();
+            async move {
+                let resp = c.kv.get(k, None).await?;
+                Ok(resp.kvs().first().map(|kv| Versioned {
+                    value: kv.value().to_vec(),
+                    sequence: sequence(kv.mod_revision()),
+                }))
+            }
         })
     }
 
@@ -407,42 +826,45 @@ impl Store for EtcdStore {
 
     fn atomic_delete(&self, key: &Key, previous: u64) -> Result<bool> {
         let k = self.etcd_key(key);
-        self.call("atomic_delete", key.as_str(), |mut c| async move {
+        self.call("atomic_delete", key.as_str(), Repeat::Unsent, |mut c| {
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     k.clone(),
                     CompareOp::Equal,
                     revision(previous),
                 )])
-                .and_then([TxnOp::delete(k, None)]);
-            Ok(c.kv.txn(txn).await?.succeeded())
+                .and_then([TxnOp::delete(k.clone(), None)]);
+            async move { Ok(c.kv.txn(txn).await?.succeeded()) }
         })
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
         let range = self.etcd_dir(dir);
-        self.call("atomic_list", dir.as_str(), |mut c| async move {
-            let resp =
-                c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
-                    .await?;
-            Ok(resp
-                .kvs()
-                .iter()
-                .filter_map(|kv| {
-                    Some((
-                        self.relative(&range, kv.key())?.to_owned(),
-                        Versioned {
-                            value: kv.value().to_vec(),
-                            sequence: sequence(kv.mod_revision()),
-                        },
-                    ))
-                })
-                .collect())
+        self.call("atomic_list", dir.as_str(), Repeat::Safe, |mut c| {
+            let range = range.clone();
+            async move {
+                let resp =
+                    c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
+                        .await?;
+                Ok(resp
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| {
+                        Some((
+                            Self::relative(dir, &range, kv.key())?.to_owned(),
+                            Versioned {
+                                value: kv.value().to_vec(),
+                                sequence: sequence(kv.mod_revision()),
+                            },
+                        ))
+                    })
+                    .collect())
+            }
         })
     }
 
     fn info(&self) -> Result<Value> {
-        let status = self.call("info", "", |c| async move {
+        let status = self.call("info", "", Repeat::Safe, |c| async move {
             c.client.maintenance_client().status().await
         })?;
         let hex = |id: u64| Value::from(format!("{id:x}"));
@@ -452,10 +874,9 @@ impl Store for EtcdStore {
             (
                 "endpoints",
                 Value::Array(
-                    self.client_key
-                        .endpoints
+                    self.members
                         .iter()
-                        .map(|e| Value::from(e.as_str()))
+                        .map(|m| Value::from(m.endpoint.as_str()))
                         .collect(),
                 ),
             ),
@@ -482,15 +903,15 @@ impl EtcdStore {
         previous: u64,
     ) -> Result<bool> {
         let k = self.etcd_key(key);
-        self.call(op, key.as_str(), |mut c| async move {
+        self.call(op, key.as_str(), Repeat::Unsent, |mut c| {
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     k.clone(),
                     CompareOp::Equal,
                     revision(previous),
                 )])
-                .and_then([TxnOp::put(k, value, None)]);
-            Ok(c.kv.txn(txn).await?.succeeded())
+                .and_then([TxnOp::put(k.clone(), value, None)]);
+            async move { Ok(c.kv.txn(txn).await?.succeeded()) }
         })
     }
 }

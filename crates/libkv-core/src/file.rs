@@ -69,7 +69,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Waiting};
 use crate::fork;
 use crate::key::{is_valid_component, Key};
 use crate::store::{Listing, Store, Versioned};
@@ -412,7 +412,7 @@ impl FileStore {
                             key: key.to_owned(),
                             store: self.url.clone(),
                             after: self.timeout,
-                            sent: false,
+                            waiting: Waiting::Lock,
                         });
                     }
                     std::thread::sleep(pause.min(deadline - now));

@@ -24,7 +24,7 @@ pub mod store;
 pub mod url;
 pub mod value;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, Waiting};
 pub use key::Key;
 pub use store::{open, timeout_from_secs, Auth, Listing, Op, OpenOptions, Store, Versioned};
 pub use url::StoreUrl;
