@@ -47,6 +47,27 @@ RSpec.describe LibKV::Etcd, if: LibKVTest.backends.any? { |b| b.provider == 'etc
       expect(store.info.to_s).not_to include('wrong-s3cret') rescue LibKV::AuthError
     end
 
+    it 'for a user without a role on the keys, fails with LibKV::AuthError saying to grant one' do
+      server = etcd.server(:auth)
+      etcd.send(:etcdctl, server, '--user', "root:#{etcd::PASSWORD}", 'user', 'add', 'limited',
+                '--new-user-password=limited-s3cret')
+      store = LibKV.open(server.url('/granted'), { 'username' => 'limited', 'password' => 'limited-s3cret' }, timeout: 2)
+      expect { store.put('/k', 'v') }.to raise_error(LibKV::AuthError) { |e|
+        expect(e.message).to include('permission denied')
+          .and include('etcdctl role grant-permission ROLE readwrite --prefix=true /granted/')
+        expect(e.message).not_to include('limited-s3cret')
+      }
+    end
+
+    it 'with a username and password on an etcd without authentication, says to drop them' do
+      store = LibKV.open(etcd.server(:plain).url('/x'), { 'username' => 'u', 'password' => 'pw-s3cret' }, timeout: 2)
+      expect { store.get('/k') }.to raise_error(LibKV::AuthError) { |e|
+        expect(e.message).to include('authentication is not enabled')
+          .and include('drop username and password from auth')
+        expect(e.message).not_to include('pw-s3cret')
+      }
+    end
+
     it 'without credentials on an etcd with auth enabled, fails with a clear error' do
       store = LibKV.open(etcd.server(:auth).url('/x'), {}, timeout: 2)
       expect { store.put('/k', 'v') }.to raise_error(LibKV::AuthError, /needs a username and password/)
