@@ -27,6 +27,12 @@ require "libkv/store"
 module LibKV
   DEFAULT_TIMEOUT = 5.0
 
+  # What LibKV.open's auth defaults to; an auth Hash given is another object.
+  NO_AUTH = {}.freeze
+  # The auth settings (the store refuses any other).
+  AUTH_SETTINGS = %w[ca_file cert_file key_file username password token].freeze
+  private_constant :NO_AUTH, :AUTH_SETTINGS
+
   # Opens the store +url+ names (see the README for every URL form).
   #
   # @param url [String] mock://[NAME], file:///ROOT, legacy-simp6://,
@@ -41,18 +47,32 @@ module LibKV
   #   LibKV::Consul or LibKV::Etcd
   # @raise [LibKV::InvalidArgumentError] a malformed URL or option
   # @raise [LibKV::StoreError] the store cannot be opened
-  def self.open(url, auth = {}, timeout: DEFAULT_TIMEOUT, vardir: nil, environment: nil, **symbol_auth)
+  # @raise [ArgumentError] an unknown keyword
+  def self.open(url, auth = NO_AUTH, timeout: DEFAULT_TIMEOUT, vardir: nil, environment: nil, **unknown)
     raise TypeError, "url must be a String, not #{url.class}" unless url.is_a?(String)
     raise TypeError, "auth must be a Hash, not #{auth.class}" unless auth.is_a?(Hash)
 
-    # Ruby 2.6 (puppetserver's JRuby) takes the Symbol keys of a last Hash argument
-    # for keywords: LibKV.open(url, { token: "t" }) arrives (in part) as symbol_auth.
-    # Any other keyword is an auth setting too, which the store refuses by name.
-    auth = auth.merge(symbol_auth) unless symbol_auth.empty?
+    auth = keywords_as_auth(unknown, auth) unless unknown.empty?
     raise TypeError, "timeout must be a number of seconds, not #{timeout.class}" unless timeout.is_a?(Numeric)
 
     Store._open(url, auth, timeout.to_f, vardir && vardir.to_s, environment && environment.to_s)
   end
+
+  # Keywords LibKV.open does not take. Ruby 2.6 (puppetserver's JRuby 9.3) takes the
+  # Symbol keys of a last Hash argument for keywords, so there
+  # LibKV.open(url, { token: "t" }) arrives as keywords: when no auth Hash came and
+  # every keyword is an auth setting, they are the auth. Anything else is a mistake.
+  def self.keywords_as_auth(unknown, auth)
+    if RUBY_VERSION < '2.7' && auth.equal?(NO_AUTH) && unknown.keys.all? { |k| AUTH_SETTINGS.include?(k.to_s) }
+      return unknown
+    end
+
+    names = unknown.keys.map(&:inspect).join(', ')
+    raise ArgumentError, "unknown keyword#{unknown.size > 1 ? 's' : ''}: #{names}; LibKV.open takes timeout:, " \
+                         'vardir: and environment:, and credentials in the auth Hash, its second argument ' \
+                         '(LibKV.open(url, { "token" => "..." }))'
+  end
+  private_class_method :keywords_as_auth
 
   # LibKV.binary_inside?(value) (from the binding): whether +value+ is, or holds
   # at any depth, a binary (BINARY-encoded) String.

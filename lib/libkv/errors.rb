@@ -16,6 +16,9 @@ module LibKV
   # The store does not implement this operation.
   class UnsupportedError < Error; end
 
+  # The store object was closed (LibKV::Store#close).
+  class ClosedError < Error; end
+
   # The store failed to do what was asked. Puppet's softfail option turns these
   # (and only these) into warnings and safe return values.
   class StoreError < Error; end

@@ -379,6 +379,19 @@ module LibKV
       call('info', NO_KEY, true)
     end
 
+    # The store goes (a call running on it finishes first); later calls raise
+    # LibKV::ClosedError. Closing twice is harmless.
+    def close
+      handle = @handle
+      @handle = nil
+      Native.libkv_store_free(handle.id) if handle
+      nil
+    end
+
+    def closed?
+      @handle.nil?
+    end
+
     def _get(key, serialize)
       call('get', key, serialize)
     end
@@ -428,6 +441,10 @@ module LibKV
     NO_VALUE = Object.new.freeze
     private_constant :NO_VALUE
 
+    def keep_alive
+      @handle
+    end
+
     def _init(handle, described)
       @handle = handle
       @provider = described.fetch('provider').freeze
@@ -439,16 +456,17 @@ module LibKV
       key = key_text(key)
       value_form, value_bytes = value.equal?(NO_VALUE) ? [Native::VALUE_NONE, nil] : marshal(value, serialize)
       previous_form, sequence = previous.equal?(NO_VALUE) ? [Native::PREVIOUS_NONE, 0] : sequence_of(previous)
-      handle = @handle
+      handle = @handle or raise ClosedError, "the store object for #{@url} is closed (Store#close); open it " \
+                                             'again with LibKV.open'
       data, = Native.take(Native.libkv_call(handle.id, op, op.bytesize, key, key.bytesize,
                                             value_form, value_bytes, value_bytes ? value_bytes.bytesize : 0,
                                             previous_form, sequence, serialize ? 1 : 0))
-      # Reading @handle again keeps this store reachable until the call has
+      # Using the store after the call keeps it reachable until the call has
       # returned: otherwise a store that is garbage once its handle is read
       # (LibKV.open(url).get(key)) could have its handle freed by its finalizer
-      # during the call, which would then fail as closed.
-      raise Error, 'the store handle changed during a call' unless @handle.equal?(handle)
-
+      # during the call, which would then fail as closed. (A close meanwhile lets
+      # the call finish.)
+      keep_alive
       Data.parse(data)
     end
 

@@ -8,67 +8,70 @@ module LibKV
   # +serialize+ (default true) keeps the type of a value: an Integer put comes back
   # an Integer, a binary (BINARY-encoded) String a binary String. With false the
   # value is stored as the String given and read back as a String.
+  #
+  # #close (from the binding) lets the store go at once rather than when the object
+  # is garbage; later calls raise LibKV::ClosedError, and #closed? says so.
   class Store
     # @return [Object, nil] the value, or nil when the key is absent
     def get(key, serialize: true)
-      _get(key, boolean(serialize))
+      _get(string(key, :key), boolean(serialize))
     end
 
     # @return [true]
     def put(key, value, serialize: true)
-      _put(key, value, boolean(serialize))
+      _put(string(key, :key), value, boolean(serialize))
     end
 
     # @return [true] also when the key was absent
     def delete(key)
-      _delete(key)
+      _delete(string(key, :key))
     end
 
     # @return [Boolean]
     def exists(key)
-      _exists(key)
+      _exists(string(key, :key))
     end
     alias exists? exists
 
     # @return [Hash] key relative to +dir+ => value, for every key below +dir+
     def list(dir, serialize: true)
-      _list(dir, boolean(serialize))
+      _list(string(dir, :dir), boolean(serialize))
     end
 
     # Deletes every key below +dir+.
     # @return [true]
     def deletetree(dir)
-      _deletetree(dir)
+      _deletetree(string(dir, :dir))
     end
 
     # @return [Boolean] true if created, false if the key existed
     def atomic_create(key, value, serialize: true)
-      _atomic_create(key, value, boolean(serialize))
+      _atomic_create(string(key, :key), value, boolean(serialize))
     end
 
     # @return [Hash] { "value" => value, "sequence" => Integer }, or
     #   LibKV.empty_value when the key is absent
     def atomic_get(key, serialize: true)
-      _atomic_get(key, boolean(serialize))
+      _atomic_get(string(key, :key), boolean(serialize))
     end
 
     # Stores +value+ only if the key still has +previous+'s sequence.
     # @param previous [Hash, Integer] what atomic_get returned (or its sequence)
     # @return [Boolean]
     def atomic_put(key, value, previous, serialize: true)
-      _atomic_put(key, value, previous, boolean(serialize))
+      _atomic_put(string(key, :key), value, previous, boolean(serialize))
     end
 
     # Deletes the key only if it still has +previous+'s sequence; true when the key
     # is absent and +previous+ is empty_value.
     # @return [Boolean]
     def atomic_delete(key, previous)
-      _atomic_delete(key, previous)
+      _atomic_delete(string(key, :key), previous)
     end
 
     # @return [Hash] key relative to +dir+ => { "value" => ..., "sequence" => ... }
     def atomic_list(dir, serialize: true)
-      _atomic_list(dir, boolean(serialize))
+      _atomic_list(string(dir, :dir), boolean(serialize))
     end
 
     # @return [Hash] { "value" => nil, "sequence" => 0 }
@@ -87,6 +90,13 @@ module LibKV
       return flag if flag == true || flag == false
 
       raise TypeError, "serialize must be true or false, not #{flag.inspect}"
+    end
+
+    # A key or dir argument: a String (of any encoding that holds a valid key).
+    def string(value, name)
+      return value if value.is_a?(String)
+
+      raise ArgumentError, "#{name} must be a String like \"/dir/name\", not #{value.nil? ? 'nil' : value.class}"
     end
   end
 

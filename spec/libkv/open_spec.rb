@@ -176,10 +176,41 @@ RSpec.describe 'LibKV.open' do
 
   describe 'auth' do
     it 'refuses unknown auth keys naming the key but never the value' do
-      [{ 'pasword' => 'hunter2' }, { pasword: 'hunter2' }].each do |auth|
-        e = open_refused('mock://', auth)
+      [{ 'pasword' => 'hunter2' }, { pasword: 'hunter2' }, { 'pasword' => 'hunter2', token: 't' }].each do |auth|
+        # Ruby 2.6 takes a last Hash of Symbol keys for keywords: see below.
+        e = if RUBY_VERSION < '2.7' && auth.keys.all? { |k| k.is_a?(Symbol) }
+              expect { LibKV.open('mock://', auth) }.to raise_error(ArgumentError) { |err| @error = err }
+              @error
+            else
+              open_refused('mock://', auth)
+            end
         expect(e.message).to include('pasword')
         expect(e.message).not_to include('hunter2')
+      end
+    end
+
+    it 'refuses a keyword LibKV.open does not take with ArgumentError naming it, never taking it for auth' do
+      ['mock://', "file://#{root}", 'etcd://127.0.0.1:1/p'].each do |url|
+        expect { LibKV.open(url, timout: 2) }.to raise_error(ArgumentError) { |e|
+          expect(e.message).to start_with('unknown keyword: :timout; LibKV.open takes timeout:, vardir: and environment:')
+        }
+        expect { LibKV.open(url, {}, timeout: 2, vardri: '/x') }.to raise_error(ArgumentError, /unknown keyword: :vardri/)
+      end
+    end
+
+    it 'takes auth settings in the auth Hash only (on Ruby 2.6, a last Symbol-keyed Hash of them too)' do
+      consul = 'consul://127.0.0.1:1/p'
+      expect(LibKV.open(consul, { 'token' => 't' }, timeout: 2)).to be_a(LibKV::Consul)
+      expect(LibKV.open(consul, { token: 't' }, timeout: 2)).to be_a(LibKV::Consul)
+      if RUBY_VERSION < '2.7'
+        # LibKV.open(url, { token: 't' }) arrives as keywords; no auth Hash was given
+        # and each is an auth setting, so they are the auth.
+        expect(LibKV.open(consul, { token: 't' })).to be_a(LibKV::Consul)
+        expect { LibKV.open('mock://', { token: 't' }) }.to raise_error(LibKV::InvalidArgumentError, /takes no auth/)
+      else
+        expect(LibKV.open(consul, { token: 't' })).to be_a(LibKV::Consul)
+        expect { LibKV.open(consul, token: 't') }.to raise_error(ArgumentError, /unknown keyword: :token/)
+        expect { LibKV.open(consul, {}, token: 't') }.to raise_error(ArgumentError, /unknown keyword: :token/)
       end
     end
 

@@ -682,6 +682,36 @@ RSpec.shared_examples 'a libkv store' do |backend|
     end
   end
 
+  describe 'close' do
+    it 'lets the store go: every later call raises LibKV::ClosedError, and another store object still works' do
+      store.put('/k', 'v')
+      other = open_store
+      expect(store.closed?).to be(false)
+      expect(store.close).to be_nil
+      expect(store.closed?).to be(true)
+      calls = {
+        get: -> { store.get('/k') }, put: -> { store.put('/k', 1) }, delete: -> { store.delete('/k') },
+        exists: -> { store.exists('/k') }, list: -> { store.list('/') }, deletetree: -> { store.deletetree('/') },
+        atomic_create: -> { store.atomic_create('/n', 1) }, atomic_get: -> { store.atomic_get('/k') },
+        atomic_put: -> { store.atomic_put('/k', 1, 0) }, atomic_delete: -> { store.atomic_delete('/k', 0) },
+        atomic_list: -> { store.atomic_list('/') }, info: -> { store.info }
+      }
+      calls.each do |op, call|
+        expect { call.call }.to raise_error(LibKV::ClosedError) { |e|
+          expect(e.message).to eq("the store object for #{store.url} is closed (Store#close); open it again with LibKV.open"),
+                               "#{op}: #{e.message}"
+        }
+      end
+      expect(LibKV::ClosedError.ancestors).to include(LibKV::Error)
+      expect(LibKV::ClosedError.ancestors).not_to include(LibKV::StoreError)
+      # What it is stays known; closing again is harmless.
+      expect(store.provider).to eq(backend.provider)
+      expect(store.url).to eq(url.chomp('/')).or eq(other.url)
+      expect(store.close).to be_nil
+      expect(other.get('/k')).to eq('v') unless backend.provider == 'mock'
+    end
+  end
+
   describe 'keys' do
     it 'LibKV::InvalidKeyError is a LibKV::InvalidArgumentError' do
       expect(LibKV::InvalidKeyError.ancestors).to include(LibKV::InvalidArgumentError, LibKV::Error)
@@ -767,12 +797,16 @@ RSpec.shared_examples 'a libkv store' do |backend|
       expect(store.list('/')).to eq({})
     end
 
-    it 'a non-String key raises TypeError' do
+    it 'a key that is not a String (nil included) raises ArgumentError naming the parameter' do
       [1, nil, :'/a', ['/a']].each do |k|
-        key_ops.merge(dir_ops).each do |op, call|
-          expect { call.call(store, k) }.to raise_error(TypeError), "#{op}(#{k.inspect})"
+        key_ops.each do |op, call|
+          expect { call.call(store, k) }.to raise_error(ArgumentError, /\Akey must be a String/), "#{op}(#{k.inspect})"
+        end
+        dir_ops.each do |op, call|
+          expect { call.call(store, k) }.to raise_error(ArgumentError, /\Adir must be a String/), "#{op}(#{k.inspect})"
         end
       end
+      expect { store.get(nil) }.to raise_error(ArgumentError, 'key must be a String like "/dir/name", not nil')
       expect(store.list('/')).to eq({})
     end
   end

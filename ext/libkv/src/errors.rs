@@ -34,6 +34,15 @@ exception_classes! {
     CONNECTION => "ConnectionError",
     TIMEOUT => "TimeoutError",
     AUTH => "AuthError",
+    CLOSED => "ClosedError",
+}
+
+/// `LibKV::ClosedError` for a call on a store object that was closed.
+pub fn closed(ruby: &Ruby, url: &str) -> magnus::Error {
+    magnus::Error::new(
+        ruby.get_inner(&CLOSED),
+        format!("the store object for {url} is closed (Store#close); open it again with LibKV.open"),
+    )
 }
 
 /// The Ruby exception for a core error; the message is the core's, which never

@@ -4,9 +4,9 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, OpenOptions, Refusal, Store};
+use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, Op, OpenOptions, Refusal, Store};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::typed_data::Obj;
@@ -19,7 +19,12 @@ use crate::nogvl::nogvl;
 
 #[magnus::wrap(class = "LibKV::Store", free_immediately, size)]
 pub struct RbStore {
-    store: Arc<dyn Store>,
+    /// The store, until `close`.
+    store: RwLock<Option<Arc<dyn Store>>>,
+    /// What a closed store still tells.
+    provider: &'static str,
+    url: String,
+    supports: &'static [Op],
 }
 
 pub fn init(ruby: &Ruby) -> Result<(), Error> {
@@ -32,6 +37,8 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     class.define_method("url", method!(RbStore::url, 0))?;
     class.define_method("supports", method!(RbStore::supports, 0))?;
     class.define_method("info", method!(RbStore::info, 0))?;
+    class.define_method("close", method!(RbStore::close, 0))?;
+    class.define_method("closed?", method!(RbStore::is_closed, 0))?;
     class.define_method("_get", method!(RbStore::get, 2))?;
     class.define_method("_put", method!(RbStore::put, 3))?;
     class.define_method("_delete", method!(RbStore::delete, 1))?;
@@ -73,7 +80,13 @@ fn open(
     };
     let module: RModule = ruby.class_object().const_get("LibKV")?;
     let class: RClass = module.const_get(class_name)?;
-    Ok(ruby.obj_wrap_as(RbStore { store }, class))
+    let wrapped = RbStore {
+        provider: store.provider(),
+        url: store.url().to_owned(),
+        supports: store.supports(),
+        store: RwLock::new(Some(store)),
+    };
+    Ok(ruby.obj_wrap_as(wrapped, class))
 }
 
 /// `LibKV.binary_inside?(value)`: whether the value holds a binary String.
@@ -199,7 +212,14 @@ impl RbStore {
         ruby: &Ruby,
         f: impl FnOnce(&dyn Store) -> libkv_core::Result<T>,
     ) -> Result<T, Error> {
-        let store = &*self.store;
+        // This call's own reference: a close meanwhile lets it finish.
+        let store = self
+            .store
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| errors::closed(ruby, &self.url))?;
+        let store = &*store;
         let outcome = if store.waits() {
             nogvl(|| f(store))
         } else {
@@ -208,16 +228,34 @@ impl RbStore {
         outcome.map_err(|e| errors::to_ruby(ruby, e))
     }
 
+    /// `close`: the store goes (a call running on it finishes first); later calls
+    /// raise `LibKV::ClosedError`. Closing twice is harmless.
+    fn close(&self) {
+        let store = self
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(store);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.store
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
     fn provider(&self) -> &'static str {
-        self.store.provider()
+        self.provider
     }
 
     fn url(&self) -> String {
-        self.store.url().to_owned()
+        self.url.clone()
     }
 
     fn supports(&self) -> Vec<&'static str> {
-        self.store.supports().iter().map(|op| op.name()).collect()
+        self.supports.iter().map(|op| op.name()).collect()
     }
 
     fn info(ruby: &Ruby, rb_self: &Self) -> Result<magnus::Value, Error> {
