@@ -9,25 +9,10 @@ RSpec.describe 'puppet apply' do
   etcd = LibKVTest.backends.any? { |b| b.provider == 'etcd' }
   consul = LibKVTest.backends.any? { |b| b.provider == 'consul' }
 
-  # A modulepath holding this repository as the module libkv.
-  def modulepath(root)
-    @modulepath ||= File.join(tmp, 'modules').tap do |modules|
-      FileUtils.mkdir_p(modules)
-      File.symlink(root, File.join(modules, 'libkv'))
-    end
-  end
+  include LibKVTest::PuppetApply
 
-  # puppet apply of an example, with Puppet dirs of the example's own. Processes
-  # running at once get dirs of their own (+name+): Puppet's setup of a new vardir
-  # is not safe against another process doing the same.
   def puppet_apply(root, manifest, env = {}, name = '')
-    dirs = File.join(tmp, "puppet#{name}")
-    cmd = ['puppet', 'apply', '--modulepath', modulepath(root), '--vardir', File.join(dirs, 'var'),
-           '--confdir', File.join(dirs, 'conf'), '--codedir', File.join(dirs, 'code'),
-           '--logdir', File.join(dirs, 'log'), '--rundir', File.join(dirs, 'run'),
-           '--color', 'false', File.join(root, 'examples', manifest)]
-    env = { 'RUBYLIB' => File.join(root, 'lib') }.merge(env)
-    Open3.capture3(env, *cmd)
+    puppet_apply_file(root, File.join(root, 'examples', manifest), env, name)
   end
 
   it 'runs examples/basic.pp against the default store, writing under vardir' do

@@ -94,7 +94,16 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
       expect(store.get("#{node}/keytab").encoding).to eq(Encoding::BINARY)
       expect(store.get("#{node}/settings")).to eq('tls' => true, 'peers' => { 'db' => '10.0.0.2' }, 1 => nil)
       expect(store.get("#{node}/created")).to eq('node-roundtrip')
+      # Facts and $trusted, as the agent and the server made them, stored as text.
+      expect(result['primary']).to eq([true, true])
+      expect(result['hosts']).to eq('node-roundtrip' => result['ip'])
+      expect(store.get('/e2e/primary/node-roundtrip')).to eq('node-roundtrip')
     end
+    file_root = stores['file'].sub('file://', '')
+    expect(File.binread(File.join(file_root, 'e2e', 'primary', 'node-roundtrip'))).to eq('node-roundtrip')
+    ip = message(catalog, 'libkv-e2e file')['ip']
+    expect(ip).to be_a(String)
+    expect(File.binread(File.join(file_root, 'e2e', 'hosts', 'node-roundtrip'))).to eq(ip)
     expect(File.read(File.join(stores['file'].sub('file://', ''), 'e2e', 'node-roundtrip', 'port')))
       .to eq('{"libkv":1,"value":8443}')
   end

@@ -123,6 +123,9 @@ RSpec.shared_examples 'a libkv key function on a failing store' do |name|
     expect(result).to eq(spec[:safe])
     warning = log_messages(:warning).find { |m| m.start_with?("libkv::#{name}") }
     expect(warning).to include('softfail: returning'), log_messages.inspect
+    # The safe value as Puppet shows it, not as Ruby's inspect does.
+    shown = { nil => 'undef', false => 'false', {} => '{}', LibKVTest::EMPTY => "{'value' => undef, 'sequence' => 0}" }
+    expect(warning).to end_with("(softfail: returning #{shown.fetch(spec[:safe])})")
     message = libkv('pop_error')
     expect(message).to start_with("libkv::#{name} with key '#{key}': ").or start_with("libkv::#{name}: ")
     expect(message).to include(key).and include(broken_options[:url]).and match(backend.failure)

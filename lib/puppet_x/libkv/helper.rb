@@ -12,14 +12,17 @@ module PuppetX
   module Libkv
     DEFAULT_URL = 'legacy-simp6://'
 
-    # Options every function takes, with their Puppet types.
+    # Options every function takes, with their Puppet types. Each may also be
+    # undef, which means its default. `mode` is SIMP libkv's, whose only working
+    # value, 'puppet', is what libkv does.
     OPTION_TYPES = {
       'url' => 'String[1]',
-      'auth' => 'Hash[String[1], Variant[String, Sensitive[String]]]',
+      'auth' => 'Variant[Hash[String[1], Variant[String, Sensitive[String]]], Sensitive[Hash[String[1], String]]]',
       'softfail' => 'Boolean',
       'debug' => 'Boolean',
       'serialize' => 'Boolean',
       'timeout' => 'Variant[Integer[1, 3600], Float[0.001, 3600.0]]',
+      'mode' => 'String',
     }.freeze
 
     # Options with a Hiera default, looked up as libkv::<name>.
@@ -51,23 +54,27 @@ module PuppetX
     }.freeze
 
     # Per catalog compilation: the mock stores (their data lives for one compile),
-    # the Hiera defaults (looked up once), and for each distinct options Hash the
-    # resolved options and the store (so repeated calls skip that work).
+    # the Hiera defaults (looked up once), for each distinct options Hash the
+    # resolved options and the store (so repeated calls skip that work), and the
+    # message of the last soft failure, for libkv::pop_error.
     class CompileState < Puppet::Pops::Adaptable::Adapter
       attr_reader :mock_stores, :prepared
-      attr_accessor :hiera_defaults
+      attr_accessor :hiera_defaults, :last_error
 
       def initialize
         super
         @mock_stores = {}
         @hiera_defaults = nil
         @prepared = {}
+        @last_error = nil
       end
     end
 
+    # Outside a compilation, pop_error's message belongs to the Ruby thread.
+    LAST_ERROR = :libkv_last_error
+
     @stores = {}
     @mutex = Mutex.new
-    @last_error = nil
 
     class << self
       # Runs libkv::<name> with +args+ (parameter name => value) and +options+.
@@ -88,13 +95,18 @@ module PuppetX
             params.select { |k, _| OPTION_TYPES.key?(k) }, false)
       end
 
-      # The message of the last soft-failed call in this process, then forgets it.
-      def pop_error
-        @mutex.synchronize do
-          message = @last_error
-          @last_error = nil
-          message
+      # The message of the last soft-failed call in this compilation (outside one:
+      # in this Ruby thread), then forgets it.
+      def pop_error(func)
+        state = compile_state(func)
+        if state
+          message = state.last_error
+          state.last_error = nil
+        else
+          message = Thread.current.thread_variable_get(LAST_ERROR)
+          Thread.current.thread_variable_set(LAST_ERROR, nil)
         end
+        message
       end
 
       def empty_value
@@ -133,8 +145,8 @@ module PuppetX
 
           safe = FUNCTIONS.fetch(name)[2]
           message = message(name, key, e)
-          @mutex.synchronize { @last_error = message }
-          Puppet.warning("#{message} (softfail: returning #{safe.nil? ? 'undef' : safe.inspect})")
+          remember_error(state, message)
+          Puppet.warning("#{message} (softfail: returning #{puppet_form(safe)})")
           safe.dup
         rescue ::LibKV::InvalidArgumentError, TypeError => e
           raise ArgumentError, message(name, key, e)
@@ -154,6 +166,19 @@ module PuppetX
         compiler ? CompileState.adapt(compiler) : nil
       end
 
+      def remember_error(state, message)
+        if state
+          state.last_error = message
+        else
+          Thread.current.thread_variable_set(LAST_ERROR, message)
+        end
+      end
+
+      # A value as Puppet shows it: undef, {'value' => undef, 'sequence' => 0}.
+      def puppet_form(value)
+        Puppet::Pops::Types::StringConverter.singleton.convert(value, '%p')
+      end
+
       # The resolved options and the store for +options+, worked out once per
       # distinct options Hash in a compilation.
       def prepare(func, state, name, options, check_options)
@@ -167,15 +192,17 @@ module PuppetX
         prepared
       end
 
-      # Call options, then Hiera libkv::<option>, then defaults.
+      # Call options, then Hiera libkv::<option>, then defaults. An option given as
+      # undef takes its default.
       def resolve(func, options)
         opts = options.reject { |_, v| v.nil? }
+        check_mode(opts.delete('mode'))
         missing = HIERA_OPTIONS.reject { |o| opts.key?(o) }
         unless missing.empty?
           defaults = hiera_defaults(func)
           missing.each { |o| opts[o] = defaults[o] unless defaults[o].nil? }
         end
-        opts['url'] ||= DEFAULT_URL
+        opts['url'] = text(opts['url'] || DEFAULT_URL, 'the url option')
         opts['auth'] = unwrap_auth(opts['auth'] || {})
         opts['timeout'] ||= ::LibKV::DEFAULT_TIMEOUT
         opts['serialize'] = true if opts['serialize'].nil?
@@ -214,10 +241,34 @@ module PuppetX
         scope.respond_to?(:compiler) ? scope.compiler : nil
       end
 
+      # SIMP libkv's mode: 'puppet', its only working value, is what libkv does.
+      def check_mode(mode)
+        return if mode.nil? || mode == 'puppet'
+
+        raise ArgumentError, "the mode option #{puppet_form(mode)} is not supported: libkv works as SIMP " \
+                             "libkv's mode 'puppet' (its only working mode) does; leave mode out or set it to 'puppet'"
+      end
+
+      # The auth settings as the Ruby API takes them: the Hash and its values out of
+      # any Sensitive, every value as text.
       def unwrap_auth(auth)
+        sensitive = Puppet::Pops::Types::PSensitiveType::Sensitive
+        auth = auth.unwrap if auth.is_a?(sensitive)
         auth.each_with_object({}) do |(k, v), plain|
-          plain[k] = v.is_a?(Puppet::Pops::Types::PSensitiveType::Sensitive) ? v.unwrap : v
+          plain[k] = text(v.is_a?(sensitive) ? v.unwrap : v, "the auth setting #{k}")
         end
+      end
+
+      # A Puppet String as text. Facts, $trusted and strings made from them often
+      # arrive as BINARY (ASCII-8BIT) Ruby Strings; they are text all the same.
+      # Only a Puppet Binary is bytes (see to_libkv).
+      def text(string, what)
+        return string unless string.encoding == Encoding::BINARY
+
+        utf8 = string.dup.force_encoding(Encoding::UTF_8)
+        return utf8 if utf8.valid_encoding?
+
+        raise ArgumentError, "#{what} is not valid UTF-8 text; to store bytes, pass a Binary (Binary($bytes, '%r'))"
       end
 
       # The cache a store lives in: mock stores per compilation, others per process.
@@ -266,14 +317,16 @@ module PuppetX
           if opts['serialize']
             to_libkv(args['value'], name, args['key'])
           else
-            string_form(args['value'])
+            string_form(args['value'], name, args['key'])
           end
         converted
       end
 
       def to_libkv(value, name, key)
         case value
-        when String, Integer, Float, true, false, nil
+        when String
+          value.encoding == Encoding::BINARY ? text(value, "libkv::#{name}: the String to store at #{key}") : value
+        when Integer, Float, true, false, nil
           value
         when Puppet::Pops::Types::PBinaryType::Binary
           value.binary_buffer
@@ -282,16 +335,40 @@ module PuppetX
         when Hash
           value.each_with_object({}) { |(k, v), h| h[to_libkv(k, name, key)] = to_libkv(v, name, key) }
         else
-          type = Puppet::Pops::Types::TypeCalculator.infer(value)
-          type_name = type.respond_to?(:name) ? type.name : value.class.name
-          raise ArgumentError, "libkv::#{name}: cannot store a value of type #{type_name} at #{key}; " \
-                               'libkv stores Undef, Boolean, Integer, Float, String, Binary, Array and Hash'
+          raise ArgumentError, "libkv::#{name}: cannot store #{described(value)} at #{key}; libkv stores " \
+                               'Undef, Boolean, Integer, Float, String, Binary, and Arrays and Hashes of these' \
+                               "#{value.is_a?(Puppet::Pops::Types::PSensitiveType::Sensitive) ? sensitive_advice : ''}"
         end
       end
 
-      def string_form(value)
+      def sensitive_advice
+        '; to store a secret, unwrap the Sensitive value yourself'
+      end
+
+      # What a value libkv does not store is, for a message: its type, never its
+      # contents (a Sensitive shows as Sensitive only).
+      def described(value)
         case value
-        when String then value
+        when Puppet::Pops::Types::PResourceType, Puppet::Pops::Types::PClassType
+          "a resource reference (#{value})"
+        when Puppet::Pops::Types::PAnyType
+          "a type (#{value})"
+        when Puppet::Pops::Types::PSensitiveType::Sensitive
+          'a value of type Sensitive'
+        else
+          type = Puppet::Pops::Types::TypeCalculator.infer(value)
+          "a value of type #{type.respond_to?(:name) && type.name ? type.name : value.class.name}"
+        end
+      end
+
+      # The string form of a value, for serialize => false: String($value), a
+      # Binary's bytes. What serialize => true refuses is refused here too (it
+      # would be stored as text it cannot be read back from: a Sensitive as
+      # "Sensitive [value redacted]").
+      def string_form(value, name, key)
+        to_libkv(value, name, key)
+        case value
+        when String then text(value, "libkv::#{name}: the String to store at #{key}")
         when Puppet::Pops::Types::PBinaryType::Binary then value.binary_buffer
         else Puppet::Pops::Types::StringConverter.singleton.convert(value)
         end
@@ -358,14 +435,17 @@ module PuppetX
       end
 
       def options_type
-        @options_type ||= parse_type(struct(OPTION_TYPES.map { |o, t| ["Optional[#{o}]", t] }))
+        @options_type ||= parse_type(struct(option_entries))
       end
 
       def named_type(name)
         @named_types ||= {}
-        @named_types[name] ||= parse_type(struct(
-          params_of(name).map { |p| [p, PARAM_TYPES[p]] } + OPTION_TYPES.map { |o, t| ["Optional[#{o}]", t] }
-        ))
+        @named_types[name] ||= parse_type(struct(params_of(name).map { |p| [p, PARAM_TYPES[p]] } + option_entries))
+      end
+
+      # Every option may be left out, or given as undef (its default).
+      def option_entries
+        OPTION_TYPES.map { |o, t| ["Optional[#{o}]", "Optional[#{t}]"] }
       end
 
       def struct(entries)

@@ -79,7 +79,7 @@ RSpec.describe 'libkv::put' do
         [['put', '/k', 'v', { 'url' => 'mock://', 'auth' => auth, 'softfail' => true }],
          ['put', { 'key' => '/k', 'value' => 'v', 'url' => 'mock://', 'auth' => auth }]].each do |args|
           expect { libkv(*args) }.to raise_error(ArgumentError) { |e|
-            expect(e.message).to match(/entry 'auth' expects a Hash\[String\[1\]/)
+            expect(e.message).to match(/entry 'auth' expects a value of type Undef, Hash\[String\[1\]/)
             expect(e.message).not_to include('s3cret-pw')
           }
         end

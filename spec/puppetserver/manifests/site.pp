@@ -36,6 +36,10 @@ case $facts['libkv_e2e_test'] {
       $current = libkv::atomic_get("/e2e/${node}/port", $opts)
       $swapped = libkv::atomic_put("/e2e/${node}/port", 8443, $current, $opts)
       $stale = libkv::atomic_put("/e2e/${node}/port", 9000, $current, $opts)
+      # The README's first example, with the agent's facts and $trusted.
+      $primary = libkv::atomic_create("/e2e/primary/${node}", $trusted['certname'], $opts)
+      libkv::put("/e2e/hosts/${trusted['certname']}", $facts['networking']['ip'], $opts)
+      $hosts = libkv::list('/e2e/hosts', $opts)
       notify { "libkv-e2e ${name}":
         message => {
           'provider' => libkv::provider($opts),
@@ -46,6 +50,9 @@ case $facts['libkv_e2e_test'] {
           'port'     => libkv::get("/e2e/${node}/port", $opts),
           'listed'   => libkv::list("/e2e/${node}", $opts).keys.sort,
           'missing'  => libkv::get("/e2e/${node}/missing", $opts),
+          'primary'  => [$primary, libkv::get("/e2e/primary/${node}", $opts) == $trusted['certname']],
+          'hosts'    => $hosts,
+          'ip'       => $facts['networking']['ip'],
         },
       }
     }

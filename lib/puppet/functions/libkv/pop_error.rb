@@ -2,10 +2,11 @@
 
 require_relative '../../../puppet_x/libkv/helper'
 
-# @summary The message of the last libkv call that failed softly in this process.
+# @summary The message of the last libkv call that failed softly in this compilation.
 #
 # Calls with `softfail => true` return a safe value when the store fails; this
-# returns why, once, and forgets it.
+# returns why, once, and forgets it. Each catalog compilation has its own: a
+# failure while compiling one node's catalog is never another node's.
 #
 # @example
 #   $value = libkv::get('/app/port', { 'softfail' => true })
@@ -20,6 +21,6 @@ Puppet::Functions.create_function(:'libkv::pop_error') do
   end
 
   def pop_error(_options = {})
-    PuppetX::Libkv.pop_error
+    PuppetX::Libkv.pop_error(self)
   end
 end

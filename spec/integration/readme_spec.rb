@@ -1,0 +1,96 @@
+# frozen_string_literal: true
+
+require 'spec_helper'
+require 'open3'
+
+# The README's examples, run as they stand in README.md: the Usage block with a
+# real `puppet apply` (real Facter facts, $trusted), and the Ruby API block, whose
+# every `# =>` is checked.
+RSpec.describe 'README.md' do
+  include LibKVTest::PuppetApply
+
+  root = File.expand_path('../..', __dir__)
+  readme = File.read(File.join(root, 'README.md'))
+
+  # The first ```LANG block of the section HEADING (a "## " heading).
+  block = lambda do |heading, lang|
+    section = readme.split(/^## /).find { |s| s.start_with?("#{heading}\n") }
+    raise "README.md has no section '## #{heading}'" unless section
+
+    section[/^```#{lang}\n(.*?)^```$/m, 1] or raise "README.md's '## #{heading}' has no #{lang} block"
+  end
+
+  it 'the Usage block runs with puppet apply, and facts and $trusted come back as the text they are' do
+    usage = block.call('Usage', 'puppet')
+    checks = <<~'PP'
+      # Appended by the test: what the block read back is what it stored.
+      unless $primary == $trusted['certname'] and $primary =~ String {
+        fail("primary: ${primary} (${type($primary)}), not ${trusted['certname']}")
+      }
+      unless $hosts[$trusted['certname']] == $facts['networking']['ip'] {
+        fail("hosts: ${hosts}")
+      }
+      unless $port == 8080 and $port =~ Integer and $stored == true {
+        fail("port ${port}, stored ${stored}")
+      }
+      unless $elsewhere == undef and $named == undef { fail("elsewhere ${elsewhere}, named ${named}") }
+      notice("readme: primary ${primary}, hosts ${hosts}")
+    PP
+    manifest = File.join(tmp, 'usage.pp')
+    File.write(manifest, usage + checks)
+    out, err, status = puppet_apply_file(root, manifest)
+    expect(status).to be_success, err
+    expect(out).to include('readme: primary ')
+    certname = out[/readme: primary (\S+),/, 1]
+    # The bytes in the default store are the plain text of the certname and ip.
+    autofiles = File.join(puppet_vardir_of, 'simp', 'environments', 'production', 'simp_autofiles')
+    expect(File.binread(File.join(autofiles, 'app', 'primary'))).to eq(certname)
+    ip = File.binread(File.join(autofiles, 'app', 'hosts', certname))
+    expect(ip).to match(/\A[0-9a-f.:]+\z/)
+    expect(File.read(File.join(autofiles, 'app', 'port'))).to eq('{"libkv":1,"value":8080}')
+    expect(File.read(File.join(autofiles, 'app', 'counter'))).to eq('{"libkv":1,"value":1}')
+  end
+
+  it "the sample error messages are libkv's own" do
+    samples = block.call('Usage', 'text').lines.map(&:chomp)
+    expect(samples.size).to eq(2)
+    # A store whose root the user running Puppet may not write. Root may write
+    # anything: it runs without that power (CAP_DAC_OVERRIDE) here.
+    store = File.join(tmp, 'libkv')
+    FileUtils.mkdir_p(store)
+    File.chmod(0o555, store)
+    powerless = Process.uid.zero? ? ['setpriv', '--bounding-set=-dac_override,-dac_read_search', '--'] : []
+    # Puppet makes its own directories (some owned by its service user) at the
+    # first run: one with all powers first.
+    File.write(File.join(tmp, 'nothing.pp'), '')
+    expect(puppet_apply_file(root, File.join(tmp, 'nothing.pp')).last).to be_success
+    {
+      samples[0] => "libkv::put('/app/port', 8080, { 'url' => 'file://#{store}' })",
+      samples[1] => "libkv::get('/app port')",
+    }.each do |sample, code|
+      manifest = File.join(tmp, 'error.pp')
+      File.write(manifest, code)
+      _, err, status = puppet_apply_file(root, manifest, {}, '', powerless)
+      expect(status).not_to be_success
+      expect(err).to include(sample.sub('file:///var/lib/libkv', "file://#{store}"))
+    end
+  end
+
+  it 'the Ruby API block runs, and every "# =>" in it holds' do
+    code = block.call('The Ruby API', 'ruby')
+    checked = code.lines.count { |l| l.include?('# =>') }
+    expect(checked).to be >= 5
+    # Each line with "# =>" compares what it evaluates to with what it shows.
+    script = code.lines.map do |line|
+      expr, shown = line.chomp.split(/\s+# => /, 2)
+      next line unless shown
+
+      shown = shown.sub(/;.*\z/, '')
+      "__r = (#{expr}); (__r.inspect == #{shown.strip.inspect}) or abort(%(#{expr.strip}: \#{__r.inspect}))\n"
+    end.join
+    script += "store.get('/app/port') rescue (puts 'closed: ' + $!.class.name)\n"
+    out, err, status = ruby_process(script)
+    expect(status).to be_success, err
+    expect(out).to eq("closed: LibKV::ClosedError\n")
+  end
+end
