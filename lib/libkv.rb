@@ -27,11 +27,9 @@ require "libkv/store"
 module LibKV
   DEFAULT_TIMEOUT = 5.0
 
-  # What LibKV.open's auth defaults to; an auth Hash given is another object.
-  NO_AUTH = {}.freeze
   # The auth settings (the store refuses any other).
   AUTH_SETTINGS = %w[ca_file cert_file key_file username password token].freeze
-  private_constant :NO_AUTH, :AUTH_SETTINGS
+  private_constant :AUTH_SETTINGS
 
   # Opens the store +url+ names (see the README for every URL form).
   #
@@ -48,7 +46,7 @@ module LibKV
   # @raise [LibKV::InvalidArgumentError] a malformed URL or option
   # @raise [LibKV::StoreError] the store cannot be opened
   # @raise [ArgumentError] an unknown keyword
-  def self.open(url, auth = NO_AUTH, timeout: DEFAULT_TIMEOUT, vardir: nil, environment: nil, **unknown)
+  def self.open(url, auth = {}, timeout: DEFAULT_TIMEOUT, vardir: nil, environment: nil, **unknown)
     raise TypeError, "url must be a String, not #{url.class}" unless url.is_a?(String)
     raise TypeError, "auth must be a Hash, not #{auth.class}" unless auth.is_a?(Hash)
 
@@ -60,11 +58,11 @@ module LibKV
 
   # Keywords LibKV.open does not take. Ruby 2.6 (puppetserver's JRuby 9.3) takes the
   # Symbol keys of a last Hash argument for keywords, so there
-  # LibKV.open(url, { token: "t" }) arrives as keywords: when no auth Hash came and
-  # every keyword is an auth setting, they are the auth. Anything else is a mistake.
+  # LibKV.open(url, { token: "t" }) arrives (in part) as keywords: when every
+  # keyword is an auth setting, they belong to the auth. Anything else is a mistake.
   def self.keywords_as_auth(unknown, auth)
-    if RUBY_VERSION < '2.7' && auth.equal?(NO_AUTH) && unknown.keys.all? { |k| AUTH_SETTINGS.include?(k.to_s) }
-      return unknown
+    if RUBY_VERSION < '2.7' && unknown.keys.all? { |k| AUTH_SETTINGS.include?(k.to_s) }
+      return auth.merge(unknown)
     end
 
     names = unknown.keys.map(&:inspect).join(', ')

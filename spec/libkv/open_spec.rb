@@ -203,10 +203,12 @@ RSpec.describe 'LibKV.open' do
       expect(LibKV.open(consul, { 'token' => 't' }, timeout: 2)).to be_a(LibKV::Consul)
       expect(LibKV.open(consul, { token: 't' }, timeout: 2)).to be_a(LibKV::Consul)
       if RUBY_VERSION < '2.7'
-        # LibKV.open(url, { token: 't' }) arrives as keywords; no auth Hash was given
-        # and each is an auth setting, so they are the auth.
+        # LibKV.open(url, { token: 't' }) arrives as keywords, each an auth setting,
+        # so they are the auth.
         expect(LibKV.open(consul, { token: 't' })).to be_a(LibKV::Consul)
         expect { LibKV.open('mock://', { token: 't' }) }.to raise_error(LibKV::InvalidArgumentError, /takes no auth/)
+        expect { LibKV.open('mock://', { 'password' => 'p', token: 't' }) }
+          .to raise_error(LibKV::InvalidArgumentError, /takes no auth settings, but "password"/)
       else
         expect(LibKV.open(consul, { token: 't' })).to be_a(LibKV::Consul)
         expect { LibKV.open(consul, token: 't') }.to raise_error(ArgumentError, /unknown keyword: :token/)

@@ -4,29 +4,34 @@ require_relative '../../../puppet_x/libkv/helper'
 
 # @summary Deletes a key only if it is unchanged since it was read with libkv::atomic_get.
 #
-# @example
+# @example Release a lock this node holds, and only then
 #   $current = libkv::atomic_get('/locks/db')
-#   if $current['value'] == $facts['networking']['fqdn'] { libkv::atomic_delete('/locks/db', $current) }
+#   if $current['value'] == $trusted['certname'] { libkv::atomic_delete('/locks/db', $current) }
+# @raise ArgumentError for an invalid key, value or option, before any I/O
+# @raise Puppet::Error when the store fails and softfail is off
 Puppet::Functions.create_function(:'libkv::atomic_delete') do
+  # The positional form: $key, $previous, then optionally a Hash of options.
+  #
   # @param key The key, like '/dir/name': A-Z a-z 0-9 . _ : - and /.
   # @param previous What libkv::atomic_get returned for the key (libkv::empty_value() for an absent key).
   # @param options Options, as in the README.
   # @option options [String] url Which store; default Hiera libkv::url, else 'legacy-simp6://'.
-  # @option options [Hash] auth Credentials and TLS files; default Hiera libkv::auth.
+  # @option options [Variant[Hash, Sensitive[Hash]]] auth Credentials and TLS files; default Hiera libkv::auth.
   # @option options [Boolean] softfail On a store failure, warn and return a safe value; default Hiera libkv::softfail, else false.
   # @option options [Boolean] debug Log the call (function, key, store, time taken) at debug level.
   # @option options [Boolean] serialize Keep the Puppet type of values (default true).
   # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
+  # @option options [String] mode SIMP libkv's option: only 'puppet', which is what libkv does.
   # @return [Boolean] true if deleted (or absent, with previous empty); false if the key changed in between. With softfail: false.
-  # @raise [ArgumentError] for an invalid key, value or option
-  # @raise [Puppet::Error] when the store fails and softfail is off
   dispatch :positional do
     param 'String', :key
     param 'Struct[{value => Any, sequence => Integer[0]}]', :previous
-    optional_param 'Optional[Hash]', :options
+    optional_param 'Hash', :options
     return_type 'Boolean'
   end
 
+  # One Hash of named parameters and options, as SIMP's libkv takes them.
+  #
   # @param params The same as one Hash: 'key', 'previous' and any options.
   # @return [Boolean] As above.
   dispatch :named do

@@ -4,30 +4,35 @@ require_relative '../../../puppet_x/libkv/helper'
 
 # @summary Reads the value of a key.
 #
-# @example
+# @example Read from the default store (Hiera libkv::url, else legacy-simp6://)
 #   $password = libkv::get('/gen_passwd/web01')
-# @example
+# @example Read from another store
 #   $port = libkv::get('/app/port', { 'url' => 'etcd://127.0.0.1:2379/puppet' })
-# @example
+# @example The same as one Hash of named parameters, as SIMP's libkv takes them
 #   $port = libkv::get({ 'key' => '/app/port', 'softfail' => true })
+# @raise ArgumentError for an invalid key, value or option, before any I/O
+# @raise Puppet::Error when the store fails and softfail is off
 Puppet::Functions.create_function(:'libkv::get') do
+  # The positional form: $key, then optionally a Hash of options.
+  #
   # @param key The key, like '/dir/name': A-Z a-z 0-9 . _ : - and /.
   # @param options Options, as in the README.
   # @option options [String] url Which store; default Hiera libkv::url, else 'legacy-simp6://'.
-  # @option options [Hash] auth Credentials and TLS files; default Hiera libkv::auth.
+  # @option options [Variant[Hash, Sensitive[Hash]]] auth Credentials and TLS files; default Hiera libkv::auth.
   # @option options [Boolean] softfail On a store failure, warn and return a safe value; default Hiera libkv::softfail, else false.
   # @option options [Boolean] debug Log the call (function, key, store, time taken) at debug level.
   # @option options [Boolean] serialize Keep the Puppet type of values (default true).
   # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
+  # @option options [String] mode SIMP libkv's option: only 'puppet', which is what libkv does.
   # @return [Any] The value, or undef when the key is absent. With softfail: undef.
-  # @raise [ArgumentError] for an invalid key, value or option
-  # @raise [Puppet::Error] when the store fails and softfail is off
   dispatch :positional do
     param 'String', :key
-    optional_param 'Optional[Hash]', :options
+    optional_param 'Hash', :options
     return_type 'Any'
   end
 
+  # One Hash of named parameters and options, as SIMP's libkv takes them.
+  #
   # @param params The same as one Hash: 'key' and any options.
   # @return [Any] As above.
   dispatch :named do

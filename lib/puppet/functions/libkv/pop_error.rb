@@ -8,19 +8,33 @@ require_relative '../../../puppet_x/libkv/helper'
 # returns why, once, and forgets it. Each catalog compilation has its own: a
 # failure while compiling one node's catalog is never another node's.
 #
-# @example
+# @example Say why a soft-failed call returned its safe value
 #   $value = libkv::get('/app/port', { 'softfail' => true })
 #   $why = libkv::pop_error()
 #   if $why { warning("libkv: ${why}") }
 Puppet::Functions.create_function(:'libkv::pop_error') do
-  # @param options Accepted for symmetry with the other functions; ignored.
+  # No parameters.
+  #
   # @return [Optional[String]] The message, or undef when no call failed since the last pop_error.
   dispatch :pop_error do
-    optional_param 'Optional[Hash]', :options
     return_type 'Optional[String]'
   end
 
-  def pop_error(_options = {})
+  # A Hash of options is accepted, for symmetry with the other functions, and
+  # ignored.
+  #
+  # @param _options Ignored.
+  # @return [Optional[String]] As above.
+  dispatch :pop_error_ignoring_options do
+    param 'Hash', :_options
+    return_type 'Optional[String]'
+  end
+
+  def pop_error_ignoring_options(_options)
+    pop_error
+  end
+
+  def pop_error
     PuppetX::Libkv.pop_error(self)
   end
 end

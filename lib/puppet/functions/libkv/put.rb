@@ -4,30 +4,35 @@ require_relative '../../../puppet_x/libkv/helper'
 
 # @summary Stores a value at a key, replacing any value there.
 #
-# @example
+# @example Store an Integer, which comes back an Integer
 #   libkv::put('/app/port', 8080)
-# @example
+# @example The same as one Hash of named parameters, in another store
 #   libkv::put({ 'key' => '/app/hosts', 'value' => ['a', 'b'], 'url' => 'mock://' })
+# @raise ArgumentError for an invalid key, value or option, before any I/O
+# @raise Puppet::Error when the store fails and softfail is off
 Puppet::Functions.create_function(:'libkv::put') do
+  # The positional form: $key, $value, then optionally a Hash of options.
+  #
   # @param key The key, like '/dir/name': A-Z a-z 0-9 . _ : - and /.
   # @param value The value: Undef, Boolean, Integer, Float, String, Binary, or an Array or Hash of these.
   # @param options Options, as in the README.
   # @option options [String] url Which store; default Hiera libkv::url, else 'legacy-simp6://'.
-  # @option options [Hash] auth Credentials and TLS files; default Hiera libkv::auth.
+  # @option options [Variant[Hash, Sensitive[Hash]]] auth Credentials and TLS files; default Hiera libkv::auth.
   # @option options [Boolean] softfail On a store failure, warn and return a safe value; default Hiera libkv::softfail, else false.
   # @option options [Boolean] debug Log the call (function, key, store, time taken) at debug level.
   # @option options [Boolean] serialize Keep the Puppet type of values (default true).
   # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
+  # @option options [String] mode SIMP libkv's option: only 'puppet', which is what libkv does.
   # @return [Boolean] true. With softfail: false when the store failed.
-  # @raise [ArgumentError] for an invalid key, value or option
-  # @raise [Puppet::Error] when the store fails and softfail is off
   dispatch :positional do
     param 'String', :key
     param 'Any', :value
-    optional_param 'Optional[Hash]', :options
+    optional_param 'Hash', :options
     return_type 'Boolean'
   end
 
+  # One Hash of named parameters and options, as SIMP's libkv takes them.
+  #
   # @param params The same as one Hash: 'key', 'value' and any options.
   # @return [Boolean] As above.
   dispatch :named do

@@ -4,25 +4,39 @@ require_relative '../../../puppet_x/libkv/helper'
 
 # @summary Lists the functions the store implements.
 #
-# @example
+# @example Use a function only where the store has it
 #   if 'atomic_put' in libkv::supports() { notice('atomic') }
+# @raise ArgumentError for an invalid key, value or option, before any I/O
+# @raise Puppet::Error when the store fails and softfail is off
 Puppet::Functions.create_function(:'libkv::supports') do
+  # The store Hiera libkv::url names, else the default store.
+  #
+  # @return [Array[String]] The names, like ['get', 'put', ...]. With softfail: [] when the store cannot be opened.
+  dispatch :default_store do
+    return_type 'Array[String]'
+  end
+
+  # The store a Hash of options chooses.
+  #
   # @param options Options, as in the README.
   # @option options [String] url Which store; default Hiera libkv::url, else 'legacy-simp6://'.
-  # @option options [Hash] auth Credentials and TLS files; default Hiera libkv::auth.
+  # @option options [Variant[Hash, Sensitive[Hash]]] auth Credentials and TLS files; default Hiera libkv::auth.
   # @option options [Boolean] softfail On a store failure, warn and return a safe value; default Hiera libkv::softfail, else false.
   # @option options [Boolean] debug Log the call (function, key, store, time taken) at debug level.
   # @option options [Boolean] serialize Keep the Puppet type of values (default true).
   # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
-  # @return [Array[String]] The names, like ['get', 'put', ...]. With softfail: [] when the store cannot be opened.
-  # @raise [ArgumentError] for an invalid key, value or option
-  # @raise [Puppet::Error] when the store fails and softfail is off
+  # @option options [String] mode SIMP libkv's option: only 'puppet', which is what libkv does.
+  # @return [Array[String]] As above.
   dispatch :positional do
-    optional_param 'Optional[Hash]', :options
+    param 'Hash', :options
     return_type 'Array[String]'
   end
 
-  def positional(options = {})
+  def default_store
+    positional({})
+  end
+
+  def positional(options)
     PuppetX::Libkv.call(self, 'supports', {}, options)
   end
 end
