@@ -128,13 +128,13 @@ Stress.define('hostile-keys', 'a seeded fuzzer over key validation and the file 
           shown.nil? || e.message.include?(shown) || text.to_s.include?("\0") ? :invalid : :invalid_unnamed
         rescue LibKV::StoreError => e
           e.message.match?(/symbolic link|cannot keep a key below another key|cannot keep a value at a key|holds a value/) ? :refused : e
-        rescue TypeError
-          :type_error
+        rescue ArgumentError => e
+          e.message.match?(/\A(key|dir) must be a String/) ? :not_a_string : e
         rescue StandardError => e
           e
         end
       outcomes["#{name} #{outcome.is_a?(Symbol) ? outcome : 'other'}"] += 1
-      expected = if !key.is_a?(String) then [:type_error]
+      expected = if !key.is_a?(String) then [:not_a_string]
                  elsif !valid then [:invalid]
                  elsif name == 'file' && (through_link || (at_link && op != 'delete')) then [:refused]
                  elsif name == 'file' && at_link then [:ok]
