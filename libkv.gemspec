@@ -17,7 +17,7 @@ Gem::Specification.new do |spec|
     Dir[
       "lib/**/*.rb", "lib/puppet/**/*", "types/**/*",
       "ext/libkv/**/*.{rs,rb,toml}", "crates/**/*.{rs,toml}",
-      "Cargo.toml", "Cargo.lock", "README.md", "metadata.json", "LICENSE"
+      "Cargo.toml", "Cargo.lock", "README.md", "CHANGELOG.md", "metadata.json", "LICENSE"
     ].uniq.reject do |f|
       File.directory?(f) || f.end_with?(".so", ".bundle", ".dll") || f.split("/").include?("target")
     end
