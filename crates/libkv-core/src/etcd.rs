@@ -307,8 +307,8 @@ impl EtcdStore {
     /// (an election), the call waits for one and tries again. A request that may
     /// have been applied is sent again only when `repeat` allows; such a request
     /// still unanswered after a quarter of the timeout is also sent to the next
-    /// member, and the first answer wins (a member that lost its leader holds a
-    /// write it forwarded until its own timeout).
+    /// member of a cluster, and the first answer wins (a member that lost its
+    /// leader holds a write it forwarded until its own timeout).
     fn call<T, F, Fut>(&self, op: &'static str, key: &str, repeat: Repeat, request: F) -> Result<T>
     where
         F: Fn(Conn) -> Fut,
@@ -438,9 +438,11 @@ impl EtcdStore {
                     }
                 }
             }
+            // A single etcd gets no second copy: there is nowhere else to send it.
+            let hedge = repeat == Repeat::Safe && count > 1;
             let done = tokio::select! {
                 done = running.next() => Some(done.expect("an attempt is running")),
-                _ = tokio::time::sleep(self.timeout / 4), if repeat == Repeat::Safe => None,
+                _ = tokio::time::sleep(self.timeout / 4), if hedge => None,
             };
             let Some((i, outcome)) = done else {
                 // Unanswered for a while: another member gets the request too, in

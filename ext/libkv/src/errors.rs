@@ -41,7 +41,9 @@ exception_classes! {
 pub fn closed(ruby: &Ruby, url: &str) -> magnus::Error {
     magnus::Error::new(
         ruby.get_inner(&CLOSED),
-        format!("the store object for {url} is closed (Store#close); open it again with LibKV.open"),
+        format!(
+            "the store object for {url} is closed (Store#close); open it again with LibKV.open"
+        ),
     )
 }
 
