@@ -639,10 +639,15 @@ impl Run {
             Done::Removed(false) => {}
             Done::TreeRemoved => {
                 let after = disk::at(&root, key.as_str())?;
+                // A root that is not there (removed, and only read since) is left so.
                 let gone = if key.is_root() {
-                    std::fs::read_dir(&root)?
-                        .filter_map(|e| e.ok())
-                        .all(|e| e.file_name() == ".libkv@lock")
+                    match std::fs::read_dir(&root) {
+                        Ok(entries) => entries
+                            .filter_map(|e| e.ok())
+                            .all(|e| e.file_name() == ".libkv@lock"),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                        Err(e) => return Err(e),
+                    }
                 } else {
                     !matches!(after, At::Dir { .. } | At::Hostile(_))
                 };
