@@ -11,8 +11,9 @@ Puppet::Functions.create_function(:'libkv_e2e::runtime') do
   def runtime
     require 'securerandom'
     require 'libkv'
-    # Globals belong to one interpreter instance: each gets an id of its own.
-    $libkv_e2e_instance ||= SecureRandom.uuid # rubocop:disable Style/GlobalVars
+    # Globals belong to one interpreter instance: each gets an id of its own. (JRuby
+    # makes it a BINARY Ruby String, which a catalog would carry as a Binary.)
+    $libkv_e2e_instance ||= SecureRandom.uuid.dup.force_encoding(Encoding::UTF_8) # rubocop:disable Style/GlobalVars
     library = defined?(LibKV::Native::PATH) ? LibKV::Native::PATH : 'none'
     { 'engine' => RUBY_ENGINE, 'version' => RUBY_VERSION, 'instance' => $libkv_e2e_instance, # rubocop:disable Style/GlobalVars
       'library' => library }
