@@ -30,13 +30,10 @@ use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use crate::value::{Refusal, Value};
+use crate::value::{Refusal, Value, MAX_DEPTH};
 
 /// How every envelope starts.
 pub const ENVELOPE_PREFIX: &[u8] = br#"{"libkv":1,"value":"#;
-
-/// Arrays and Hashes may nest this deep; deeper values are refused on put.
-pub const MAX_DEPTH: usize = 100;
 
 const PTYPE: &str = "__ptype";
 const PVALUE: &str = "__pvalue";

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::store::Op;
+use crate::op::Op;
 
 /// The kind of an [`Error`], which bindings map to their exception classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

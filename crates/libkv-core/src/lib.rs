@@ -10,23 +10,38 @@
 //! let bytes = store.get(&key).unwrap().unwrap();
 //! assert_eq!(codec::decode(bytes), Value::Int(8080));
 //! ```
+//!
+//! The modules, each importing only those above it in this list:
+//!
+//! - `op`, `value`, `fork`: the operations; Puppet's values; what a forked child
+//!   must not inherit.
+//! - `error`: every error, and what bindings make of it.
+//! - `key`, `url`, `codec`, `options`: keys, store URLs, values as bytes, how a
+//!   store is opened beside its URL.
+//! - `store`: the `Store` trait.
+//! - `remote`: what the network stores share (the runtime, clients, failures).
+//! - `backends`: the stores, one module each.
+//! - `open`: the store a URL names.
 
+pub mod backends;
 pub mod codec;
-pub mod consul;
 pub mod error;
-pub mod etcd;
-pub mod file;
 mod fork;
 pub mod key;
-pub mod mock;
-mod net;
+pub mod op;
+mod open;
+pub mod options;
+mod remote;
 pub mod store;
 pub mod url;
 pub mod value;
 
 pub use error::{Error, ErrorKind, Result, Waiting};
 pub use key::Key;
-pub use store::{open, timeout_from_secs, Auth, Listing, Op, OpenOptions, Store, Versioned};
+pub use op::Op;
+pub use open::{legacy_simp6_root, open};
+pub use options::{timeout_from_secs, Auth, OpenOptions};
+pub use store::{Listing, Store, Versioned};
 pub use url::StoreUrl;
 pub use value::{Refusal, Value};
 

@@ -1,5 +1,8 @@
 //! The values libkv stores: Puppet's data types.
 
+/// Arrays and Hashes may nest this deep; deeper values are refused on put.
+pub const MAX_DEPTH: usize = 100;
+
 /// A Puppet data value. Hashes keep their order and may have keys of any type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -74,7 +77,7 @@ pub enum Refusal {
     NonFinite(f64),
     #[error(
         "it nests Arrays and Hashes more than {} levels deep (or contains itself)",
-        crate::codec::MAX_DEPTH
+        MAX_DEPTH
     )]
     TooDeep,
     #[error("a String is not valid UTF-8; pass bytes as a binary String (String#b)")]

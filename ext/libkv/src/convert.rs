@@ -9,7 +9,7 @@
 //! | Symbol                                  | String (its name)    |
 //! | Array, Hash (any key types, in order)   | Array, Hash          |
 
-use libkv_core::codec::MAX_DEPTH;
+use libkv_core::value::MAX_DEPTH;
 use libkv_core::{Refusal, Value};
 use magnus::encoding::{Coderange, EncodingCapable};
 use magnus::prelude::*;

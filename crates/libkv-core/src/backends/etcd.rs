@@ -47,8 +47,9 @@ use tonic::Code;
 
 use crate::error::{Error, Result, Waiting};
 use crate::key::Key;
-use crate::net::{block_on_timeout, describe, ClientCache, PemFile};
-use crate::store::{Auth, Listing, Store, Versioned};
+use crate::options::Auth;
+use crate::remote::{block_on_timeout, describe, ClientCache, PemFile};
+use crate::store::{Listing, Store, Versioned};
 use crate::url::{Endpoint, StoreUrl};
 use crate::value::Value;
 

@@ -31,8 +31,9 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result, Waiting};
 use crate::key::Key;
-use crate::net::{block_on_timeout, describe, ClientCache, PemFile};
-use crate::store::{Auth, Listing, Store, Versioned};
+use crate::options::Auth;
+use crate::remote::{block_on_timeout, describe, ClientCache, PemFile};
+use crate::store::{Listing, Store, Versioned};
 use crate::url::{ConsulTls, StoreUrl};
 use crate::value::Value;
 

@@ -1,0 +1,8 @@
+//! The stores, one module each: `mock://`, `file://` and `legacy-simp6://`,
+//! `etcd://`, `consul://`. A new store is a module here, a `StoreUrl` form in
+//! `url`, and an arm in `open`.
+
+pub mod consul;
+pub mod etcd;
+pub mod file;
+pub mod mock;

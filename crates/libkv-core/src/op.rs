@@ -1,0 +1,89 @@
+//! The operations of libkv, by their function names.
+
+/// The operations a store implements, by their function names (`pop_error`, which
+/// reports the Puppet functions' soft failures, is none of a store's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Put,
+    Delete,
+    Exists,
+    List,
+    Deletetree,
+    AtomicCreate,
+    AtomicGet,
+    AtomicPut,
+    AtomicDelete,
+    AtomicList,
+    EmptyValue,
+    Info,
+    Provider,
+    Supports,
+}
+
+impl Op {
+    pub const ALL: &'static [Op] = &[
+        Op::Get,
+        Op::Put,
+        Op::Delete,
+        Op::Exists,
+        Op::List,
+        Op::Deletetree,
+        Op::AtomicCreate,
+        Op::AtomicGet,
+        Op::AtomicPut,
+        Op::AtomicDelete,
+        Op::AtomicList,
+        Op::EmptyValue,
+        Op::Info,
+        Op::Provider,
+        Op::Supports,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+            Op::Exists => "exists",
+            Op::List => "list",
+            Op::Deletetree => "deletetree",
+            Op::AtomicCreate => "atomic_create",
+            Op::AtomicGet => "atomic_get",
+            Op::AtomicPut => "atomic_put",
+            Op::AtomicDelete => "atomic_delete",
+            Op::AtomicList => "atomic_list",
+            Op::EmptyValue => "empty_value",
+            Op::Info => "info",
+            Op::Provider => "provider",
+            Op::Supports => "supports",
+        }
+    }
+
+    /// Whether the operation changes the store.
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Op::Put
+                | Op::Delete
+                | Op::Deletetree
+                | Op::AtomicCreate
+                | Op::AtomicPut
+                | Op::AtomicDelete
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_names_are_the_function_names() {
+        let names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(names.len(), 15);
+        assert!(names.contains(&"atomic_list"));
+        // pop_error is a Puppet function about soft failures, not a store's operation.
+        assert!(!names.contains(&"pop_error"));
+    }
+}
