@@ -122,7 +122,7 @@ pub enum Waiting {
 
 /// What a timeout means for the caller's data, and what to do.
 fn timeout_advice(op: &str, waiting: Waiting) -> String {
-    let writes = Op::ALL.iter().any(|o| o.name() == op && o.writes());
+    let writes = Op::named(op).is_some_and(Op::writes);
     let unchanged = if writes { "; nothing was changed" } else { "" };
     match (waiting, writes) {
         (Waiting::Lock, _) => format!(

@@ -60,6 +60,11 @@ impl Op {
         }
     }
 
+    /// The operation of a function name.
+    pub fn named(name: &str) -> Option<Op> {
+        Op::ALL.iter().copied().find(|op| op.name() == name)
+    }
+
     /// Whether the operation changes the store.
     pub fn writes(self) -> bool {
         matches!(

@@ -1,5 +1,5 @@
 //! What network stores share: one tokio runtime per process, a per-process cache of
-//! clients, and waiting on a request with a timeout.
+//! clients, a request run within a timeout, and how a failed request is worded.
 //!
 //! A forked child inherits the parent's runtime and clients in memory, but not the
 //! runtime's threads nor, usefully, its connections: both belong to the process that
@@ -8,8 +8,10 @@
 //! locks around the runtime and the clients are fork sections, so a child never
 //! starts with one held.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::fmt::Display;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::runtime::{Builder, Runtime};
 
+use crate::error::{Error, Result, Waiting};
 use crate::fork;
+use crate::op::Op;
 
 static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
 
@@ -135,6 +139,120 @@ impl<K: Hash + Eq + Clone, C: Clone> ClientCache<K, C> {
             let current = map.get(key).map(|c| c.generation);
             if generation.is_some() && current == generation {
                 map.remove(key);
+            }
+        }
+    }
+}
+
+/// A failed request to a network store, before it is worded for the caller.
+pub enum Failure {
+    /// The request did not reach the store: no connection could be made, or (an
+    /// etcd member without a leader) it was refused unread. `answered` is true
+    /// when the server did answer: it is up.
+    Unsent { reason: String, answered: bool },
+    /// The connection failed, or the server gave up, after the request was sent:
+    /// a write may or may not have been applied. `answered` as above.
+    Lost { reason: String, answered: bool },
+    /// The store refused the credentials; `advice` says what to do.
+    Auth { reason: String, advice: String },
+    /// The store answered with an error.
+    Refused(String),
+    /// The auth settings are unusable (a file that cannot be read, ...).
+    Settings(String),
+}
+
+/// A network store, as its errors name it.
+pub struct Remote {
+    /// Its URL, safe to show.
+    pub url: String,
+    /// What it is: "etcd", "Consul".
+    pub service: &'static str,
+    /// Where it is: its endpoints.
+    pub at: String,
+    /// Its URL scheme with TLS: "etcd+ssl", "consul+ssl".
+    pub tls_scheme: &'static str,
+}
+
+impl Remote {
+    /// The store answered `op` with an error, or with what libkv cannot read.
+    pub fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
+        Error::Store {
+            op,
+            key: key.to_owned(),
+            store: self.url.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// A failed request, worded: what failed, and what to do.
+    pub fn fail(&self, op: &'static str, key: &str, failure: Failure) -> Error {
+        let connection = |reason: String| Error::Connection {
+            op,
+            key: key.to_owned(),
+            store: self.url.clone(),
+            reason,
+        };
+        let check = format!(
+            "check that {} is up at {} and, for {}, the TLS settings",
+            self.service, self.at, self.tls_scheme
+        );
+        match failure {
+            Failure::Unsent { reason, .. } => connection(format!("{reason}; {check}")),
+            Failure::Lost { reason, .. } if Op::named(op).is_some_and(Op::writes) => {
+                connection(format!(
+                    "{reason}; the connection failed while {} had the request, so {op} may or \
+                     may not have been applied: read the key before trying again",
+                    self.service
+                ))
+            }
+            Failure::Lost { reason, .. } => connection(format!("{reason}; {check}")),
+            Failure::Auth { reason, advice } => Error::Auth {
+                op,
+                key: key.to_owned(),
+                store: self.url.clone(),
+                reason: format!("{reason}; {advice}"),
+            },
+            Failure::Refused(reason) => self.failed(
+                op,
+                key,
+                format_args!("{} refused it: {reason}", self.service),
+            ),
+            Failure::Settings(reason) => {
+                Error::InvalidArgument(format!("{op} {key} on {}: {reason}", self.url))
+            }
+        }
+    }
+
+    /// Runs `request` on this process's runtime for at most `timeout`. `sent` says,
+    /// when the time runs out, whether the request had gone out (a write may then
+    /// have been applied); `timed_out` runs then.
+    pub fn run<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        timeout: Duration,
+        sent: &Cell<bool>,
+        request: impl Future<Output = std::result::Result<T, Failure>>,
+        timed_out: impl FnOnce(),
+    ) -> Result<T> {
+        let outcome = block_on_timeout(timeout, request)
+            .map_err(|e| self.failed(op, key, format_args!("cannot start the I/O runtime: {e}")))?;
+        match outcome {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(failure)) => Err(self.fail(op, key, failure)),
+            None => {
+                timed_out();
+                Err(Error::Timeout {
+                    op,
+                    key: key.to_owned(),
+                    store: self.url.clone(),
+                    after: timeout,
+                    waiting: if sent.get() {
+                        Waiting::Answer
+                    } else {
+                        Waiting::Store
+                    },
+                })
             }
         }
     }

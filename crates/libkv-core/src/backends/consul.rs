@@ -16,8 +16,8 @@
 //!   process, made on the first call, dropped after a connection failure and after
 //!   `fork`. Every call ends within the store's timeout.
 
-use std::fmt::Display;
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -29,16 +29,17 @@ use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Deserialize;
 
-use crate::error::{Error, Result, Waiting};
+use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::options::Auth;
-use crate::remote::{block_on_timeout, describe, ClientCache, PemFile};
+use crate::remote::{describe, ClientCache, Failure, PemFile, Remote};
 use crate::store::{Listing, Store, Versioned};
 use crate::url::{ConsulTls, StoreUrl};
 use crate::value::Value;
 
 pub struct ConsulStore {
-    url: String,
+    /// Its URL and server, as errors name them.
+    remote: Remote,
     /// `http(s)://HOST:PORT`
     base: String,
     /// The Consul key prefix: "" or "puppet/".
@@ -56,6 +57,9 @@ struct ClientKey {
 }
 
 static CLIENTS: ClientCache<ClientKey, Client> = ClientCache::new();
+
+/// What to do when Consul refuses the token.
+const TOKEN_ADVICE: &str = "check the token in auth and its ACL policy";
 
 /// One entry of Consul's JSON answers.
 #[derive(Deserialize)]
@@ -78,18 +82,6 @@ struct TxnErrors {
 #[serde(rename_all = "PascalCase")]
 struct TxnError {
     what: String,
-}
-
-/// A failed call, before it is worded for the caller.
-enum Failure {
-    /// Could not reach Consul: the client is made again by the next call.
-    Connection(String),
-    /// Consul refused the token.
-    Auth(String),
-    /// Consul answered with an error.
-    Refused(String),
-    /// The auth settings are unusable (a file that cannot be read, ...).
-    Settings(String),
 }
 
 impl ConsulStore {
@@ -125,7 +117,12 @@ impl ConsulStore {
         };
         let base = format!("{scheme}://{endpoint}");
         Ok(ConsulStore {
-            url: url.to_string(),
+            remote: Remote {
+                url: url.to_string(),
+                service: "Consul",
+                at: base.clone(),
+                tls_scheme: "consul+ssl",
+            },
             prefix: if prefix.is_root() {
                 String::new()
             } else {
@@ -245,10 +242,12 @@ impl ConsulStore {
         url: String,
         body: Option<&[u8]>,
     ) -> Result<(StatusCode, Vec<u8>)> {
-        let used = Mutex::new(None);
-        let outcome = block_on_timeout(self.timeout, async {
+        // The client the request went to, to drop that one only.
+        let used = Cell::new(None);
+        let sent = Cell::new(false);
+        let request = async {
             let (client, generation) = self.client()?;
-            *used.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
+            used.set(Some(generation));
             let mut request = client.request(method, url);
             if let Some(token) = self.client_key.auth.get("token") {
                 request = request.header("X-Consul-Token", token);
@@ -256,76 +255,39 @@ impl ConsulStore {
             if let Some(body) = body {
                 request = request.body(body.to_vec());
             }
-            let response = request.send().await.map_err(transport)?;
-            let status = response.status();
-            let bytes = response.bytes().await.map_err(transport)?;
-            Ok((status, bytes.to_vec()))
-        })
-        .map_err(|e| self.failed(op, key, format_args!("cannot start the I/O runtime: {e}")))?;
-        let used = used.into_inner().unwrap_or_else(|p| p.into_inner());
-        let failure = match outcome {
-            Some(Ok((status, body))) => match status {
+            sent.set(true);
+            let answer = async {
+                let response = request.send().await?;
+                let status = response.status();
+                Ok((status, response.bytes().await?))
+            };
+            let (status, body) = answer.await.map_err(|e| {
+                // A connection that failed is made again by the next call.
+                CLIENTS.forget(&self.client_key, used.get());
+                transport(e)
+            })?;
+            match status {
                 s if s.is_success() || s == StatusCode::NOT_FOUND || s == StatusCode::CONFLICT => {
-                    return Ok((s, body))
+                    Ok((s, body.to_vec()))
                 }
-                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Failure::Auth(text(&body)),
-                StatusCode::PAYLOAD_TOO_LARGE => Failure::Refused(format!(
+                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(Failure::Auth {
+                    reason: text(&body),
+                    advice: TOKEN_ADVICE.into(),
+                }),
+                StatusCode::PAYLOAD_TOO_LARGE => Err(Failure::Refused(format!(
                     "{} (the value is larger than Consul's kv_max_value_size)",
                     text(&body)
-                )),
-                s => Failure::Refused(format!("{s}: {}", text(&body))),
-            },
-            Some(Err(failure)) => failure,
-            None => {
-                CLIENTS.forget(&self.client_key, used);
-                return Err(Error::Timeout {
-                    op,
-                    key: key.to_owned(),
-                    store: self.url.clone(),
-                    after: self.timeout,
-                    waiting: Waiting::Answer,
-                });
+                ))),
+                s => Err(Failure::Refused(format!("{s}: {}", text(&body)))),
             }
         };
-        Err(self.fail(op, key, failure, used))
+        self.remote.run(op, key, self.timeout, &sent, request, || {
+            CLIENTS.forget(&self.client_key, used.get())
+        })
     }
 
-    fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
-        Error::Store {
-            op,
-            key: key.to_owned(),
-            store: self.url.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    fn fail(&self, op: &'static str, key: &str, failure: Failure, used: Option<u64>) -> Error {
-        match failure {
-            Failure::Connection(reason) => {
-                CLIENTS.forget(&self.client_key, used);
-                Error::Connection {
-                    op,
-                    key: key.to_owned(),
-                    store: self.url.clone(),
-                    reason: format!(
-                        "{reason}; check that Consul is up at {} and, for consul+ssl, the TLS settings",
-                        self.base
-                    ),
-                }
-            }
-            Failure::Auth(reason) => Error::Auth {
-                op,
-                key: key.to_owned(),
-                store: self.url.clone(),
-                reason: format!("{reason}; check the token in auth and its ACL policy"),
-            },
-            Failure::Refused(reason) => {
-                self.failed(op, key, format_args!("Consul refused it: {reason}"))
-            }
-            Failure::Settings(reason) => {
-                Error::InvalidArgument(format!("{op} {key} on {}: {reason}", self.url))
-            }
-        }
+    fn failed(&self, op: &'static str, key: &str, reason: impl std::fmt::Display) -> Error {
+        self.remote.failed(op, key, reason)
     }
 
     fn unexpected(&self, op: &'static str, key: &str, status: StatusCode, body: &[u8]) -> Error {
@@ -437,10 +399,23 @@ fn text(body: &[u8]) -> String {
     }
 }
 
+/// A request that failed on its way: never sent when no connection was made.
 fn transport(e: reqwest::Error) -> Failure {
     // Never the request URL: it is named by the error's caller, and tokens are
     // headers, not query parameters.
-    Failure::Connection(describe(None, Some(&e.without_url())))
+    let connecting = e.is_connect();
+    let reason = describe(None, Some(&e.without_url()));
+    if connecting {
+        Failure::Unsent {
+            reason,
+            answered: false,
+        }
+    } else {
+        Failure::Lost {
+            reason,
+            answered: false,
+        }
+    }
 }
 
 /// consul+ssl+noverify://: encrypts, but accepts any server certificate.
@@ -498,7 +473,7 @@ impl Store for ConsulStore {
     }
 
     fn url(&self) -> &str {
-        &self.url
+        &self.remote.url
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
@@ -596,9 +571,14 @@ impl Store for ConsulStore {
                     .iter()
                     .find(|e| e.what.contains("Permission denied"))
                 {
-                    Some(e) => {
-                        Err(self.fail(op, key.as_str(), Failure::Auth(e.what.clone()), None))
-                    }
+                    Some(e) => Err(self.remote.fail(
+                        op,
+                        key.as_str(),
+                        Failure::Auth {
+                            reason: e.what.clone(),
+                            advice: TOKEN_ADVICE.into(),
+                        },
+                    )),
                     None => Ok(false),
                 }
             }
@@ -643,7 +623,7 @@ impl Store for ConsulStore {
         };
         Ok(Value::hash([
             ("provider", Value::from("consul")),
-            ("url", Value::from(self.url.as_str())),
+            ("url", Value::from(self.remote.url.as_str())),
             ("datacenter", config("Datacenter")),
             ("node", config("NodeName")),
             ("version", config("Version")),

@@ -32,7 +32,6 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::error::Error as StdError;
-use std::fmt::Display;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,21 +39,22 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Channel, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    Identity, KvClient, TlsOptions, Txn, TxnOp,
+    Identity, KeyValue, KvClient, TlsOptions, Txn, TxnOp,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tonic::Code;
 
-use crate::error::{Error, Result, Waiting};
+use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::options::Auth;
-use crate::remote::{block_on_timeout, describe, ClientCache, PemFile};
+use crate::remote::{describe, ClientCache, Failure, PemFile, Remote};
 use crate::store::{Listing, Store, Versioned};
 use crate::url::{Endpoint, StoreUrl};
 use crate::value::Value;
 
 pub struct EtcdStore {
-    url: String,
+    /// Its URL and members, as errors name them.
+    remote: Remote,
     /// Prepended to every key: "" for the root, "/PREFIX" otherwise.
     prefix: String,
     tls: bool,
@@ -114,24 +114,6 @@ enum Repeat {
     Unsent,
 }
 
-/// A failed call, before it is worded for the caller.
-enum Failure {
-    /// The request did not reach etcd: no connection could be made to the member,
-    /// or the member has no leader and refused it unread. `answered` is true when
-    /// the member did answer (it is up, waiting for an election).
-    Unsent { reason: String, answered: bool },
-    /// The connection to the member failed, or the member gave up, after the
-    /// request was sent: a write may or may not have been applied. `answered` is
-    /// true when the member said so itself (it is up).
-    Lost { reason: String, answered: bool },
-    /// etcd refused the credentials, or the user may not do this.
-    Auth(String, AuthAdvice),
-    /// etcd answered with an error.
-    Refused(String),
-    /// The auth settings are unusable (a file that cannot be read, ...).
-    Settings(String),
-}
-
 /// What to tell a caller whose credentials etcd refused.
 #[derive(Clone, Copy)]
 enum AuthAdvice {
@@ -177,21 +159,28 @@ impl EtcdStore {
             );
         }
         let scheme = if *tls { "https" } else { "http" };
+        let members: Vec<MemberKey> = endpoints
+            .iter()
+            .map(|e: &Endpoint| MemberKey {
+                endpoint: format!("{scheme}://{e}"),
+                auth: auth.clone(),
+            })
+            .collect();
+        let at: Vec<&str> = members.iter().map(|m| m.endpoint.as_str()).collect();
         Ok(EtcdStore {
-            url: url.to_string(),
+            remote: Remote {
+                url: url.to_string(),
+                service: "etcd",
+                at: at.join(", "),
+                tls_scheme: "etcd+ssl",
+            },
             prefix: if prefix.is_root() {
                 String::new()
             } else {
                 prefix.as_str().to_owned()
             },
             tls: *tls,
-            members: endpoints
-                .iter()
-                .map(|e: &Endpoint| MemberKey {
-                    endpoint: format!("{scheme}://{e}"),
-                    auth: auth.clone(),
-                })
-                .collect(),
+            members,
             pinned: AtomicUsize::new(0),
             failed_members: Mutex::new(Vec::new()),
             ids: endpoints.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -206,12 +195,6 @@ impl EtcdStore {
     /// The range every key below `dir` falls in: `PREFIX + dir + "/"`.
     fn etcd_dir(&self, dir: &Key) -> String {
         format!("{}{}", self.prefix, dir.dir_prefix())
-    }
-
-    /// The endpoints, as messages name them.
-    fn endpoints(&self) -> String {
-        let names: Vec<&str> = self.members.iter().map(|m| m.endpoint.as_str()).collect();
-        names.join(", ")
     }
 
     fn connect_options(&self) -> ConnectOptions {
@@ -281,7 +264,7 @@ impl EtcdStore {
         // to reach it there leaves the call unsent too.
         let client = Client::from_channel(Channel::Tonic(channel), Some(self.connect_options()))
             .await
-            .map_err(|e| match classify(e) {
+            .map_err(|e| match self.classify(e) {
                 Failure::Lost { reason, answered } => Failure::Unsent { reason, answered },
                 other => other,
             })?;
@@ -293,7 +276,7 @@ impl EtcdStore {
             .maintenance_client()
             .status()
             .await
-            .map_err(|e| match classify(e) {
+            .map_err(|e| match self.classify(e) {
                 Failure::Lost { reason, answered } => Failure::Unsent { reason, answered },
                 other => other,
             })?
@@ -317,34 +300,17 @@ impl EtcdStore {
     {
         let count = self.members.len();
         let first = self.pinned.load(Ordering::Relaxed) % count;
-        // Whether a request was sent when the time ran out, for the message.
         let sent = Cell::new(false);
-        let outcome = block_on_timeout(self.timeout, self.attempts(first, repeat, &request, &sent))
-            .map_err(|e| self.failed(op, key, format_args!("cannot start the I/O runtime: {e}")))?;
-        match outcome {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(failure)) => Err(self.fail(op, key, failure)),
-            None => {
-                // The next call starts on the next member: this one may be stuck.
-                let _ = self.pinned.compare_exchange(
-                    first,
-                    (first + 1) % count,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-                Err(Error::Timeout {
-                    op,
-                    key: key.to_owned(),
-                    store: self.url.clone(),
-                    after: self.timeout,
-                    waiting: if sent.get() {
-                        Waiting::Answer
-                    } else {
-                        Waiting::Store
-                    },
-                })
-            }
-        }
+        let attempts = self.attempts(first, repeat, &request, &sent);
+        self.remote.run(op, key, self.timeout, &sent, attempts, || {
+            // The next call starts on the next member: this one may be stuck.
+            let _ = self.pinned.compare_exchange(
+                first,
+                (first + 1) % count,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        })
     }
 
     /// Attempts at the members, in rounds starting with member `first`, until one
@@ -389,7 +355,7 @@ impl EtcdStore {
                             Err(failure) => Err(failure),
                             Ok(()) => {
                                 sent.set(true);
-                                request(conn).await.map_err(classify)
+                                request(conn).await.map_err(|e| self.classify(e))
                             }
                         };
                         match outcome {
@@ -401,7 +367,7 @@ impl EtcdStore {
                                 CLIENTS.forget(member, Some(generation));
                                 self.member_failed(id);
                             }
-                            Err(Failure::Auth(..)) => CLIENTS.forget(member, Some(generation)),
+                            Err(Failure::Auth { .. }) => CLIENTS.forget(member, Some(generation)),
                             _ => {}
                         }
                         outcome
@@ -523,7 +489,7 @@ impl EtcdStore {
             .maintenance_client()
             .status()
             .await
-            .map_err(classify)
+            .map_err(|e| self.classify(e))
             .map_err(|failure| match failure {
                 // Nothing was sent yet.
                 Failure::Lost { reason, answered } => Failure::Unsent { reason, answered },
@@ -543,61 +509,6 @@ impl EtcdStore {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         Ok(())
-    }
-
-    fn failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
-        Error::Store {
-            op,
-            key: key.to_owned(),
-            store: self.url.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    fn fail(&self, op: &'static str, key: &str, failure: Failure) -> Error {
-        let connection = |reason: String| Error::Connection {
-            op,
-            key: key.to_owned(),
-            store: self.url.clone(),
-            reason,
-        };
-        match failure {
-            Failure::Unsent { reason, .. } => connection(format!(
-                "{reason}; check that etcd is up at {} and, for etcd+ssl, the TLS settings",
-                self.endpoints()
-            )),
-            Failure::Lost { reason, .. } => connection(format!(
-                "{reason}; the connection failed while etcd had the request, so {op} may or \
-                 may not have been applied: read the key (atomic_get) before trying again"
-            )),
-            Failure::Auth(reason, advice) => Error::Auth {
-                op,
-                key: key.to_owned(),
-                store: self.url.clone(),
-                reason: format!(
-                    "{reason}; {}",
-                    match advice {
-                        AuthAdvice::Credentials =>
-                            "check the username and password in auth".to_owned(),
-                        AuthAdvice::Permission => format!(
-                            "grant the user in auth a role with readwrite permission on the \
-                             keys of this store (etcdctl role grant-permission ROLE readwrite \
-                             --prefix=true {}/)",
-                            self.prefix
-                        ),
-                        AuthAdvice::NotEnabled => "this etcd has authentication disabled: drop \
-                                                   username and password from auth"
-                            .to_owned(),
-                    }
-                ),
-            },
-            Failure::Refused(reason) => {
-                self.failed(op, key, format_args!("etcd refused it: {reason}"))
-            }
-            Failure::Settings(reason) => {
-                Error::InvalidArgument(format!("{op} {key} on {}: {reason}", self.url))
-            }
-        }
     }
 
     /// The name below `dir` of an etcd key in its range, when it is a key's name:
@@ -624,17 +535,37 @@ fn read_key(name: &'static str, path: &str) -> std::result::Result<Vec<u8>, Fail
     Ok(file.bytes)
 }
 
-/// Sorts an etcd client error into the failures the store words differently.
-fn classify(e: etcd_client::Error) -> Failure {
+impl EtcdStore {
+    /// Sorts an etcd client error into the failures worded differently.
+    fn classify(&self, e: etcd_client::Error) -> Failure {
+        classify(e, |reason, advice| Failure::Auth {
+            reason,
+            advice: match advice {
+                AuthAdvice::Credentials => "check the username and password in auth".to_owned(),
+                AuthAdvice::Permission => format!(
+                    "grant the user in auth a role with readwrite permission on the keys of this \
+                     store (etcdctl role grant-permission ROLE readwrite --prefix=true {}/)",
+                    self.prefix
+                ),
+                AuthAdvice::NotEnabled => "this etcd has authentication disabled: drop username \
+                                           and password from auth"
+                    .to_owned(),
+            },
+        })
+    }
+}
+
+/// Sorts an etcd client error; `auth` words a refusal of the credentials.
+fn classify(e: etcd_client::Error, auth: impl Fn(String, AuthAdvice) -> Failure) -> Failure {
     match e {
         etcd_client::Error::GRpcStatus(status) => {
             let message = status.message().trim_start_matches("etcdserver: ");
             let text = describe(Some(message), status.source());
-            let auth = |advice| Failure::Auth(text.clone(), advice);
+            let refused = |advice| auth(text.clone(), advice);
             match status.code() {
-                Code::Unauthenticated => auth(AuthAdvice::Credentials),
-                _ if message.contains("authentication failed") => auth(AuthAdvice::Credentials),
-                _ if message.contains("user name is empty") => Failure::Auth(
+                Code::Unauthenticated => refused(AuthAdvice::Credentials),
+                _ if message.contains("authentication failed") => refused(AuthAdvice::Credentials),
+                _ if message.contains("user name is empty") => auth(
                     format!(
                         "{text}: this etcd has authentication enabled and needs a username and \
                          password"
@@ -642,10 +573,10 @@ fn classify(e: etcd_client::Error) -> Failure {
                     AuthAdvice::Credentials,
                 ),
                 _ if message.contains("authentication is not enabled") => {
-                    auth(AuthAdvice::NotEnabled)
+                    refused(AuthAdvice::NotEnabled)
                 }
-                Code::PermissionDenied => auth(AuthAdvice::Permission),
-                _ if message.contains("permission denied") => auth(AuthAdvice::Permission),
+                Code::PermissionDenied => refused(AuthAdvice::Permission),
+                _ if message.contains("permission denied") => refused(AuthAdvice::Permission),
                 _ if message.contains("request is too large")
                     || (status.code() == Code::ResourceExhausted
                         && message.contains("larger than max")) =>
@@ -728,7 +659,7 @@ impl Store for EtcdStore {
     }
 
     fn url(&self) -> &str {
-        &self.url
+        &self.remote.url
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
@@ -772,25 +703,7 @@ impl Store for EtcdStore {
     }
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
-        let range = self.etcd_dir(dir);
-        self.call("list", dir.as_str(), Repeat::Safe, |mut c| {
-            let range = range.clone();
-            async move {
-                let resp =
-                    c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
-                        .await?;
-                Ok(resp
-                    .kvs()
-                    .iter()
-                    .filter_map(|kv| {
-                        Some((
-                            Self::relative(dir, &range, kv.key())?.to_owned(),
-                            kv.value().to_vec(),
-                        ))
-                    })
-                    .collect())
-            }
-        })
+        self.below("list", dir, |kv| kv.value().to_vec())
     }
 
     fn deletetree(&self, dir: &Key) -> Result<()> {
@@ -842,27 +755,9 @@ impl Store for EtcdStore {
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
-        let range = self.etcd_dir(dir);
-        self.call("atomic_list", dir.as_str(), Repeat::Safe, |mut c| {
-            let range = range.clone();
-            async move {
-                let resp =
-                    c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
-                        .await?;
-                Ok(resp
-                    .kvs()
-                    .iter()
-                    .filter_map(|kv| {
-                        Some((
-                            Self::relative(dir, &range, kv.key())?.to_owned(),
-                            Versioned {
-                                value: kv.value().to_vec(),
-                                sequence: sequence(kv.mod_revision()),
-                            },
-                        ))
-                    })
-                    .collect())
-            }
+        self.below("atomic_list", dir, |kv| Versioned {
+            value: kv.value().to_vec(),
+            sequence: sequence(kv.mod_revision()),
         })
     }
 
@@ -873,7 +768,7 @@ impl Store for EtcdStore {
         let hex = |id: u64| Value::from(format!("{id:x}"));
         let mut facts = vec![
             ("provider", Value::from("etcd")),
-            ("url", Value::from(self.url.as_str())),
+            ("url", Value::from(self.remote.url.as_str())),
             (
                 "endpoints",
                 Value::Array(
@@ -896,6 +791,33 @@ impl Store for EtcdStore {
 }
 
 impl EtcdStore {
+    /// Every key below `dir`, by one prefix range request, each entry made by
+    /// `entry`.
+    fn below<T>(
+        &self,
+        op: &'static str,
+        dir: &Key,
+        entry: impl Fn(&KeyValue) -> T,
+    ) -> Result<Listing<T>> {
+        let range = self.etcd_dir(dir);
+        self.call(op, dir.as_str(), Repeat::Safe, |mut c| {
+            let range = range.clone();
+            let entry = &entry;
+            async move {
+                let resp =
+                    c.kv.get(range.clone(), Some(GetOptions::new().with_prefix()))
+                        .await?;
+                Ok(resp
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| {
+                        Some((Self::relative(dir, &range, kv.key())?.to_owned(), entry(kv)))
+                    })
+                    .collect())
+            }
+        })
+    }
+
     /// A put in one transaction that succeeds only if the key's mod_revision is
     /// still `previous` (0: the key is absent).
     fn atomic_put_as(
