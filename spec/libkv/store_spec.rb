@@ -698,7 +698,7 @@ RSpec.shared_examples 'a libkv store' do |backend|
       }
       calls.each do |op, call|
         expect { call.call }.to raise_error(LibKV::ClosedError) { |e|
-          expect(e.message).to eq("the store object for #{store.url} is closed (Store#close); open it again with LibKV.open"),
+          expect(e.message).to eq("the store object for #{store.url} is closed; open the store again"),
                                "#{op}: #{e.message}"
         }
       end

@@ -96,6 +96,68 @@ pub enum Error {
         store: String,
         reason: String,
     },
+
+    /// A call on a store object its binding closed.
+    #[error("the store object for {store} is closed; open the store again")]
+    Closed { store: String },
+}
+
+/// What a binding makes of an error: the exception class both Rubies raise (its
+/// name in `lib/libkv/errors.rb`) and the status number of the C ABI, which stays
+/// the same from one version to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    InvalidArgument = 1,
+    InvalidKey = 2,
+    Unsupported = 3,
+    Store = 4,
+    Conflict = 5,
+    Connection = 6,
+    Timeout = 7,
+    Auth = 8,
+    /// A bug: a panic, or a binding that broke the C ABI's contract.
+    Internal = 9,
+    Closed = 10,
+}
+
+impl ErrorClass {
+    pub const ALL: &'static [ErrorClass] = &[
+        ErrorClass::InvalidArgument,
+        ErrorClass::InvalidKey,
+        ErrorClass::Unsupported,
+        ErrorClass::Store,
+        ErrorClass::Conflict,
+        ErrorClass::Connection,
+        ErrorClass::Timeout,
+        ErrorClass::Auth,
+        ErrorClass::Internal,
+        ErrorClass::Closed,
+    ];
+
+    /// The C ABI's status for this class.
+    pub const fn code(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_code(code: i32) -> Option<ErrorClass> {
+        ErrorClass::ALL.iter().copied().find(|c| c.code() == code)
+    }
+
+    /// The exception class, below `LibKV`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidArgument => "InvalidArgumentError",
+            ErrorClass::InvalidKey => "InvalidKeyError",
+            ErrorClass::Unsupported => "UnsupportedError",
+            ErrorClass::Store => "StoreError",
+            ErrorClass::Conflict => "ConflictError",
+            ErrorClass::Connection => "ConnectionError",
+            ErrorClass::Timeout => "TimeoutError",
+            ErrorClass::Auth => "AuthError",
+            ErrorClass::Internal => "Error",
+            ErrorClass::Closed => "ClosedError",
+        }
+    }
 }
 
 /// " KEY", or nothing for errors about the whole store (an empty key).
@@ -155,13 +217,31 @@ impl Error {
             | Error::InvalidUrl { .. }
             | Error::InvalidValue { .. }
             | Error::InvalidPrevious { .. }
-            | Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            | Error::InvalidArgument(_)
+            | Error::Closed { .. } => ErrorKind::InvalidArgument,
             Error::Unsupported { .. } => ErrorKind::Unsupported,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Store { .. } => ErrorKind::Store,
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Auth { .. } => ErrorKind::Auth,
+        }
+    }
+
+    /// The exception class and C ABI status of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::InvalidKey { .. } => ErrorClass::InvalidKey,
+            Error::Closed { .. } => ErrorClass::Closed,
+            _ => match self.kind() {
+                ErrorKind::InvalidArgument => ErrorClass::InvalidArgument,
+                ErrorKind::Unsupported => ErrorClass::Unsupported,
+                ErrorKind::Conflict => ErrorClass::Conflict,
+                ErrorKind::Store => ErrorClass::Store,
+                ErrorKind::Connection => ErrorClass::Connection,
+                ErrorKind::Timeout => ErrorClass::Timeout,
+                ErrorKind::Auth => ErrorClass::Auth,
+            },
         }
     }
 

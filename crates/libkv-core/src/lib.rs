@@ -22,8 +22,11 @@
 //! - `remote`: what the network stores share (the runtime, clients, failures).
 //! - `backends`: the stores, one module each.
 //! - `open`: the store a URL names.
+//! - `binding`: what every binding needs (arguments checked in one order, an
+//!   operation run, its answer decoded).
 
 pub mod backends;
+pub mod binding;
 pub mod codec;
 pub mod error;
 mod fork;
@@ -36,7 +39,7 @@ pub mod store;
 pub mod url;
 pub mod value;
 
-pub use error::{Error, ErrorKind, Result, Waiting};
+pub use error::{Error, ErrorClass, ErrorKind, Result, Waiting};
 pub use key::Key;
 pub use op::Op;
 pub use open::{legacy_simp6_root, open};

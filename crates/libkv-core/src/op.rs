@@ -65,6 +65,23 @@ impl Op {
         Op::ALL.iter().copied().find(|op| op.name() == name)
     }
 
+    /// What the operation takes beside its store, in the order bindings check it.
+    pub fn arguments(self) -> Arguments {
+        let (target, previous, value) = match self {
+            Op::Get | Op::Delete | Op::Exists | Op::AtomicGet => (Target::Key, false, false),
+            Op::Put | Op::AtomicCreate => (Target::Key, false, true),
+            Op::AtomicPut => (Target::Key, true, true),
+            Op::AtomicDelete => (Target::Key, true, false),
+            Op::List | Op::Deletetree | Op::AtomicList => (Target::Dir, false, false),
+            Op::EmptyValue | Op::Info | Op::Provider | Op::Supports => (Target::None, false, false),
+        };
+        Arguments {
+            target,
+            previous,
+            value,
+        }
+    }
+
     /// Whether the operation changes the store.
     pub fn writes(self) -> bool {
         matches!(
@@ -77,6 +94,23 @@ impl Op {
                 | Op::AtomicDelete
         )
     }
+}
+
+/// What an operation takes: a key or a directory (or neither), then `previous`
+/// (what `atomic_get` returned), then a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arguments {
+    pub target: Target,
+    pub previous: bool,
+    pub value: bool,
+}
+
+/// Whether an operation is about a key, a directory, or the whole store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    None,
+    Key,
+    Dir,
 }
 
 #[cfg(test)]

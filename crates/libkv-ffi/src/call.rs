@@ -1,14 +1,13 @@
-//! The arguments of one C call to core calls, and what the core answers to DATA.
-//! Checks run in the MRI extension's order: the key, then `previous`, then the
-//! value, then the store.
+//! The arguments of one C call as the core's (`libkv_core::binding`, which checks
+//! them in one order for every binding), and what the core answers as DATA.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use libkv_core::{
-    codec, timeout_from_secs, Auth, Error as CoreError, Key, OpenOptions, Refusal, Store, Value,
-    Versioned,
-};
+use std::borrow::Cow;
+
+use libkv_core::binding::{self, Previous, Put, Refused};
+use libkv_core::{codec, timeout_from_secs, Auth, Op, OpenOptions, Refusal, Store, Value};
 
 use crate::{
     Failure, LIBKV_PREVIOUS_MALFORMED, LIBKV_PREVIOUS_SEQUENCE, LIBKV_VALUE_DATA,
@@ -24,7 +23,8 @@ pub struct Request<'a> {
     pub serialize: bool,
 }
 
-/// Opens a store, and describes it: `{"provider", "url", "supports"}` as DATA.
+/// Opens a store, and describes it: `{"provider", "url", "supports", "class"}` as
+/// DATA.
 pub fn open(
     url: &[u8],
     auth: &[u8],
@@ -55,6 +55,7 @@ pub fn open(
         ("provider", Value::from(store.provider())),
         ("url", Value::from(store.url())),
         ("supports", Value::Array(supports)),
+        ("class", Value::from(binding::class_name(store.provider()))),
     ]))?;
     Ok((store, described))
 }
@@ -75,119 +76,44 @@ fn auth_from(json: &[u8]) -> Result<Auth, Failure> {
 
 /// Runs `op` on `store`; the answer is DATA.
 pub fn run(store: &dyn Store, op: &[u8], req: &Request<'_>) -> Result<Vec<u8>, Failure> {
-    let ser = req.serialize;
-    let answer = match op {
-        b"get" => {
-            let k = key(req)?;
-            store
-                .get(&k)?
-                .map_or(Value::Undef, |bytes| decode(bytes, ser))
-        }
-        b"put" => {
-            let k = key(req)?;
-            let bytes = encode(&k, req)?;
-            store.put(&k, &bytes)?;
-            Value::Bool(true)
-        }
-        b"delete" => {
-            store.delete(&key(req)?)?;
-            Value::Bool(true)
-        }
-        b"exists" => Value::Bool(store.exists(&key(req)?)?),
-        b"list" => {
-            let listing = store.list(&dir(req)?)?;
-            Value::hash(
-                listing
-                    .into_iter()
-                    .map(|(rel, bytes)| (rel, decode(bytes, ser))),
-            )
-        }
-        b"deletetree" => {
-            store.deletetree(&dir(req)?)?;
-            Value::Bool(true)
-        }
-        b"atomic_create" => {
-            let k = key(req)?;
-            let bytes = encode(&k, req)?;
-            Value::Bool(store.atomic_create(&k, &bytes)?)
-        }
-        b"atomic_get" => versioned(store.atomic_get(&key(req)?)?, ser)?,
-        b"atomic_put" => {
-            let k = key(req)?;
-            let previous = previous("atomic_put", &k, req)?;
-            let bytes = encode(&k, req)?;
-            Value::Bool(store.atomic_put(&k, &bytes, previous)?)
-        }
-        b"atomic_delete" => {
-            let k = key(req)?;
-            let previous = previous("atomic_delete", &k, req)?;
-            Value::Bool(store.atomic_delete(&k, previous)?)
-        }
-        b"atomic_list" => {
-            let listing = store.atomic_list(&dir(req)?)?;
-            let mut pairs = Vec::with_capacity(listing.len());
-            for (rel, v) in listing {
-                pairs.push((rel, versioned(Some(v), ser)?));
-            }
-            Value::hash(pairs)
-        }
-        b"info" => store.info()?,
-        other => {
-            return Err(Failure::Internal(format!(
+    let op = std::str::from_utf8(op)
+        .ok()
+        .and_then(Op::named)
+        .filter(|op| !matches!(op, Op::EmptyValue | Op::Provider | Op::Supports))
+        .ok_or_else(|| {
+            Failure::Internal(format!(
                 "unknown operation {:?}",
-                String::from_utf8_lossy(other)
-            )))
-        }
-    };
-    data(answer)
+                String::from_utf8_lossy(op)
+            ))
+        })?;
+    let prepared = binding::prepare(
+        op,
+        req.key,
+        req.serialize,
+        || previous(op, req),
+        || put(req),
+    )
+    .map_err(|refused| match refused {
+        Refused::Core(e) => Failure::Core(e),
+        Refused::Binding(failure) => failure,
+    })?;
+    data(binding::run(store, &prepared)?.into_value()?)
 }
 
 fn data(value: Value) -> Result<Vec<u8>, Failure> {
     codec::to_data(&value).map_err(Failure::Internal)
 }
 
-fn key(req: &Request<'_>) -> Result<Key, Failure> {
-    Ok(Key::new(key_text(req.key)?)?)
-}
-
-fn dir(req: &Request<'_>) -> Result<Key, Failure> {
-    Ok(Key::dir(key_text(req.key)?)?)
-}
-
-/// A key's text (the caller converts it to UTF-8); bytes that are not UTF-8 are an
-/// invalid key, as on MRI.
-fn key_text(bytes: &[u8]) -> Result<&str, Failure> {
-    Ok(libkv_core::key::text(bytes)?)
-}
-
-fn decode(bytes: Vec<u8>, serialize: bool) -> Value {
-    if serialize {
-        codec::decode(bytes)
-    } else {
-        codec::decode_plain(bytes)
-    }
-}
-
-/// The bytes to store for the request's value.
-fn encode(key: &Key, req: &Request<'_>) -> Result<Vec<u8>, Failure> {
-    let refused = |reason: String| {
-        Failure::Core(CoreError::InvalidValue {
-            key: key.to_string(),
-            reason,
-        })
-    };
+/// The value to store, by the request's value form.
+fn put<'a>(req: &Request<'a>) -> Result<Put<'a>, Failure> {
     let (form, bytes) = req.value;
     match form {
-        LIBKV_VALUE_DATA => {
-            let value = codec::from_data(bytes)
-                .map_err(|e| Failure::Internal(format!("the value is not DATA: {e}")))?;
-            codec::encode(&value)
-                .map(|encoded| encoded.into_owned())
-                .map_err(refused)
-        }
-        LIBKV_VALUE_RAW => Ok(bytes.to_vec()),
-        LIBKV_VALUE_REFUSED => Err(refused(refusal(bytes)?.to_string())),
-        LIBKV_VALUE_NOT_STRING => Err(refused(Refusal::NotRaw.to_string())),
+        LIBKV_VALUE_DATA => codec::from_data(bytes)
+            .map(Put::Value)
+            .map_err(|e| Failure::Internal(format!("the value is not DATA: {e}"))),
+        LIBKV_VALUE_RAW => Ok(Put::Raw(Cow::Borrowed(bytes))),
+        LIBKV_VALUE_REFUSED => Ok(Put::Refused(refusal(bytes)?)),
+        LIBKV_VALUE_NOT_STRING => Ok(Put::NotString),
         other => Err(Failure::Internal(format!(
             "value_form {other} for an operation that stores a value"
         ))),
@@ -218,27 +144,13 @@ fn refusal(bytes: &[u8]) -> Result<Refusal, Failure> {
     })
 }
 
-fn previous(op: &'static str, key: &Key, req: &Request<'_>) -> Result<u64, Failure> {
+fn previous(op: Op, req: &Request<'_>) -> Result<Previous, Failure> {
     match req.previous {
-        (LIBKV_PREVIOUS_SEQUENCE, sequence) => Ok(sequence),
-        (LIBKV_PREVIOUS_MALFORMED, _) => Err(Failure::Core(CoreError::InvalidPrevious {
-            op,
-            key: key.to_string(),
-        })),
-        (other, _) => Err(Failure::Internal(format!("previous_form {other} for {op}"))),
+        (LIBKV_PREVIOUS_SEQUENCE, sequence) => Ok(Previous::Sequence(sequence)),
+        (LIBKV_PREVIOUS_MALFORMED, _) => Ok(Previous::Malformed),
+        (other, _) => Err(Failure::Internal(format!(
+            "previous_form {other} for {}",
+            op.name()
+        ))),
     }
-}
-
-/// `{"value" => v, "sequence" => n}`, the empty value for an absent key.
-fn versioned(found: Option<Versioned>, serialize: bool) -> Result<Value, Failure> {
-    let (value, sequence) = match found {
-        Some(v) => (decode(v.value, serialize), v.sequence),
-        None => (Value::Undef, 0),
-    };
-    let sequence = i64::try_from(sequence)
-        .map_err(|_| Failure::Internal(format!("sequence {sequence} is beyond 2**63")))?;
-    Ok(Value::hash([
-        ("value", value),
-        ("sequence", Value::Int(sequence)),
-    ]))
 }

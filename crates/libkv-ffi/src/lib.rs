@@ -8,6 +8,7 @@
 //! ```c
 //! uint32_t      libkv_abi_version(void);   // LIBKV_ABI_VERSION below
 //! const char   *libkv_version(void);       // libkv's version, static
+//! const char   *libkv_error_name(int32_t status);  // "StoreError", ...: static; NULL for no status
 //! libkv_result *libkv_open(const uint8_t *url, size_t url_len,    // UTF-8
 //!                          const uint8_t *auth, size_t auth_len,  // JSON, see below
 //!                          double timeout,                        // seconds
@@ -31,7 +32,8 @@
 //!
 //! `libkv_open` and `libkv_call` always return a [`LibkvResult`] (never NULL),
 //! which the caller frees with `libkv_result_free` once it has copied what it
-//! needs. `status` is [`LIBKV_OK`] or the kind of error (`LIBKV_E_*`). On success
+//! needs. `status` is [`LIBKV_OK`] or the class of error (`LIBKV_E_*`, whose
+//! exception class `libkv_error_name` names). On success
 //! `data` is a JSON document in the encoding below; on error it is the message
 //! (UTF-8, never holding a secret) and `key` the key the error is about, or NULL.
 //! `libkv_open` also sets `store`, the handle of the store it opened.
@@ -81,7 +83,8 @@
 //! and `atomic_delete` a Boolean; `list` a Hash of relative key => value;
 //! `atomic_get` `{"value": v, "sequence": n}` (`{"value": null, "sequence": 0}` when
 //! absent); `atomic_list` a Hash of relative key => that; `info` a Hash.
-//! `libkv_open` answers `{"provider": ..., "url": ..., "supports": [...]}`.
+//! `libkv_open` answers `{"provider": ..., "url": ..., "supports": [...], "class": ...}`,
+//! `class` naming the store's class below `LibKV` (`"Etcd"`).
 //!
 //! A value to store is passed by `value_form`:
 //! - [`LIBKV_VALUE_DATA`]: `value` is DATA, encoded for the store by the core's codec;
@@ -111,30 +114,34 @@
 mod call;
 
 use std::collections::HashMap;
-use std::ffi::c_char;
+use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
-use libkv_core::{Error as CoreError, Store};
+use libkv_core::{Error as CoreError, ErrorClass, Store};
 
 /// Bumped whenever a signature, a struct or an encoding above changes.
-pub const LIBKV_ABI_VERSION: u32 = 3;
+pub const LIBKV_ABI_VERSION: u32 = 4;
 
 pub const LIBKV_OK: i32 = 0;
+// The error statuses are the core's `ErrorClass` numbers; `libkv_error_name`
+// names each one's exception class.
 /// Bad input: URL, value, option, previous. `LibKV::InvalidArgumentError`.
-pub const LIBKV_E_INVALID_ARGUMENT: i32 = 1;
+pub const LIBKV_E_INVALID_ARGUMENT: i32 = ErrorClass::InvalidArgument.code();
 /// A key or directory that breaks the key rules. `LibKV::InvalidKeyError`.
-pub const LIBKV_E_INVALID_KEY: i32 = 2;
-pub const LIBKV_E_UNSUPPORTED: i32 = 3;
-pub const LIBKV_E_STORE: i32 = 4;
-pub const LIBKV_E_CONFLICT: i32 = 5;
-pub const LIBKV_E_CONNECTION: i32 = 6;
-pub const LIBKV_E_TIMEOUT: i32 = 7;
-pub const LIBKV_E_AUTH: i32 = 8;
+pub const LIBKV_E_INVALID_KEY: i32 = ErrorClass::InvalidKey.code();
+pub const LIBKV_E_UNSUPPORTED: i32 = ErrorClass::Unsupported.code();
+pub const LIBKV_E_STORE: i32 = ErrorClass::Store.code();
+pub const LIBKV_E_CONFLICT: i32 = ErrorClass::Conflict.code();
+pub const LIBKV_E_CONNECTION: i32 = ErrorClass::Connection.code();
+pub const LIBKV_E_TIMEOUT: i32 = ErrorClass::Timeout.code();
+pub const LIBKV_E_AUTH: i32 = ErrorClass::Auth.code();
 /// A bug: libkv panicked, or the caller broke this contract.
-pub const LIBKV_E_INTERNAL: i32 = 9;
+pub const LIBKV_E_INTERNAL: i32 = ErrorClass::Internal.code();
+/// A call on a store its binding closed. `LibKV::ClosedError`.
+pub const LIBKV_E_CLOSED: i32 = ErrorClass::Closed.code();
 
 pub const LIBKV_VALUE_NONE: i32 = 0;
 pub const LIBKV_VALUE_DATA: i32 = 1;
@@ -211,22 +218,6 @@ impl From<CoreError> for Failure {
     }
 }
 
-fn status_of(e: &CoreError) -> i32 {
-    match e {
-        CoreError::InvalidKey { .. } => LIBKV_E_INVALID_KEY,
-        CoreError::InvalidUrl { .. }
-        | CoreError::InvalidValue { .. }
-        | CoreError::InvalidPrevious { .. }
-        | CoreError::InvalidArgument(_) => LIBKV_E_INVALID_ARGUMENT,
-        CoreError::Unsupported { .. } => LIBKV_E_UNSUPPORTED,
-        CoreError::Conflict { .. } => LIBKV_E_CONFLICT,
-        CoreError::Store { .. } => LIBKV_E_STORE,
-        CoreError::Connection { .. } => LIBKV_E_CONNECTION,
-        CoreError::Timeout { .. } => LIBKV_E_TIMEOUT,
-        CoreError::Auth { .. } => LIBKV_E_AUTH,
-    }
-}
-
 /// Bytes handed to C: a leaked boxed slice, freed by `free_bytes`.
 fn leak_bytes(bytes: Vec<u8>) -> (*mut u8, usize) {
     let len = bytes.len();
@@ -246,7 +237,7 @@ fn result(outcome: Result<(Vec<u8>, u64), Failure>) -> *mut LibkvResult {
     let (status, data, key, store) = match outcome {
         Ok((data, store)) => (LIBKV_OK, data, None, store),
         Err(Failure::Core(e)) => (
-            status_of(&e),
+            e.class().code(),
             e.to_string().into_bytes(),
             e.key().map(|k| k.as_bytes().to_vec()),
             0,
@@ -322,6 +313,28 @@ pub extern "C" fn libkv_abi_version() -> u32 {
 pub extern "C" fn libkv_version() -> *const c_char {
     static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr() as *const c_char
+}
+
+/// The name of the exception class of an error status (`"StoreError"`, below
+/// `LibKV`), static; NULL for a number that is no status.
+#[no_mangle]
+pub extern "C" fn libkv_error_name(status: i32) -> *const c_char {
+    // The core's names, with a NUL each, made once and kept for the process.
+    static NAMES: LazyLock<Vec<(i32, CString)>> = LazyLock::new(|| {
+        ErrorClass::ALL
+            .iter()
+            .map(|c| {
+                (
+                    c.code(),
+                    CString::new(c.name()).expect("no NUL in a class name"),
+                )
+            })
+            .collect()
+    });
+    NAMES
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map_or(ptr::null(), |(_, name)| name.as_ptr())
 }
 
 /// Opens the store `url` names. See the crate documentation.

@@ -108,6 +108,23 @@ fn versions() {
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
 
+/// Every status names an exception class that lib/libkv/errors.rb declares, and
+/// nothing else has a name.
+#[test]
+fn every_status_names_a_declared_exception_class() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lib/libkv/errors.rb");
+    let ruby = std::fs::read_to_string(file).unwrap();
+    for status in LIBKV_E_INVALID_ARGUMENT..=LIBKV_E_CLOSED {
+        // SAFETY: a static NUL-terminated string, or NULL.
+        let name = unsafe { std::ffi::CStr::from_ptr(libkv_error_name(status)) };
+        let name = name.to_str().unwrap();
+        let declared = name == "Error" || ruby.contains(&format!("class {name} < "));
+        assert!(declared, "status {status}: LibKV::{name} is not in {file}");
+    }
+    assert!(libkv_error_name(LIBKV_OK).is_null());
+    assert!(libkv_error_name(LIBKV_E_CLOSED + 1).is_null());
+}
+
 /// The library refuses to load beside Ruby code of another version, so the
 /// crates (Cargo.toml's workspace version) and the gem (LibKV::VERSION) must say
 /// the same.

@@ -1,10 +1,12 @@
-//! Core errors become the Ruby exceptions declared in `lib/libkv/errors.rb`.
+//! Core errors become the Ruby exceptions declared in `lib/libkv/errors.rb`, by the
+//! class name the core gives each (`libkv_core::ErrorClass`).
 
-use libkv_core::Error as CoreError;
+use libkv_core::{Error as CoreError, ErrorClass};
 use magnus::prelude::*;
 use magnus::value::Lazy;
 use magnus::{ExceptionClass, Module, RModule, Ruby};
 
+/// `LibKV::<name>`, which `libkv/errors.rb` declares.
 fn lookup(ruby: &Ruby, name: &str) -> ExceptionClass {
     let libkv: RModule = ruby
         .class_object()
@@ -15,55 +17,35 @@ fn lookup(ruby: &Ruby, name: &str) -> ExceptionClass {
         .unwrap_or_else(|_| panic!("LibKV::{name} is declared in libkv/errors.rb"))
 }
 
-macro_rules! exception_classes {
-    ($($static:ident => $name:literal),* $(,)?) => {
-        $(static $static: Lazy<ExceptionClass> = Lazy::new(|ruby| lookup(ruby, $name));)*
-        /// Resolves every class once at load time, so a missing one fails loudly then.
-        pub fn init(ruby: &Ruby) {
-            $(let _ = ruby.get_inner(&$static);)*
-        }
+macro_rules! classes {
+    ($($i:literal),*) => {
+        [$(Lazy::new(|ruby| lookup(ruby, ErrorClass::ALL[$i].name()))),*]
     };
 }
 
-exception_classes! {
-    INVALID_ARGUMENT => "InvalidArgumentError",
-    INVALID_KEY => "InvalidKeyError",
-    UNSUPPORTED => "UnsupportedError",
-    STORE => "StoreError",
-    CONFLICT => "ConflictError",
-    CONNECTION => "ConnectionError",
-    TIMEOUT => "TimeoutError",
-    AUTH => "AuthError",
-    CLOSED => "ClosedError",
+/// Each class, looked up once, in the order of `ErrorClass::ALL`.
+static CLASSES: [Lazy<ExceptionClass>; 10] = classes!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+
+/// Resolves every class at load time, so a missing one fails loudly then.
+pub fn init(ruby: &Ruby) {
+    assert_eq!(CLASSES.len(), ErrorClass::ALL.len());
+    for class in &CLASSES {
+        let _ = ruby.get_inner(class);
+    }
 }
 
-/// `LibKV::ClosedError` for a call on a store object that was closed.
-pub fn closed(ruby: &Ruby, url: &str) -> magnus::Error {
-    magnus::Error::new(
-        ruby.get_inner(&CLOSED),
-        format!(
-            "the store object for {url} is closed (Store#close); open it again with LibKV.open"
-        ),
-    )
+fn class_of(ruby: &Ruby, class: ErrorClass) -> ExceptionClass {
+    let index = ErrorClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .expect("every class is in ErrorClass::ALL");
+    ruby.get_inner(&CLASSES[index])
 }
 
 /// The Ruby exception for a core error; the message is the core's, which never
 /// holds a secret. The key the error is about, if any, is its `key` attribute.
 pub fn to_ruby(ruby: &Ruby, e: CoreError) -> magnus::Error {
-    let class = match &e {
-        CoreError::InvalidKey { .. } => &INVALID_KEY,
-        CoreError::InvalidUrl { .. }
-        | CoreError::InvalidValue { .. }
-        | CoreError::InvalidPrevious { .. }
-        | CoreError::InvalidArgument(_) => &INVALID_ARGUMENT,
-        CoreError::Unsupported { .. } => &UNSUPPORTED,
-        CoreError::Conflict { .. } => &CONFLICT,
-        CoreError::Store { .. } => &STORE,
-        CoreError::Connection { .. } => &CONNECTION,
-        CoreError::Timeout { .. } => &TIMEOUT,
-        CoreError::Auth { .. } => &AUTH,
-    };
-    let class = ruby.get_inner(class);
+    let class = class_of(ruby, e.class());
     let message = e.to_string();
     let exception = match class.new_instance((message.as_str(),)) {
         Ok(exception) => exception,

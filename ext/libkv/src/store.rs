@@ -1,12 +1,14 @@
 //! `LibKV::Store`: one open store. Ruby subclasses name the backend (`LibKV::Mock`,
 //! `LibKV::File`, ...); `lib/libkv/store.rb` wraps these methods with keyword
-//! arguments.
+//! arguments. Each operation is the core's (`libkv_core::binding`): this file
+//! converts its arguments and its answer.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use libkv_core::{codec, Auth, Error as CoreError, Key, Listing, Op, OpenOptions, Refusal, Store};
+use libkv_core::binding::{self, Answer, Previous, Put, Refused};
+use libkv_core::{Auth, Error as CoreError, Op, OpenOptions, Store};
 use magnus::prelude::*;
 use magnus::r_hash::ForEach;
 use magnus::typed_data::Obj;
@@ -70,16 +72,8 @@ fn open(
         environment,
     };
     let store = nogvl(|| libkv_core::open(&url, &options)).map_err(|e| errors::to_ruby(ruby, e))?;
-    let class_name = match store.provider() {
-        "mock" => "Mock",
-        "file" => "File",
-        "legacy-simp6" => "LegacySimp6",
-        "consul" => "Consul",
-        "etcd" => "Etcd",
-        other => unreachable!("unknown provider {other}"),
-    };
     let module: RModule = ruby.class_object().const_get("LibKV")?;
-    let class: RClass = module.const_get(class_name)?;
+    let class: RClass = module.const_get(binding::class_name(store.provider()))?;
     let wrapped = RbStore {
         provider: store.provider(),
         url: store.url().to_owned(),
@@ -111,59 +105,49 @@ fn auth_from(ruby: &Ruby, hash: RHash) -> Result<Auth, Error> {
     Auth::from_binding(pairs).map_err(|e| errors::to_ruby(ruby, e))
 }
 
-fn key(ruby: &Ruby, key: RString) -> Result<Key, Error> {
-    Key::new(&key_text(ruby, key)?).map_err(|e| errors::to_ruby(ruby, e))
-}
-
-fn dir(ruby: &Ruby, dir: RString) -> Result<Key, Error> {
-    Key::dir(&key_text(ruby, dir)?).map_err(|e| errors::to_ruby(ruby, e))
-}
-
-/// A key's text, in UTF-8; a String that is not text is an invalid key.
-fn key_text(ruby: &Ruby, key: RString) -> Result<String, Error> {
-    convert::text(ruby, key)
-        .map_err(|bytes| errors::to_ruby(ruby, libkv_core::key::not_text(&bytes)))
-}
-
-/// The bytes to store for a Ruby value: encoded (`serialize`), or the String's own
-/// bytes.
-fn encode(ruby: &Ruby, key: &Key, value: magnus::Value, serialize: bool) -> Result<Vec<u8>, Error> {
-    let refused = |reason: String| {
-        errors::to_ruby(
-            ruby,
-            CoreError::InvalidValue {
-                key: key.to_string(),
-                reason,
-            },
-        )
-    };
-    if !serialize {
-        return match RString::from_value(value) {
-            // SAFETY: copied at once.
-            Some(s) => Ok(unsafe { s.as_slice() }.to_vec()),
-            None => Err(refused(Refusal::NotRaw.to_string())),
-        };
+/// A key's bytes as the core takes them: its UTF-8 text, or, when it is not text,
+/// its bytes (which the core refuses as an invalid key).
+fn target(ruby: &Ruby, key: RString) -> Vec<u8> {
+    match convert::text(ruby, key) {
+        Ok(text) => text.into_bytes(),
+        Err(bytes) => bytes,
     }
-    let value = convert::to_value(ruby, value).map_err(|u| match u {
-        Unconverted::Refused(r) => refused(r.to_string()),
-        Unconverted::Raised(e) => e,
-    })?;
-    codec::encode(&value).map(Cow::into_owned).map_err(refused)
 }
 
-fn decode(ruby: &Ruby, bytes: Vec<u8>, serialize: bool) -> magnus::Value {
-    let value = if serialize {
-        codec::decode(bytes)
-    } else {
-        codec::decode_plain(bytes)
-    };
-    to_ruby(ruby, value)
+/// The value to store: converted (`serialize`), or a String's own bytes.
+fn put_of(ruby: &Ruby, value: magnus::Value, serialize: bool) -> Result<Put<'static>, Error> {
+    if !serialize {
+        return Ok(match RString::from_value(value) {
+            // SAFETY: copied at once.
+            Some(s) => Put::Raw(Cow::Owned(unsafe { s.as_slice() }.to_vec())),
+            None => Put::NotString,
+        });
+    }
+    match convert::to_value(ruby, value) {
+        Ok(v) => Ok(Put::Value(v)),
+        Err(Unconverted::Refused(r)) => Ok(Put::Refused(r)),
+        Err(Unconverted::Raised(e)) => Err(e),
+    }
 }
 
 // The keys of atomic_get's Hash, interned once: Ruby would intern a new String
 // key at every insert.
 static VALUE_KEY: Lazy<RString> = Lazy::new(|ruby| ruby.str_new("value").to_interned_str());
 static SEQUENCE_KEY: Lazy<RString> = Lazy::new(|ruby| ruby.str_new("sequence").to_interned_str());
+
+/// `previous`: the Hash atomic_get returned, or an Integer sequence.
+fn previous_of(ruby: &Ruby, previous: magnus::Value) -> Previous {
+    let sequence = match RHash::from_value(previous) {
+        Some(h) => h
+            .get(ruby.get_inner(&SEQUENCE_KEY))
+            .or_else(|| h.get(ruby.to_symbol("sequence"))),
+        None => Some(previous),
+    };
+    match sequence.and_then(Integer::from_value).map(|i| i.to_u64()) {
+        Some(Ok(seq)) => Previous::Sequence(seq),
+        _ => Previous::Malformed,
+    }
+}
 
 /// `{"value" => v, "sequence" => n}`
 fn versioned(ruby: &Ruby, value: magnus::Value, sequence: u64) -> Result<RHash, Error> {
@@ -181,51 +165,80 @@ fn listing_key(ruby: &Ruby, relative: &str) -> RString {
     key
 }
 
-/// The sequence in `previous`: the Hash atomic_get returned, or an Integer.
-fn previous_sequence(
-    ruby: &Ruby,
-    op: &'static str,
-    key: &Key,
-    previous: magnus::Value,
-) -> Result<u64, Error> {
-    let sequence = match RHash::from_value(previous) {
-        Some(h) => h
-            .get(ruby.get_inner(&SEQUENCE_KEY))
-            .or_else(|| h.get(ruby.to_symbol("sequence"))),
-        None => Some(previous),
-    };
-    match sequence.and_then(Integer::from_value).map(|i| i.to_u64()) {
-        Some(Ok(seq)) => Ok(seq),
-        _ => Err(errors::to_ruby(
-            ruby,
-            CoreError::InvalidPrevious {
-                op,
-                key: key.to_string(),
-            },
-        )),
-    }
+/// An answer as Ruby values.
+fn answer_to_ruby(ruby: &Ruby, answer: Answer) -> Result<magnus::Value, Error> {
+    Ok(match answer {
+        Answer::Value(v) => v.map_or_else(|| ruby.qnil().as_value(), |v| to_ruby(ruby, v)),
+        Answer::Done => ruby.qtrue().as_value(),
+        Answer::Bool(true) => ruby.qtrue().as_value(),
+        Answer::Bool(false) => ruby.qfalse().as_value(),
+        Answer::List(entries) => {
+            let h = ruby.hash_new();
+            for (rel, value) in entries {
+                h.aset(listing_key(ruby, &rel), to_ruby(ruby, value))?;
+            }
+            h.as_value()
+        }
+        Answer::Versioned(Some((value, sequence))) => {
+            versioned(ruby, to_ruby(ruby, value), sequence)?.as_value()
+        }
+        Answer::Versioned(None) => versioned(ruby, ruby.qnil().as_value(), 0)?.as_value(),
+        Answer::VersionedList(entries) => {
+            let h = ruby.hash_new();
+            for (rel, value, sequence) in entries {
+                let entry = versioned(ruby, to_ruby(ruby, value), sequence)?;
+                h.aset(listing_key(ruby, &rel), entry)?;
+            }
+            h.as_value()
+        }
+        Answer::Info(v) => to_ruby(ruby, v),
+    })
 }
 
 impl RbStore {
-    fn run<T>(
-        &self,
-        ruby: &Ruby,
-        f: impl FnOnce(&dyn Store) -> libkv_core::Result<T>,
-    ) -> Result<T, Error> {
-        // This call's own reference: a close meanwhile lets it finish.
-        let store = self
-            .store
+    /// This call's own reference to the store: a close meanwhile lets it finish.
+    fn store(&self) -> Result<Arc<dyn Store>, CoreError> {
+        self.store
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .ok_or_else(|| errors::closed(ruby, &self.url))?;
+            .ok_or_else(|| CoreError::Closed {
+                store: self.url.clone(),
+            })
+    }
+
+    /// Runs `op` through the core: its arguments checked and converted (with the
+    /// GVL), the store called (without it, when the store may wait), the answer
+    /// converted back.
+    fn call(
+        &self,
+        ruby: &Ruby,
+        op: Op,
+        key: RString,
+        serialize: bool,
+        previous: Option<magnus::Value>,
+        value: Option<magnus::Value>,
+    ) -> Result<magnus::Value, Error> {
+        let target = target(ruby, key);
+        let prepared = binding::prepare(
+            op,
+            &target,
+            serialize,
+            || Ok(previous.map_or(Previous::Malformed, |p| previous_of(ruby, p))),
+            || value.map_or(Ok(Put::NotString), |v| put_of(ruby, v, serialize)),
+        )
+        .map_err(|refused| match refused {
+            Refused::Core(e) => errors::to_ruby(ruby, e),
+            Refused::Binding(e) => e,
+        })?;
+        let store = self.store().map_err(|e| errors::to_ruby(ruby, e))?;
         let store = &*store;
-        let outcome = if store.waits() {
-            nogvl(|| f(store))
+        let answer = if store.waits() {
+            nogvl(|| binding::run(store, &prepared))
         } else {
-            f(store)
+            binding::run(store, &prepared)
         };
-        outcome.map_err(|e| errors::to_ruby(ruby, e))
+        answer_to_ruby(ruby, answer.map_err(|e| errors::to_ruby(ruby, e))?)
     }
 
     /// `close`: the store goes (a call running on it finishes first); later calls
@@ -259,21 +272,12 @@ impl RbStore {
     }
 
     fn info(ruby: &Ruby, rb_self: &Self) -> Result<magnus::Value, Error> {
-        let info = rb_self.run(ruby, |s| s.info())?;
-        Ok(to_ruby(ruby, info))
+        let root = ruby.str_new("/");
+        rb_self.call(ruby, Op::Info, root, true, None, None)
     }
 
-    fn get(
-        ruby: &Ruby,
-        rb_self: &Self,
-        k: RString,
-        serialize: bool,
-    ) -> Result<magnus::Value, Error> {
-        let k = key(ruby, k)?;
-        Ok(match rb_self.run(ruby, |s| s.get(&k))? {
-            Some(bytes) => decode(ruby, bytes, serialize),
-            None => ruby.qnil().as_value(),
-        })
+    fn get(ruby: &Ruby, rb_self: &Self, k: RString, ser: bool) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::Get, k, ser, None, None)
     }
 
     fn put(
@@ -281,39 +285,25 @@ impl RbStore {
         rb_self: &Self,
         k: RString,
         value: magnus::Value,
-        serialize: bool,
-    ) -> Result<bool, Error> {
-        let k = key(ruby, k)?;
-        let bytes = encode(ruby, &k, value, serialize)?;
-        rb_self.run(ruby, |s| s.put(&k, &bytes))?;
-        Ok(true)
+        ser: bool,
+    ) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::Put, k, ser, None, Some(value))
     }
 
-    fn delete(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<bool, Error> {
-        let k = key(ruby, k)?;
-        rb_self.run(ruby, |s| s.delete(&k))?;
-        Ok(true)
+    fn delete(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::Delete, k, true, None, None)
     }
 
-    fn exists(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<bool, Error> {
-        let k = key(ruby, k)?;
-        rb_self.run(ruby, |s| s.exists(&k))
+    fn exists(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::Exists, k, true, None, None)
     }
 
-    fn list(ruby: &Ruby, rb_self: &Self, d: RString, serialize: bool) -> Result<RHash, Error> {
-        let d = dir(ruby, d)?;
-        let listing: Listing<Vec<u8>> = rb_self.run(ruby, |s| s.list(&d))?;
-        let h = ruby.hash_new();
-        for (rel, bytes) in listing {
-            h.aset(listing_key(ruby, &rel), decode(ruby, bytes, serialize))?;
-        }
-        Ok(h)
+    fn list(ruby: &Ruby, rb_self: &Self, d: RString, ser: bool) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::List, d, ser, None, None)
     }
 
-    fn deletetree(ruby: &Ruby, rb_self: &Self, d: RString) -> Result<bool, Error> {
-        let d = dir(ruby, d)?;
-        rb_self.run(ruby, |s| s.deletetree(&d))?;
-        Ok(true)
+    fn deletetree(ruby: &Ruby, rb_self: &Self, d: RString) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::Deletetree, d, true, None, None)
     }
 
     fn atomic_create(
@@ -321,24 +311,18 @@ impl RbStore {
         rb_self: &Self,
         k: RString,
         value: magnus::Value,
-        serialize: bool,
-    ) -> Result<bool, Error> {
-        let k = key(ruby, k)?;
-        let bytes = encode(ruby, &k, value, serialize)?;
-        rb_self.run(ruby, |s| s.atomic_create(&k, &bytes))
+        ser: bool,
+    ) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::AtomicCreate, k, ser, None, Some(value))
     }
 
     fn atomic_get(
         ruby: &Ruby,
         rb_self: &Self,
         k: RString,
-        serialize: bool,
-    ) -> Result<RHash, Error> {
-        let k = key(ruby, k)?;
-        match rb_self.run(ruby, |s| s.atomic_get(&k))? {
-            Some(v) => versioned(ruby, decode(ruby, v.value, serialize), v.sequence),
-            None => versioned(ruby, ruby.qnil().as_value(), 0),
-        }
+        ser: bool,
+    ) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::AtomicGet, k, ser, None, None)
     }
 
     fn atomic_put(
@@ -347,12 +331,9 @@ impl RbStore {
         k: RString,
         value: magnus::Value,
         previous: magnus::Value,
-        serialize: bool,
-    ) -> Result<bool, Error> {
-        let k = key(ruby, k)?;
-        let previous = previous_sequence(ruby, "atomic_put", &k, previous)?;
-        let bytes = encode(ruby, &k, value, serialize)?;
-        rb_self.run(ruby, |s| s.atomic_put(&k, &bytes, previous))
+        ser: bool,
+    ) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::AtomicPut, k, ser, Some(previous), Some(value))
     }
 
     fn atomic_delete(
@@ -360,25 +341,16 @@ impl RbStore {
         rb_self: &Self,
         k: RString,
         previous: magnus::Value,
-    ) -> Result<bool, Error> {
-        let k = key(ruby, k)?;
-        let previous = previous_sequence(ruby, "atomic_delete", &k, previous)?;
-        rb_self.run(ruby, |s| s.atomic_delete(&k, previous))
+    ) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::AtomicDelete, k, true, Some(previous), None)
     }
 
     fn atomic_list(
         ruby: &Ruby,
         rb_self: &Self,
         d: RString,
-        serialize: bool,
-    ) -> Result<RHash, Error> {
-        let d = dir(ruby, d)?;
-        let listing = rb_self.run(ruby, |s| s.atomic_list(&d))?;
-        let h = ruby.hash_new();
-        for (rel, v) in listing {
-            let value = decode(ruby, v.value, serialize);
-            h.aset(listing_key(ruby, &rel), versioned(ruby, value, v.sequence)?)?;
-        }
-        Ok(h)
+        ser: bool,
+    ) -> Result<magnus::Value, Error> {
+        rb_self.call(ruby, Op::AtomicList, d, ser, None, None)
     }
 }
