@@ -18,8 +18,11 @@
 #   4. puppet libkv::get(...) inside a real `puppet apply` catalog compilation
 #      direct the Ruby API called from a function in that same compilation: what
 #             the operation costs there without libkv's Puppet layer
-#      noop   a no-op function with the same arguments (bench/modules); each
-#             iteration times the three one after the other
+#      noop   a no-op function with the same arguments (bench/modules), taking
+#             them as repeated Any
+#      bare   a no-op function declared as libkv's take their arguments
+#             (String, Any, Optional[Hash]): the floor of a libkv:: call there;
+#             each iteration times the four one after the other
 #   floor-gap, core-gap
 #             layers 1 and 2 again, with the no-op call's time of untimed busy
 #             work before each operation, as a compilation has between two calls
@@ -141,33 +144,39 @@ end
 # --- layer 4: Puppet ---------------------------------------------------------------
 
 # What one iteration of an operation calls in the compile: through libkv, through
-# the Ruby API from a function (direct), and a no-op function with the same
-# arguments. (Each is one statement list; Puppet variables cannot be reassigned,
-# hence $c1 and $c3.)
+# the Ruby API from a function (direct), a no-op function with the same arguments,
+# and the bare no-op. (Each is one statement list; Puppet variables cannot be
+# reassigned, hence $c1, $c3 and $c4.)
 def calls(url)
   d = ->(op, key) { "libkv_bench::direct('#{op}', '#{url}', '#{key}')" }
   {
-    'get' => ["libkv::get('/puppet/key', $o)", d.call('get', '/puppet/key'), "libkv_bench::noop('/puppet/key', $o)"],
+    'get' => ["libkv::get('/puppet/key', $o)", d.call('get', '/puppet/key'), "libkv_bench::noop('/puppet/key', $o)",
+              "libkv_bench::bare('/puppet/key', $o)"],
     'put' => ["libkv::put('/puppet/key', '#{VALUE}', $o)", d.call('put', '/puppet/key'),
-              "libkv_bench::noop('/puppet/key', '#{VALUE}', $o)"],
-    'exists' => ["libkv::exists('/puppet/key', $o)", d.call('exists', '/puppet/key'), "libkv_bench::noop('/puppet/key', $o)"],
-    'list100' => ["libkv::list('/puppet/list', $o)", d.call('list', '/puppet/list'), "libkv_bench::noop('/puppet/list', $o)"],
+              "libkv_bench::noop('/puppet/key', '#{VALUE}', $o)", "libkv_bench::bare('/puppet/key', '#{VALUE}', $o)"],
+    'exists' => ["libkv::exists('/puppet/key', $o)", d.call('exists', '/puppet/key'),
+                 "libkv_bench::noop('/puppet/key', $o)", "libkv_bench::bare('/puppet/key', $o)"],
+    'list100' => ["libkv::list('/puppet/list', $o)", d.call('list', '/puppet/list'),
+                  "libkv_bench::noop('/puppet/list', $o)", "libkv_bench::bare('/puppet/list', $o)"],
     'atomic_get_put' => [
       "$c1 = libkv::atomic_get('/puppet/counter', $o) libkv::atomic_put('/puppet/counter', '#{VALUE}', $c1, $o)",
       "$c2 = #{d.call('atomic_get', '/puppet/counter')} " \
       "libkv_bench::direct('atomic_put', '#{url}', '/puppet/counter', $c2)",
       "$c3 = libkv_bench::noop('/puppet/counter', $o) libkv_bench::noop('/puppet/counter', '#{VALUE}', $c3, $o)",
+      "$c4 = libkv_bench::bare('/puppet/counter', $o) libkv_bench::bare('/puppet/counter', '#{VALUE}', $o)",
     ],
   }
 end
 
 # A manifest timing PUPPET_CALLS iterations of each operation. Each iteration
-# times the libkv call, the direct call and the no-op one after the other, so the
-# three see the store and the machine in the same moment.
+# times the libkv call, the direct call and the two no-op ones one after the
+# other, so the four see the store and the machine in the same moment. Every
+# clock is read in a statement of its own: none of the four pays for another's
+# arithmetic.
 def manifest(url)
-  timed = calls(url).map do |op, (real, direct, noop)|
+  timed = calls(url).map do |op, (real, direct, noop, bare)|
     <<~PP
-      #{PUPPET_CALLS / 10}.each |$i| { #{real} #{direct} #{noop} }
+      #{PUPPET_CALLS / 10}.each |$i| { #{real} #{direct} #{noop} #{bare} }
       $#{op} = #{PUPPET_CALLS}.map |$i| {
         $t1 = libkv_bench::clock()
         #{real}
@@ -175,7 +184,10 @@ def manifest(url)
         #{direct}
         $t3 = libkv_bench::clock()
         #{noop}
-        [$t2 - $t1, $t3 - $t2, libkv_bench::clock() - $t3]
+        $t4 = libkv_bench::clock()
+        #{bare}
+        $t5 = libkv_bench::clock()
+        [$t2 - $t1, $t3 - $t2, $t4 - $t3, $t5 - $t4]
       }
     PP
   end
@@ -222,7 +234,7 @@ end
 def puppet_layer(scratch, store_name, url)
   out = puppet_apply(scratch, store_name, manifest(url))
   rows = OPS.flat_map do |op|
-    %w[puppet direct noop].each_with_index.map do |layer, i|
+    %w[puppet direct noop bare].each_with_index.map do |layer, i|
       { 'store' => store_name, 'layer' => layer, 'op' => op }.merge(stats(out.fetch(op).map { |t| t[i] * 1e6 }))
     end
   end
@@ -294,7 +306,7 @@ def print_table(rows)
     gap_floor = find.call('floor-gap')
     layer_rows.each do |r|
       base = r['layer'].end_with?('-gap') ? gap_floor : floor
-      ratio = base && !%w[noop direct].include?(r['layer']) ? format('%.2f', r['p50_us'] / base['p50_us']) : ''
+      ratio = base && !%w[noop bare direct].include?(r['layer']) ? format('%.2f', r['p50_us'] / base['p50_us']) : ''
       puts format('%-7s %-15s %-9s %12.0f %10s %10s %8s', store, op, r['layer'], r['ops_per_sec'],
                   micros(r['p50_us']), micros(r['p99_us']), ratio)
     end
@@ -305,9 +317,10 @@ def print_table(rows)
 
     beyond = real['p50_us'] - noop['p50_us']
     puts format('%-7s %-15s puppet: %.1f µs beyond the no-op (target: floor %s + 20 = %.1f; ' \
-                'floor-gap %s + 20 = %.1f); %.1f µs beyond the direct Ruby API call in the same compile',
+                'floor-gap %s + 20 = %.1f); %.1f µs beyond the bare no-op; %.1f µs beyond the direct Ruby API ' \
+                'call in the same compile',
                 store, op, beyond, micros(floor['p50_us']), floor['p50_us'] + 20, micros(gap_floor['p50_us']),
-                gap_floor['p50_us'] + 20, beyond_direct(rows, store, op))
+                gap_floor['p50_us'] + 20, beyond_bare(rows, store, op), beyond_direct(rows, store, op))
   end
 end
 
@@ -320,6 +333,12 @@ end
 # direct function's.)
 def beyond_direct(rows, store, op)
   row(rows, store, 'puppet', op)['p50_us'] - row(rows, store, 'direct', op)['p50_us']
+end
+
+# What a libkv:: call costs beyond the bare no-op declared as libkv's functions
+# are, in the same compile.
+def beyond_bare(rows, store, op)
+  row(rows, store, 'puppet', op)['p50_us'] - row(rows, store, 'bare', op)['p50_us']
 end
 
 def targets(rows, rss, connections)
@@ -337,6 +356,8 @@ def targets(rows, rss, connections)
   layer4 = rows.select { |r| r['layer'] == 'puppet' }.map { |r|
     [beyond_direct(rows, r['store'], r['op']), "#{r['store']} #{r['op']}"]
   }.max
+  mock_bare = %w[get put].map { |op| [beyond_bare(rows, 'mock', op), op] }.max
+  mock_direct = %w[get put].map { |op| [beyond_direct(rows, 'mock', op), op] }.max
   max_rss = rss.values.max / 1024.0
   connects = connections['connects']
   [
@@ -345,6 +366,9 @@ def targets(rows, rss, connections)
     ['Puppet cost ≤ no-op + floor + 20 µs (worst op)', format('+%.1f µs beyond no-op + floor (%s)', *tight), tight[0] <= 20],
     ['  the same, against floor-gap', format('+%.1f µs beyond no-op + floor-gap (%s)', *gapped), gapped[0] <= 20],
     ['libkv::op beyond the Ruby API in the same compile (worst)', format('+%.1f µs (%s)', *layer4), layer4[0] <= 20],
+    ['mock get and put ≤ the bare no-op + 10 µs', format('+%.1f µs (worst: %s)', *mock_bare), mock_bare[0] <= 10],
+    ['mock get and put ≤ the direct Ruby API call + 5 µs', format('+%.1f µs (worst: %s)', *mock_direct),
+     mock_direct[0] <= 5],
     ['one connection per store (10,000 etcd calls)', "#{connects} connect() call#{connects == 1 ? '' : 's'}",
      connects == 1],
     ['≤ 15 MiB RSS gained by a puppet process', format('%.1f MiB (largest: %s)', max_rss, rss.max_by { |_, v| v }[0]), max_rss <= 15],
@@ -368,7 +392,7 @@ Dir.mktmpdir('libkv-bench') do |scratch|
     rows.concat(pool(rust_layers(store, url, ITERATIONS.fetch(store), gap_us: gap)))
   end
   connections = etcd_connections
-  order = %w[floor core floor-gap core-gap ruby puppet direct noop]
+  order = %w[floor core floor-gap core-gap ruby puppet direct noop bare]
   rows.sort_by! { |r| [urls.keys.index(r['store']), OPS.index(r['op']), order.index(r['layer'])] }
 
   puts "libkv benchmarks, #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')}#{QUICK ? ' (--quick)' : ''}"

@@ -25,7 +25,7 @@ require "libkv/store"
 #
 # Every file here stays Ruby 2.6 compatible: puppetserver runs JRuby 9.3.
 module LibKV
-  DEFAULT_TIMEOUT = 5.0
+  # DEFAULT_TIMEOUT and MAX_TIMEOUT (from the binding): the core's, in seconds.
 
   # The auth settings (the store refuses any other).
   AUTH_SETTINGS = %w[ca_file cert_file key_file username password token].freeze

@@ -101,8 +101,10 @@ impl fmt::Debug for Auth {
     }
 }
 
+/// The timeout when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest timeout libkv takes.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How to open a store, beside its URL.
 #[derive(Debug, Clone)]

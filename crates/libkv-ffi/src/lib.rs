@@ -9,6 +9,8 @@
 //! uint32_t      libkv_abi_version(void);   // LIBKV_ABI_VERSION below
 //! const char   *libkv_version(void);       // libkv's version, static
 //! const char   *libkv_error_name(int32_t status);  // "StoreError", ...: static; NULL for no status
+//! double        libkv_default_timeout(void);       // seconds: the timeout when none is given
+//! double        libkv_max_timeout(void);           // seconds: the longest timeout libkv takes
 //! libkv_result *libkv_open(const uint8_t *url, size_t url_len,    // UTF-8
 //!                          const uint8_t *auth, size_t auth_len,  // JSON, see below
 //!                          double timeout,                        // seconds
@@ -313,6 +315,18 @@ pub extern "C" fn libkv_abi_version() -> u32 {
 pub extern "C" fn libkv_version() -> *const c_char {
     static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
     VERSION.as_ptr() as *const c_char
+}
+
+/// The timeout libkv takes when none is given, in seconds.
+#[no_mangle]
+pub extern "C" fn libkv_default_timeout() -> f64 {
+    libkv_core::options::DEFAULT_TIMEOUT.as_secs_f64()
+}
+
+/// The longest timeout libkv takes, in seconds.
+#[no_mangle]
+pub extern "C" fn libkv_max_timeout() -> f64 {
+    libkv_core::options::MAX_TIMEOUT.as_secs_f64()
 }
 
 /// The name of the exception class of an error status (`"StoreError"`, below

@@ -7,11 +7,18 @@ mod errors;
 mod nogvl;
 mod store;
 
-use magnus::{Error, Ruby};
+use magnus::{Error, Module, Ruby};
 
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     ruby.require("libkv/errors")?;
     errors::init(ruby);
+    let module = ruby.define_module("LibKV")?;
+    // The core's timeouts, in seconds.
+    module.const_set(
+        "DEFAULT_TIMEOUT",
+        libkv_core::options::DEFAULT_TIMEOUT.as_secs_f64(),
+    )?;
+    module.const_set("MAX_TIMEOUT", libkv_core::options::MAX_TIMEOUT.as_secs_f64())?;
     store::init(ruby)
 }

@@ -78,6 +78,8 @@ module LibKV
     attach_function :libkv_abi_version, [], :uint32
     attach_function :libkv_version, [], :string
     attach_function :libkv_error_name, [:int32], :string
+    attach_function :libkv_default_timeout, [], :double
+    attach_function :libkv_max_timeout, [], :double
     attach_function :libkv_open, %i[buffer_in size_t buffer_in size_t double buffer_in size_t buffer_in size_t],
                     :pointer, blocking: true
     attach_function :libkv_call, %i[uint64 buffer_in size_t buffer_in size_t int32 buffer_in size_t int32

@@ -5,6 +5,10 @@
 # url, supports, info, close) and LibKV.binary_inside?.
 
 module LibKV
+  # The core's timeouts, in seconds.
+  DEFAULT_TIMEOUT = Native.libkv_default_timeout
+  MAX_TIMEOUT = Native.libkv_max_timeout
+
   # LibKV.binary_inside?(value): whether +value+ is, or holds at any depth, a
   # binary (BINARY-encoded) String.
   def self.binary_inside?(value)

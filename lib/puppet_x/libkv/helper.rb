@@ -21,7 +21,7 @@ module PuppetX
       'softfail' => 'Boolean',
       'debug' => 'Boolean',
       'serialize' => 'Boolean',
-      'timeout' => 'Variant[Integer[1, 3600], Float[0.001, 3600.0]]',
+      'timeout' => "Variant[Integer[1, #{::LibKV::MAX_TIMEOUT.to_i}], Float[0.001, #{::LibKV::MAX_TIMEOUT}]]",
       'mode' => 'String',
     }.freeze
 
@@ -34,23 +34,32 @@ module PuppetX
       'previous' => 'Struct[{value => Any, sequence => Integer[0]}]',
     }.freeze
 
-    # Each function: its parameters, what it does with a store, and the value
-    # softfail returns when the store fails.
+    # A function: its parameters, what it does with a store (given the store, the
+    # arguments by name and serialize), and the value softfail returns when the
+    # store fails.
+    Function = Struct.new(:params, :operation, :safe)
+
     FUNCTIONS = {
-      'get' => [%w[key], ->(s, a, ser) { s.get(a['key'], serialize: ser) }, nil],
-      'put' => [%w[key value], ->(s, a, ser) { s.put(a['key'], a['value'], serialize: ser) }, false],
-      'delete' => [%w[key], ->(s, a, _) { s.delete(a['key']) }, false],
-      'exists' => [%w[key], ->(s, a, _) { s.exists(a['key']) }, false],
-      'list' => [%w[key], ->(s, a, ser) { s.list(a['key'], serialize: ser) }, {}],
-      'deletetree' => [%w[key], ->(s, a, _) { s.deletetree(a['key']) }, false],
-      'atomic_create' => [%w[key value], ->(s, a, ser) { s.atomic_create(a['key'], a['value'], serialize: ser) }, false],
-      'atomic_get' => [%w[key], ->(s, a, ser) { s.atomic_get(a['key'], serialize: ser) }, ::LibKV.empty_value],
-      'atomic_put' => [%w[key value previous], ->(s, a, ser) { s.atomic_put(a['key'], a['value'], a['previous'], serialize: ser) }, false],
-      'atomic_delete' => [%w[key previous], ->(s, a, _) { s.atomic_delete(a['key'], a['previous']) }, false],
-      'atomic_list' => [%w[key], ->(s, a, ser) { s.atomic_list(a['key'], serialize: ser) }, {}],
-      'info' => [[], ->(s, _, _) { s.info }, {}],
-      'provider' => [[], ->(s, _, _) { s.provider }, nil],
-      'supports' => [[], ->(s, _, _) { s.supports }, []],
+      'get' => Function.new(%w[key], ->(s, a, ser) { s.get(a['key'], serialize: ser) }, nil),
+      'put' => Function.new(%w[key value], ->(s, a, ser) { s.put(a['key'], a['value'], serialize: ser) }, false),
+      'delete' => Function.new(%w[key], ->(s, a, _) { s.delete(a['key']) }, false),
+      'exists' => Function.new(%w[key], ->(s, a, _) { s.exists(a['key']) }, false),
+      'list' => Function.new(%w[key], ->(s, a, ser) { s.list(a['key'], serialize: ser) }, {}),
+      'deletetree' => Function.new(%w[key], ->(s, a, _) { s.deletetree(a['key']) }, false),
+      'atomic_create' => Function.new(%w[key value],
+                                      ->(s, a, ser) { s.atomic_create(a['key'], a['value'], serialize: ser) }, false),
+      'atomic_get' => Function.new(%w[key], ->(s, a, ser) { s.atomic_get(a['key'], serialize: ser) },
+                                   ::LibKV.empty_value),
+      'atomic_put' => Function.new(%w[key value previous],
+                                   lambda { |s, a, ser|
+                                     s.atomic_put(a['key'], a['value'], a['previous'], serialize: ser)
+                                   }, false),
+      'atomic_delete' => Function.new(%w[key previous], ->(s, a, _) { s.atomic_delete(a['key'], a['previous']) },
+                                      false),
+      'atomic_list' => Function.new(%w[key], ->(s, a, ser) { s.atomic_list(a['key'], serialize: ser) }, {}),
+      'info' => Function.new([], ->(s, _, _) { s.info }, {}),
+      'provider' => Function.new([], ->(s, _, _) { s.provider }, nil),
+      'supports' => Function.new([], ->(s, _, _) { s.supports }, []),
     }.freeze
 
     # Per catalog compilation: the mock stores (their data lives for one compile),
@@ -116,10 +125,11 @@ module PuppetX
       private
 
       def params_of(name)
-        FUNCTIONS.fetch(name)[0]
+        FUNCTIONS.fetch(name).params
       end
 
       def run(func, name, args, options, check_options)
+        function = FUNCTIONS.fetch(name)
         state = compile_state(func)
         begin
           # Opening a store touches nothing: only bad input (a URL, auth) fails here.
@@ -134,16 +144,15 @@ module PuppetX
         # value before any I/O.
         args = to_libkv_args(name, args, opts)
         begin
-          _, operation, = FUNCTIONS.fetch(name)
-          result = from_libkv(operation.call(store, args, opts['serialize']))
-          log_debug(name, key, opts, started, 'ok') if opts['debug']
+          result = from_libkv(function.operation.call(store, args, opts['serialize']))
+          log_debug(name, key, store, started, 'ok') if opts['debug']
           result
         rescue ::LibKV::StoreError => e
-          forget(func, state, opts, store)
-          log_debug(name, key, opts, started, "failed: #{e.class}") if opts['debug']
+          forget(state, store)
+          log_debug(name, key, store, started, "failed: #{e.class}") if opts['debug']
           raise Puppet::Error, message(name, key, e) unless opts['softfail']
 
-          safe = FUNCTIONS.fetch(name)[2]
+          safe = function.safe
           message = message(name, key, e)
           remember_error(state, message)
           Puppet.warning("#{message} (softfail: returning #{puppet_form(safe)})")
@@ -187,7 +196,7 @@ module PuppetX
 
         assert_options(name, options) if check_options
         opts = resolve(func, options)
-        prepared = [opts, store_for(func, opts)].freeze
+        prepared = [opts, store_for(state, opts)].freeze
         state.prepared[options.dup.freeze] = prepared if state
         prepared
       end
@@ -271,34 +280,27 @@ module PuppetX
         raise ArgumentError, "#{what} is not valid UTF-8 text; to store bytes, pass a Binary (Binary($bytes, '%r'))"
       end
 
-      # The cache a store lives in: mock stores per compilation, others per process.
-      def cache_for(func, url)
-        return @stores unless url.start_with?('mock:')
-
-        compiler = compiler_of(func)
-        compiler ? CompileState.adapt(compiler).mock_stores : @stores
-      end
-
-      def cache_key(opts)
-        key = [opts['url'], opts['auth'], opts['timeout'].to_f]
-        key.push(Puppet[:vardir], environment_name) if opts['url'].start_with?('legacy-simp6:')
-        key
-      end
-
-      def store_for(func, opts)
-        cache = cache_for(func, opts['url'])
-        key = cache_key(opts)
+      # The store +opts+ name. Stores are kept per process, by all they are opened
+      # with (Puppet's vardir and environment root legacy-simp6://); a mock store,
+      # whose data lives for one compilation, by the compilation (the store says
+      # what it is).
+      def store_for(state, opts)
+        key = [opts['url'], opts['auth'], opts['timeout'].to_f, Puppet[:vardir], environment_name]
         @mutex.synchronize do
-          cache[key] ||= ::LibKV.open(opts['url'], opts['auth'], timeout: opts['timeout'],
-                                                                 vardir: Puppet[:vardir],
-                                                                 environment: environment_name)
+          found = (state && state.mock_stores[key]) || @stores[key]
+          return found if found
+
+          store = ::LibKV.open(opts['url'], opts['auth'], timeout: opts['timeout'], vardir: Puppet[:vardir],
+                                                          environment: environment_name)
+          (state && store.is_a?(::LibKV::Mock) ? state.mock_stores : @stores)[key] = store
         end
       end
 
       # A store that failed is opened again by the next call.
-      def forget(func, state, opts, store)
-        cache = cache_for(func, opts['url'])
-        @mutex.synchronize { cache.delete(cache_key(opts)) }
+      def forget(state, store)
+        @mutex.synchronize do
+          [@stores, state && state.mock_stores].compact.each { |cache| cache.delete_if { |_, s| s.equal?(store) } }
+        end
         state.prepared.delete_if { |_, (_, prepared_store)| prepared_store.equal?(store) } if state
       end
 
@@ -394,16 +396,12 @@ module PuppetX
         end
       end
 
-      def log_debug(name, key, opts, started, outcome)
+      # The store's URL is the core's, which never holds a secret.
+      def log_debug(name, key, store, started, outcome)
         ms = (Process.clock_gettime(Process::CLOCK_MONOTONIC) - started) * 1000.0
         where = key ? " key=#{key}" : ''
         Puppet.debug(format('libkv::%<name>s%<where>s store=%<url>s %<outcome>s in %<ms>.3f ms',
-                            name: name, where: where, url: safe_url(opts['url']), outcome: outcome, ms: ms))
-      end
-
-      # The URL as it may be logged: never user information or a query string.
-      def safe_url(url)
-        url.sub(%r{\A([a-z0-9+.-]+://)[^/@]*@}i, '\1***@').sub(/[?#].*\z/m, '?***')
+                            name: name, where: where, url: store.url, outcome: outcome, ms: ms))
       end
 
       def assert_options(name, options)
