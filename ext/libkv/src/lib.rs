@@ -19,6 +19,9 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
         "DEFAULT_TIMEOUT",
         libkv_core::options::DEFAULT_TIMEOUT.as_secs_f64(),
     )?;
-    module.const_set("MAX_TIMEOUT", libkv_core::options::MAX_TIMEOUT.as_secs_f64())?;
+    module.const_set(
+        "MAX_TIMEOUT",
+        libkv_core::options::MAX_TIMEOUT.as_secs_f64(),
+    )?;
     store::init(ruby)
 }

@@ -58,14 +58,15 @@ use std::ffi::CStr;
 use std::fmt::Display;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rustix::buffer::spare_capacity;
 use rustix::fs::{
-    fstat, fsync, ftruncate, futimens, mkdirat, openat, renameat, statat, unlinkat, AtFlags, Dir,
-    FileType, FlockOperation, Mode, OFlags, Stat, Timespec, Timestamps, CWD, UTIME_OMIT,
+    fstat, fsync, ftruncate, futimens, mkdirat, openat, openat2, renameat, statat, unlinkat,
+    AtFlags, Dir, FileType, FlockOperation, Mode, OFlags, ResolveFlags, Stat, Timespec, Timestamps,
+    CWD, UTIME_OMIT,
 };
 use rustix::io::Errno;
 
@@ -76,6 +77,30 @@ use crate::store::{Listing, Store, Versioned};
 use crate::value::Value;
 
 pub const LOCK_NAME: &str = ".libkv@lock";
+/// How a key's file is opened to be read. NONBLOCK: opening a planted FIFO must not
+/// hang. NOCTTY: a planted terminal must not become the process's controlling
+/// terminal.
+const READ_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::NONBLOCK)
+    .union(OFlags::NOCTTY)
+    .union(OFlags::CLOEXEC);
+/// How `openat2` resolves a key's path below the root: the guarantee of the walk
+/// (nothing outside the root, no link followed) in one call.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// How `openat2` resolves a key's whole path, the root's included (keys have no
+/// `..`, so a walk down them stays below the root).
+const BENEATH_PATH: ResolveFlags = ResolveFlags::NO_SYMLINKS.union(ResolveFlags::NO_MAGICLINKS);
+
+/// Whether this kernel lets this process use `openat2` (Linux 5.6 and later, when
+/// no seccomp filter forbids it); false once it said it cannot. Off too when the
+/// environment's `LIBKV_FILE_OPENAT2` is `0` (the tests run both ways).
+static OPENAT2: LazyLock<AtomicBool> = LazyLock::new(|| {
+    AtomicBool::new(std::env::var_os("LIBKV_FILE_OPENAT2").is_none_or(|v| v != "0"))
+});
 const FILE_MODE: u32 = 0o640;
 const DIR_MODE: u32 = 0o750;
 /// Deeper than any key can reach (keys have at most 512 components); a deeper tree
@@ -91,6 +116,10 @@ pub struct FileStore {
     /// The root directory last opened; checked against the root path by every
     /// operation.
     root: RwLock<Option<Arc<RootDir>>>,
+    /// Whether the root path held no symbolic link when the root was last opened:
+    /// then a read opens the key's file by its whole path, the root's included,
+    /// refusing every link on the way, in one call (see `read_key`).
+    plain_path: AtomicBool,
     timeout: Duration,
 }
 
@@ -239,6 +268,7 @@ impl FileStore {
             provider,
             root_path: root,
             root: RwLock::new(None),
+            plain_path: AtomicBool::new(false),
             timeout,
         }
     }
@@ -321,6 +351,8 @@ impl FileStore {
             e => fail(e.into()),
         })?;
         let st = fstat(&fd).map_err(|e| fail(e.into()))?;
+        let plain = std::fs::canonicalize(&self.root_path).is_ok_and(|real| real == self.root_path);
+        self.plain_path.store(plain, Ordering::Relaxed);
         let opened = Arc::new(RootDir {
             fd,
             dev: st.st_dev,
@@ -598,18 +630,30 @@ impl FileStore {
                 format!("{doing} {shown}")
             }
         };
-        let fd = match openat(
-            dir,
-            name,
-            // NONBLOCK: opening a planted FIFO must not hang. NOCTTY: a planted terminal
-            // must not become the process's controlling terminal.
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        let fd = match openat(dir, name, READ_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(None),
             Err(Errno::LOOP) => return Err(self.refused(op, key, shown, "a symbolic link")),
             Err(e) => return Err(self.io(op, key, &what("cannot open"), e)),
+        };
+        self.read_open(op, key, fd, shown)
+    }
+
+    /// Reads an open file and its status, refusing what is not a plain file of its
+    /// own. `None` for a directory.
+    fn read_open(
+        &self,
+        op: &'static str,
+        key: &str,
+        fd: OwnedFd,
+        shown: &str,
+    ) -> Result<Option<(Vec<u8>, Stat)>> {
+        let what = |doing: &str| {
+            if shown == key {
+                doing.to_owned()
+            } else {
+                format!("{doing} {shown}")
+            }
         };
         let st = fstat(&fd).map_err(|e| self.io(op, key, &what("cannot stat"), e))?;
         match FileType::from_raw_mode(st.st_mode) {
@@ -629,6 +673,77 @@ impl FileStore {
         let value =
             read_to_end(&fd, size).map_err(|e| self.io(op, key, &what("cannot read"), e))?;
         Ok(Some((value, st)))
+    }
+
+    /// Opens the key's file below the root in one `openat2`, when this kernel lets
+    /// us: `None` when it does not, or when what is in the way (a link, a file where
+    /// a directory should be) needs the walk to be told. `Some(Ok(None))`: absent.
+    fn open_beneath(
+        &self,
+        root: BorrowedFd<'_>,
+        key: &Key,
+        flags: OFlags,
+    ) -> Option<Result<Option<OwnedFd>>> {
+        if !OPENAT2.load(Ordering::Relaxed) {
+            return None;
+        }
+        match openat2(root, &key.as_str()[1..], flags, Mode::empty(), BENEATH) {
+            Ok(fd) => Some(Ok(Some(fd))),
+            Err(Errno::NOENT) => Some(Ok(None)),
+            // An older kernel, or one whose seccomp filter forbids it: the walk,
+            // from now on.
+            Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                OPENAT2.store(false, Ordering::Relaxed);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Opens the key's file by its whole path in one `openat2` refusing every link
+    /// on the way, when the root path held none (and this kernel lets us): the root
+    /// path is looked at, and the key's path walked below it without following a
+    /// link, by one call. `None` when that cannot say (a link in the way, which the
+    /// walk words; a file where a directory should be). `Some(Ok(None))`: absent.
+    fn open_by_path(&self, key: &Key, flags: OFlags) -> Option<Result<Option<OwnedFd>>> {
+        if !(self.plain_path.load(Ordering::Relaxed) && OPENAT2.load(Ordering::Relaxed)) {
+            return None;
+        }
+        let mut path = self.root_path.clone().into_os_string();
+        path.push(key.as_str());
+        match openat2(CWD, &path, flags, Mode::empty(), BENEATH_PATH) {
+            Ok(fd) => Some(Ok(Some(fd))),
+            Err(Errno::NOENT) => Some(Ok(None)),
+            Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                OPENAT2.store(false, Ordering::Relaxed);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// A key's value and status, as `get` and `atomic_get` read them.
+    fn read_key(&self, op: &'static str, key: &Key) -> Result<Option<(Vec<u8>, Stat)>> {
+        match self.open_by_path(key, READ_FLAGS) {
+            Some(Ok(Some(fd))) => return self.read_open(op, key.as_str(), fd, key.as_str()),
+            Some(Ok(None)) => return Ok(None),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        let Some(root) = self.existing_root(op, key.as_str())? else {
+            return Ok(None);
+        };
+        match self.open_beneath(root.as_fd(), key, READ_FLAGS) {
+            Some(Ok(Some(fd))) => return self.read_open(op, key.as_str(), fd, key.as_str()),
+            Some(Ok(None)) => return Ok(None),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        let (dirs, name) = Self::parents(key);
+        let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, false)? else {
+            return Ok(None);
+        };
+        self.read(op, key.as_str(), walked.dir(), name, key.as_str())
     }
 
     /// The key's current sequence, 0 when absent.
@@ -1091,14 +1206,18 @@ fn hint(errno: Option<i32>) -> &'static str {
 /// the data and one that finds the end. (`File::read_to_end` would ask the size
 /// and the position again first: two more system calls on every read.)
 fn read_to_end(fd: &OwnedFd, size: usize) -> rustix::io::Result<Vec<u8>> {
-    // One byte more than the size, so the read that finds the end needs no growth.
+    // One byte more than the size, so that a file of that size is read by one
+    // read: a read of a regular file that gives less than it was asked for has
+    // reached the end.
     let mut value = Vec::with_capacity(size.saturating_add(1));
     loop {
         if value.len() == value.capacity() {
             value.reserve(value.capacity().max(4096));
         }
+        let asked = value.capacity() - value.len();
         match rustix::io::read(fd, spare_capacity(&mut value)) {
             Ok(0) => return Ok(value),
+            Ok(n) if n < asked => return Ok(value),
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(e),
         }
@@ -1115,16 +1234,7 @@ impl Store for FileStore {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        let Some(root) = self.existing_root("get", key.as_str())? else {
-            return Ok(None);
-        };
-        let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("get", key.as_str(), root.as_fd(), dirs, false)? else {
-            return Ok(None);
-        };
-        Ok(self
-            .read("get", key.as_str(), walked.dir(), name, key.as_str())?
-            .map(|(value, _)| value))
+        Ok(self.read_key("get", key)?.map(|(value, _)| value))
     }
 
     fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
@@ -1152,9 +1262,28 @@ impl Store for FileStore {
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
+        // O_PATH opens the name itself, whatever it is, without reading it.
+        let path = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let kind = |found: Option<Result<Option<OwnedFd>>>| match found {
+            Some(Ok(Some(fd))) => match fstat(&fd).map(|st| FileType::from_raw_mode(st.st_mode)) {
+                Ok(FileType::RegularFile) => Some(Ok(true)),
+                Ok(FileType::Directory) => Some(Ok(false)),
+                // Something else: the walk says what.
+                _ => None,
+            },
+            Some(Ok(None)) => Some(Ok(false)),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
+        };
+        if let Some(answer) = kind(self.open_by_path(key, path)) {
+            return answer;
+        }
         let Some(root) = self.existing_root("exists", key.as_str())? else {
             return Ok(false);
         };
+        if let Some(answer) = kind(self.open_beneath(root.as_fd(), key, path)) {
+            return answer;
+        }
         let (dirs, name) = Self::parents(key);
         let Some(walked) = self.walk("exists", key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(false);
@@ -1213,15 +1342,8 @@ impl Store for FileStore {
     }
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
-        let Some(root) = self.existing_root("atomic_get", key.as_str())? else {
-            return Ok(None);
-        };
-        let (dirs, name) = Self::parents(key);
-        let Some(walked) = self.walk("atomic_get", key.as_str(), root.as_fd(), dirs, false)? else {
-            return Ok(None);
-        };
         Ok(self
-            .read("atomic_get", key.as_str(), walked.dir(), name, key.as_str())?
+            .read_key("atomic_get", key)?
             .map(|(value, st)| Versioned {
                 value,
                 sequence: sequence_of(&st),
@@ -1307,6 +1429,46 @@ impl Store for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On this kernel the reads take the one-call path, and hand what is in the
+    /// way to the walk.
+    #[test]
+    fn reads_open_beneath_the_root_in_one_call_and_leave_links_to_the_walk() {
+        if std::env::var_os("LIBKV_FILE_OPENAT2").is_some_and(|v| v == "0") {
+            return; // The run without openat2 checks the walk alone.
+        }
+        let tmp = tempfile::TempDir::new().unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let store = FileStore::open(base.join("root"), "file", Duration::from_secs(5));
+        let key = |k: &str| Key::new(k).unwrap();
+        store.put(&key("/a/b"), b"v").unwrap();
+        std::os::unix::fs::symlink(&base, base.join("root/link")).unwrap();
+        let root = store.existing_root("get", "/a/b").unwrap().unwrap();
+        let open = |k: &str| store.open_beneath(root.as_fd(), &key(k), READ_FLAGS);
+        let opened = |found: Option<Result<Option<OwnedFd>>>| matches!(found, Some(Ok(Some(_))));
+        let absent = |found: Option<Result<Option<OwnedFd>>>| matches!(found, Some(Ok(None)));
+        assert!(opened(open("/a/b")), "this kernel has openat2");
+        assert!(absent(open("/a/none")) && absent(open("/none/b")));
+        // A link, or a file where a directory should be: the walk words it.
+        assert!(open("/link/root/a/b").is_none() && open("/a/b/c").is_none());
+        assert!(OPENAT2.load(Ordering::Relaxed));
+        // The root path holds no link: a read opens the whole path in one call.
+        let by_path = |k: &str| store.open_by_path(&key(k), READ_FLAGS);
+        assert!(opened(by_path("/a/b")) && absent(by_path("/a/none")));
+        assert!(by_path("/link/root/a/b").is_none());
+        // Below a root reached through a linked directory, it cannot: the root is
+        // looked up on its own.
+        std::os::unix::fs::symlink(&base, base.join("up")).unwrap();
+        let through = FileStore::open(base.join("up/root"), "file", Duration::from_secs(5));
+        assert_eq!(
+            through.get(&key("/a/b")).unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        assert!(through.open_by_path(&key("/a/b"), READ_FLAGS).is_none());
+        let refused = store.get(&key("/link/root/a/b")).unwrap_err();
+        assert!(refused.to_string().contains("symbolic link"), "{refused}");
+        assert_eq!(store.get(&key("/a/b/c")).unwrap(), None);
+    }
 
     #[test]
     fn lock_files_with_only_the_counter_still_parse() {
