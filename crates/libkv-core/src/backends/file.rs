@@ -16,7 +16,11 @@
 //!   lock, so of many writers racing with the same `previous`, exactly one wins.
 //! - **Nothing outside the root.** Paths are walked one component at a time from an
 //!   open handle on the root with `O_NOFOLLOW`: a symbolic link inside the root is
-//!   refused, never followed. A file with more than one hard link is refused on read,
+//!   refused, never followed. A read takes one `openat2` that follows no link
+//!   instead, where the kernel has it: by the whole path when the root path held no
+//!   link (which also looks at the root path), else below the root's handle; what
+//!   that cannot answer (a link or a file in the way) goes to the walk, which says
+//!   what it found. A file with more than one hard link is refused on read,
 //!   since it may also be a file outside the root; writes replace the name, never the
 //!   linked file.
 //! - **The root is the directory the URL names, now.** The root is opened once and
@@ -687,17 +691,13 @@ impl FileStore {
         if !OPENAT2.load(Ordering::Relaxed) {
             return None;
         }
-        match openat2(root, &key.as_str()[1..], flags, Mode::empty(), BENEATH) {
-            Ok(fd) => Some(Ok(Some(fd))),
-            Err(Errno::NOENT) => Some(Ok(None)),
-            // An older kernel, or one whose seccomp filter forbids it: the walk,
-            // from now on.
-            Err(Errno::NOSYS) | Err(Errno::PERM) => {
-                OPENAT2.store(false, Ordering::Relaxed);
-                None
-            }
-            Err(_) => None,
-        }
+        opened(openat2(
+            root,
+            &key.as_str()[1..],
+            flags,
+            Mode::empty(),
+            BENEATH,
+        ))
     }
 
     /// Opens the key's file by its whole path in one `openat2` refusing every link
@@ -711,15 +711,28 @@ impl FileStore {
         }
         let mut path = self.root_path.clone().into_os_string();
         path.push(key.as_str());
-        match openat2(CWD, &path, flags, Mode::empty(), BENEATH_PATH) {
-            Ok(fd) => Some(Ok(Some(fd))),
-            Err(Errno::NOENT) => Some(Ok(None)),
-            Err(Errno::NOSYS) | Err(Errno::PERM) => {
-                OPENAT2.store(false, Ordering::Relaxed);
-                None
-            }
-            Err(_) => None,
+        opened(openat2(CWD, &path, flags, Mode::empty(), BENEATH_PATH))
+    }
+
+    /// Every key below `dir`, sorted, each entry made by `entry` of its value and
+    /// status.
+    fn below<T>(
+        &self,
+        op: &'static str,
+        dir: &Key,
+        entry: impl Fn(Vec<u8>, &Stat) -> T,
+    ) -> Result<Listing<T>> {
+        let mut out = Vec::new();
+        let Some(root) = self.existing_root(op, dir.as_str())? else {
+            return Ok(out);
+        };
+        if let Some(fd) = self.open_dir(op, dir, root.as_fd())? {
+            self.visit_tree(op, dir, fd.as_fd(), "", 0, &mut |rel, value, st| {
+                out.push((rel, entry(value, &st)))
+            })?;
         }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// A key's value and status, as `get` and `atomic_get` read them.
@@ -1205,6 +1218,21 @@ fn hint(errno: Option<i32>) -> &'static str {
 /// The rest of `fd`, which `fstat` found `size` bytes long: usually one read of
 /// the data and one that finds the end. (`File::read_to_end` would ask the size
 /// and the position again first: two more system calls on every read.)
+/// What an `openat2` of a key's file tells: the file, or its absence; `None` for
+/// what the walk must look at (a link or a file in the way), and on a kernel
+/// that cannot (older, or a seccomp filter), which the walk serves from then on.
+fn opened(result: rustix::io::Result<OwnedFd>) -> Option<Result<Option<OwnedFd>>> {
+    match result {
+        Ok(fd) => Some(Ok(Some(fd))),
+        Err(Errno::NOENT) => Some(Ok(None)),
+        Err(Errno::NOSYS) | Err(Errno::PERM) => {
+            OPENAT2.store(false, Ordering::Relaxed);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 fn read_to_end(fd: &OwnedFd, size: usize) -> rustix::io::Result<Vec<u8>> {
     // One byte more than the size, so that a file of that size is read by one
     // read: a read of a regular file that gives less than it was asked for has
@@ -1295,17 +1323,7 @@ impl Store for FileStore {
     }
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
-        let mut out = Vec::new();
-        let Some(root) = self.existing_root("list", dir.as_str())? else {
-            return Ok(out);
-        };
-        if let Some(fd) = self.open_dir("list", dir, root.as_fd())? {
-            self.visit_tree("list", dir, fd.as_fd(), "", 0, &mut |rel, value, _| {
-                out.push((rel, value))
-            })?;
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        self.below("list", dir, |value, _| value)
     }
 
     fn deletetree(&self, dir: &Key) -> Result<()> {
@@ -1391,30 +1409,10 @@ impl Store for FileStore {
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
-        let mut out = Vec::new();
-        let Some(root) = self.existing_root("atomic_list", dir.as_str())? else {
-            return Ok(out);
-        };
-        if let Some(fd) = self.open_dir("atomic_list", dir, root.as_fd())? {
-            self.visit_tree(
-                "atomic_list",
-                dir,
-                fd.as_fd(),
-                "",
-                0,
-                &mut |rel, value, st| {
-                    out.push((
-                        rel,
-                        Versioned {
-                            value,
-                            sequence: sequence_of(&st),
-                        },
-                    ))
-                },
-            )?;
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out)
+        self.below("atomic_list", dir, |value, st| Versioned {
+            value,
+            sequence: sequence_of(st),
+        })
     }
 
     fn info(&self) -> Result<Value> {
