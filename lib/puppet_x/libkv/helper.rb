@@ -31,7 +31,7 @@ module PuppetX
     PARAM_TYPES = {
       'key' => 'String',
       'value' => 'Any',
-      'previous' => 'Struct[{value => Any, sequence => Integer[0]}]',
+      'previous' => 'Libkv::Previous', # types/previous.pp
     }.freeze
 
     # A function: its parameters, what it does with a store (given the store, the
@@ -67,7 +67,7 @@ module PuppetX
     # resolved options and the store (so repeated calls skip that work), and the
     # message of the last soft failure, for libkv::pop_error.
     class CompileState < Puppet::Pops::Adaptable::Adapter
-      attr_reader :mock_stores, :prepared
+      attr_reader :mock_stores, :prepared, :named_types
       attr_accessor :hiera_defaults, :last_error
 
       def initialize
@@ -76,6 +76,7 @@ module PuppetX
         @hiera_defaults = nil
         @prepared = {}
         @last_error = nil
+        @named_types = {}
       end
     end
 
@@ -93,7 +94,7 @@ module PuppetX
 
       # Runs libkv::<name> given one Hash of named parameters and options.
       def call_named(func, name, params)
-        assert_type("libkv::#{name}", named_type(name), hide_auth(params))
+        assert_type("libkv::#{name}", named_type(func, name), hide_auth(params))
         params_of(name).each do |param|
           next if params.key?(param)
 
@@ -436,9 +437,12 @@ module PuppetX
         @options_type ||= parse_type(struct(option_entries))
       end
 
-      def named_type(name)
-        @named_types ||= {}
-        @named_types[name] ||= parse_type(struct(params_of(name).map { |p| [p, PARAM_TYPES[p]] } + option_entries))
+      # The type of the named-parameter Hash, per compilation: it names the module's
+      # type aliases, which the function's own loader knows.
+      def named_type(func, name)
+        state = compile_state(func)
+        types = state ? state.named_types : {}
+        types[name] ||= parse_type(struct(params_of(name).map { |p| [p, PARAM_TYPES[p]] } + option_entries), func.loader)
       end
 
       # Every option may be left out, or given as undef (its default).
@@ -450,8 +454,8 @@ module PuppetX
         "Struct[{#{entries.map { |k, t| "#{k} => #{t}" }.join(', ')}}]"
       end
 
-      def parse_type(text)
-        Puppet::Pops::Types::TypeParser.singleton.parse(text)
+      def parse_type(text, loader = nil)
+        Puppet::Pops::Types::TypeParser.singleton.parse(text, loader)
       end
     end
   end

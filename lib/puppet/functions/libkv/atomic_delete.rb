@@ -25,7 +25,7 @@ Puppet::Functions.create_function(:'libkv::atomic_delete') do
   # @return [Boolean] true if deleted (or absent, with previous empty); false if the key changed in between. With softfail: false.
   dispatch :positional do
     param 'String', :key
-    param 'Struct[{value => Any, sequence => Integer[0]}]', :previous
+    param 'Libkv::Previous', :previous
     optional_param 'Hash', :options
     return_type 'Boolean'
   end

@@ -20,20 +20,20 @@ Puppet::Functions.create_function(:'libkv::atomic_get') do
   # @option options [Boolean] serialize Keep the Puppet type of values (default true).
   # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
   # @option options [String] mode SIMP libkv's option: only 'puppet', which is what libkv does.
-  # @return [Struct[{value => Any, sequence => Integer[0]}]] {'value' => value, 'sequence' => Integer}; libkv::empty_value() when the key is absent (and with softfail when the store failed).
+  # @return [Libkv::Previous] {'value' => value, 'sequence' => Integer}; libkv::empty_value() when the key is absent (and with softfail when the store failed).
   dispatch :positional do
     param 'String', :key
     optional_param 'Hash', :options
-    return_type 'Struct[{value => Any, sequence => Integer[0]}]'
+    return_type 'Libkv::Previous'
   end
 
   # One Hash of named parameters and options, as SIMP's libkv takes them.
   #
   # @param params The same as one Hash: 'key' and any options.
-  # @return [Struct[{value => Any, sequence => Integer[0]}]] As above.
+  # @return [Libkv::Previous] As above.
   dispatch :named do
     param 'Hash', :params
-    return_type 'Struct[{value => Any, sequence => Integer[0]}]'
+    return_type 'Libkv::Previous'
   end
 
   def positional(key, options = {})

@@ -28,7 +28,7 @@ Puppet::Functions.create_function(:'libkv::atomic_put') do
   dispatch :positional do
     param 'String', :key
     param 'Any', :value
-    param 'Struct[{value => Any, sequence => Integer[0]}]', :previous
+    param 'Libkv::Previous', :previous
     optional_param 'Hash', :options
     return_type 'Boolean'
   end
