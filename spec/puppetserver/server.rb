@@ -194,7 +194,7 @@ module LibKVTest
     end
 
     # The production environment: libkv deployed as the README tells an admin
-    # (`git archive ... lib metadata.json | tar -x -C MODULE`: tracked files only,
+    # (`git archive ... lib types metadata.json | tar -x -C MODULE`: tracked files only,
     # no development build of lib/libkv/), the test module, the test manifest.
     # The tree archived is the working tree's tracked files (`git stash create`,
     # which changes nothing), HEAD when it is clean: what the gem was built from.
@@ -206,7 +206,7 @@ module LibKVTest
       raise "git stash create failed (#{status}): is #{ROOT} a git checkout?" unless status.success?
 
       tree = stash.strip.empty? ? 'HEAD' : stash.strip
-      statuses = Open3.pipeline(['git', '-C', ROOT, 'archive', tree, 'lib', 'metadata.json'],
+      statuses = Open3.pipeline(['git', '-C', ROOT, 'archive', tree, 'lib', 'types', 'metadata.json'],
                                 ['tar', '-x', '-C', module_dir])
       raise "deploying libkv with git archive | tar failed: #{statuses.inspect}" unless statuses.all?(&:success?)
       unless File.file?(File.join(module_dir, 'lib', 'libkv.rb'))
