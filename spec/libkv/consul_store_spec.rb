@@ -17,12 +17,10 @@ RSpec.describe LibKV::Consul,
 
     it 'without ca_file, verifies the server against the system CAs (here: SSL_CERT_FILE)' do
       url = consul.server(:tls).url('/system-roots')
-      script = "s = LibKV.open(ARGV.fetch(0) || '', {}, timeout: 3); s.put('/k', 'v'); print s.get('/k')"
-      script = script.sub("ARGV.fetch(0) || ''", url.inspect)
-      out, err, status = ruby_process("require 'libkv'; #{script}", 'SSL_CERT_FILE' => certs.files[:ca])
+      out, err, status = with_system_roots(url, certs.files[:ca])
       expect(status).to be_success, err
       expect(out).to eq('v')
-      _, err, status = ruby_process("require 'libkv'; #{script}", 'SSL_CERT_FILE' => certs.files[:other_ca])
+      _, err, status = with_system_roots(url, certs.files[:other_ca])
       expect(status).not_to be_success
       expect(err).to include('LibKV::ConnectionError').and match(/certificate/i)
     end

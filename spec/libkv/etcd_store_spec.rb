@@ -18,12 +18,10 @@ RSpec.describe LibKV::Etcd, if: LibKVTest.backends.any? { |b| b.provider == 'etc
 
     it 'without ca_file, verifies the server against the system CAs (here: SSL_CERT_FILE)' do
       url = etcd.server(:tls).url('/system-roots')
-      script = "s = LibKV.open(ARGV.fetch(0) || '', {}, timeout: 3); s.put('/k', 'v'); print s.get('/k')"
-      script = script.sub("ARGV.fetch(0) || ''", url.inspect)
-      out, err, status = ruby_process("require 'libkv'; #{script}", 'SSL_CERT_FILE' => etcd.certs[:ca])
+      out, err, status = with_system_roots(url, etcd.certs[:ca])
       expect(status).to be_success, err
       expect(out).to eq('v')
-      _, err, status = ruby_process("require 'libkv'; #{script}", 'SSL_CERT_FILE' => etcd.certs[:other_ca])
+      _, err, status = with_system_roots(url, etcd.certs[:other_ca])
       expect(status).not_to be_success
       expect(err).to include('LibKV::ConnectionError').and match(/certificate/i)
     end

@@ -11,6 +11,14 @@ module LibKVTest
       base.after { FileUtils.rm_rf(@tmp) if @tmp }
     end
 
+    # A process of its own that opens +url+ with no ca_file, its system CAs being
+    # +ca_file+ (rustls reads SSL_CERT_FILE): its stdout, stderr and status after a
+    # put and a get.
+    def with_system_roots(url, ca_file)
+      script = "s = LibKV.open(#{url.inspect}, {}, timeout: 3); s.put('/k', 'v'); print s.get('/k')"
+      ruby_process("require 'libkv'; #{script}", 'SSL_CERT_FILE' => ca_file)
+    end
+
     # Runs +script+ in a new process of this Ruby (MRI or JRuby) with this
     # checkout's lib/ on its load path and +env+ added: for what a process reads
     # once from its environment. Returns stdout, stderr and the status.

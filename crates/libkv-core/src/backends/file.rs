@@ -627,18 +627,11 @@ impl FileStore {
         name: &str,
         shown: &str,
     ) -> Result<Option<(Vec<u8>, Stat)>> {
-        let what = |doing: &str| {
-            if shown == key {
-                doing.to_owned()
-            } else {
-                format!("{doing} {shown}")
-            }
-        };
         let fd = match openat(dir, name, READ_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) | Err(Errno::NOTDIR) => return Ok(None),
             Err(Errno::LOOP) => return Err(self.refused(op, key, shown, "a symbolic link")),
-            Err(e) => return Err(self.io(op, key, &what("cannot open"), e)),
+            Err(e) => return Err(self.io(op, key, &doing("cannot open", key, shown), e)),
         };
         self.read_open(op, key, fd, shown)
     }
@@ -652,13 +645,7 @@ impl FileStore {
         fd: OwnedFd,
         shown: &str,
     ) -> Result<Option<(Vec<u8>, Stat)>> {
-        let what = |doing: &str| {
-            if shown == key {
-                doing.to_owned()
-            } else {
-                format!("{doing} {shown}")
-            }
-        };
+        let what = |action: &str| doing(action, key, shown);
         let st = fstat(&fd).map_err(|e| self.io(op, key, &what("cannot stat"), e))?;
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => {}
@@ -1218,6 +1205,16 @@ fn hint(errno: Option<i32>) -> &'static str {
 /// The rest of `fd`, which `fstat` found `size` bytes long: usually one read of
 /// the data and one that finds the end. (`File::read_to_end` would ask the size
 /// and the position again first: two more system calls on every read.)
+/// What a read was doing, naming the file when it is not the call's key's (a key
+/// below the directory listed).
+fn doing(action: &str, key: &str, shown: &str) -> String {
+    if shown == key {
+        action.to_owned()
+    } else {
+        format!("{action} {shown}")
+    }
+}
+
 /// What an `openat2` of a key's file tells: the file, or its absence; `None` for
 /// what the walk must look at (a link or a file in the way), and on a kernel
 /// that cannot (older, or a seccomp filter), which the walk serves from then on.

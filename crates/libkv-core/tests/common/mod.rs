@@ -323,3 +323,21 @@ macro_rules! conformance_tests {
         })*
     };
 }
+
+/// After another client wrote names below `/hosts` that no key can have, beside
+/// the key `/hosts/web01` holding `10.0.0.1`: the store lists only that key, and
+/// every name it lists can be read.
+pub fn lists_only_keys(store: &dyn Store) {
+    let expected = vec![("web01".to_owned(), b"10.0.0.1".to_vec())];
+    assert_eq!(store.list(&d("/hosts")).unwrap(), expected);
+    let listed: Vec<String> = store
+        .atomic_list(&d("/"))
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(listed, ["hosts/web01"]);
+    for (name, _) in store.list(&d("/")).unwrap() {
+        assert!(store.get(&k(&format!("/{name}"))).unwrap().is_some());
+    }
+}
