@@ -8,11 +8,18 @@ require "libkv/errors"
 if RUBY_ENGINE == "jruby"
   require "libkv/ffi"
 else
+  # A prebuilt gem (x86_64-linux) carries one extension per Ruby minor version,
+  # in libkv/3.1/, libkv/3.3/...; the source gem and a checkout build one, in libkv/.
   begin
-    require "libkv/libkv"
-  rescue LoadError => e
-    raise LoadError, "libkv's native extension is not installed (#{e.message}): on this machine, " \
-                     "`gem install libkv` (or, in a checkout, `rake compile`); see libkv's README"
+    require "libkv/#{RUBY_VERSION[/\A\d+\.\d+/]}/libkv"
+  rescue LoadError => prebuilt
+    begin
+      require "libkv/libkv"
+    rescue LoadError => e
+      raise LoadError, "libkv's native extension for Ruby #{RUBY_VERSION} is not installed (#{e.message}; " \
+                       "#{prebuilt.message}): on this machine, `gem install libkv` (or, in a checkout, " \
+                       "`rake compile`); see libkv's README"
+    end
   end
 end
 require "libkv/store"
