@@ -9,7 +9,8 @@ require 'stringio'
 # the gem both hold it, or after a load that failed. JRuby only: MRI loads the
 # extension instead.
 RSpec.describe 'lib/libkv/ffi.rb loaded again' do
-  lib = File.expand_path('../../lib', __dir__)
+  # This checkout's lib/, or the installed gem's (LIBKV_TEST_INSTALLED_GEM=1).
+  lib = LibKVTest.checkout_lib || Gem::Specification.find_by_name('libkv').full_require_paths.first
   ffi_rb = File.join(lib, 'libkv', 'ffi.rb')
 
   before { skip 'MRI loads the extension, not lib/libkv/ffi.rb' unless RUBY_ENGINE == 'jruby' }

@@ -33,7 +33,7 @@ module LibKVTest
         keys = { ca_key: ca_key, other_ca_key: other_key, server_key: server_key, client_key: client_key }
         paths = {}
         files.each { |name, cert| paths[name] = write(dir, "#{name}.pem", cert.to_pem) }
-        keys.each { |name, key| paths[name] = write(dir, "#{name}.pem", key.respond_to?(:private_to_pem) ? key.private_to_pem : key.to_pem) }
+        keys.each { |name, key| paths[name] = write(dir, "#{name}.pem", key_pem(key)) }
         paths
       end
 
@@ -65,9 +65,15 @@ module LibKVTest
         [key, cert]
       end
 
-      # EC keys; RSA under JRuby, whose OpenSSL cannot generate EC keys.
+      # EC keys; RSA under JRuby, whose OpenSSL cannot generate EC keys (9.3) or
+      # writes EC keys the servers cannot read (9.4).
       def new_key
-        OpenSSL::PKey::EC.respond_to?(:generate) ? OpenSSL::PKey::EC.generate('prime256v1') : OpenSSL::PKey::RSA.new(2048)
+        RUBY_ENGINE == 'jruby' ? OpenSSL::PKey::RSA.new(2048) : OpenSSL::PKey::EC.generate('prime256v1')
+      end
+
+      # An EC key as PKCS#8; an RSA key as PKCS#1, which JRuby writes right.
+      def key_pem(key)
+        key.is_a?(OpenSSL::PKey::EC) ? key.private_to_pem : key.to_pem
       end
 
       def certificate(key, name, issuer, _issuer_key)

@@ -1,6 +1,12 @@
 # frozen_string_literal: true
 
 module LibKVTest
+  # Where a Ruby process the specs start finds libkv: this checkout's lib/, or,
+  # with LIBKV_TEST_INSTALLED_GEM=1, the installed gem (no -I, no RUBYLIB).
+  def self.checkout_lib
+    ENV['LIBKV_TEST_INSTALLED_GEM'] == '1' ? nil : File.expand_path('../../lib', __dir__)
+  end
+
   # A temp directory per example, and the options of the example's store.
   module Helpers
     def tmp
@@ -20,12 +26,13 @@ module LibKVTest
     end
 
     # Runs +script+ in a new process of this Ruby (MRI or JRuby) with this
-    # checkout's lib/ on its load path and +env+ added: for what a process reads
-    # once from its environment. Returns stdout, stderr and the status.
+    # checkout's lib/ on its load path (LibKVTest.checkout_lib) and +env+ added:
+    # for what a process reads once from its environment. Returns stdout, stderr
+    # and the status.
     def ruby_process(script, env = {})
       require 'open3'
-      lib = File.expand_path('../../lib', __dir__)
-      Open3.capture3(env, RbConfig.ruby, '-I', lib, '-e', script)
+      lib = LibKVTest.checkout_lib
+      Open3.capture3(env, RbConfig.ruby, *(lib ? ['-I', lib] : []), '-e', script)
     end
   end
 

@@ -30,7 +30,8 @@ module LibKVTest
              '--confdir', File.join(dirs, 'conf'), '--codedir', File.join(dirs, 'code'),
              '--logdir', File.join(dirs, 'log'), '--rundir', File.join(dirs, 'run'), '--ssldir', File.join(dirs, 'ssl'),
              '--color', 'false', manifest]
-      env = { 'RUBYLIB' => File.join(root, 'lib') }.merge(env)
+      lib = LibKVTest.checkout_lib
+      env = (lib ? { 'RUBYLIB' => lib } : {}).merge(env)
       Open3.capture3(env, *cmd)
     end
   end
