@@ -1,6 +1,6 @@
 # frozen_string_literal: true
 
-# End to end, through a real puppetserver (Debian's, JRuby 9.3): `rake puppetserver`
+# End to end, through a real puppetserver (Debian's, JRuby): `rake puppetserver`
 # (part of `rake test`) builds the java gem and runs this file. It is not named
 # *_spec.rb, so `rake spec` leaves it out: it takes minutes and a JVM.
 #
@@ -16,12 +16,16 @@ require_relative 'server'
 RSpec.describe 'libkv in a real puppetserver (JRuby)' do
   root = File.expand_path('../..', __dir__)
   gem_file = ENV['LIBKV_JAVA_GEM'] || File.join(root, 'pkg', "libkv-#{LibKV::VERSION}-java.gem")
+  module_package = ENV['LIBKV_MODULE_PACKAGE'] || File.join(root, 'pkg', "libkv-libkv-#{LibKV::VERSION}.tar.gz")
 
   before(:all) do
     raise "#{gem_file} is missing: build it with `rake gem:java` (rake puppetserver does)" unless File.exist?(gem_file)
+    unless File.exist?(module_package)
+      raise "#{module_package} is missing: build it with `rake module:build` (rake puppetserver does)"
+    end
 
     @etcd = LibKVTest::Etcd.server(:plain)
-    @server = LibKVTest::Puppetserver.new(gem_file, instances: 2)
+    @server = LibKVTest::Puppetserver.new(gem_file, module_package, instances: 2)
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     @server.start
     warn format('puppetserver answered after %.0fs', Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
@@ -70,7 +74,10 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
     expect(output).to include('Applied catalog')
 
     runtime = message(catalog, 'libkv-e2e runtime')
-    expect(runtime).to include('engine' => 'jruby', 'version' => start_with('2.6'))
+    # puppetserver runs Debian's JRuby: 9.3 (Ruby 2.6) with puppetserver 7, 9.4 (Ruby 3.1) with 8.
+    jruby_ruby, status = Open3.capture2('jruby', '-e', 'print RUBY_VERSION')
+    expect(status).to be_success
+    expect(runtime).to include('engine' => 'jruby', 'version' => jruby_ruby)
     # The library the server loaded is the installed gem's: the module, deployed as
     # the README says, holds no compiled code.
     expect(runtime['library']).to start_with(@server.path('jruby-gems', 'gems', "libkv-#{LibKV::VERSION}-java"))

@@ -11,7 +11,7 @@ require 'tmpdir'
 require 'timeout'
 
 module LibKVTest
-  # A real puppetserver (Debian's, JRuby 9.3) in a temp dir of its own, on
+  # A real puppetserver (Debian's, JRuby) in a temp dir of its own, on
   # 127.0.0.1 and a free port: its own config (conf.d), CA, code dir with libkv
   # and the test module in the production environment, and gem home, into which
   # the libkv java gem is installed with `puppetserver gem install`, as the README
@@ -27,7 +27,6 @@ module LibKVTest
   # until it is gone and the port is closed. An at_exit hook stops it too, should
   # rspec end without running the after hook.
   class Puppetserver
-    ROOT = File.expand_path('../..', __dir__)
     SYSTEM_CONF = '/etc/puppet/puppetserver/conf.d'
     START_TIMEOUT = 300
     AGENT_TIMEOUT = 240
@@ -35,8 +34,9 @@ module LibKVTest
 
     attr_reader :dir, :port, :log
 
-    def initialize(gem_file, instances: 2)
+    def initialize(gem_file, module_package, instances: 2)
       @gem_file = gem_file
+      @module_package = module_package
       @instances = instances
       @dir = Dir.mktmpdir('libkv-puppetserver')
       FileUtils.chmod(0o755, @dir)
@@ -193,28 +193,21 @@ module LibKVTest
            '--subject-alt-names', 'IP:127.0.0.1,DNS:localhost'], 120)
     end
 
-    # The production environment: libkv deployed as the README tells an admin
-    # (`git archive ... lib types metadata.json | tar -x -C MODULE`: tracked files only,
-    # no development build of lib/libkv/), the test module, the test manifest.
-    # The tree archived is the working tree's tracked files (`git stash create`,
-    # which changes nothing), HEAD when it is clean: what the gem was built from.
+    # The production environment: libkv installed from its module package
+    # (`rake module:build`, tracked files only) with `puppet module install`, as
+    # the README tells an admin; the test module; the test manifest.
     def install_code
       production = path('code', 'environments', 'production')
       modules = File.join(production, 'modules')
-      FileUtils.mkdir_p(module_dir)
-      stash, status = Open3.capture2('git', '-C', ROOT, 'stash', 'create')
-      raise "git stash create failed (#{status}): is #{ROOT} a git checkout?" unless status.success?
-
-      tree = stash.strip.empty? ? 'HEAD' : stash.strip
-      statuses = Open3.pipeline(['git', '-C', ROOT, 'archive', tree, 'lib', 'types', 'metadata.json'],
-                                ['tar', '-x', '-C', module_dir])
-      raise "deploying libkv with git archive | tar failed: #{statuses.inspect}" unless statuses.all?(&:success?)
+      FileUtils.mkdir_p(modules)
+      run(['puppet', 'module', 'install', '--modulepath', modules, '--ignore-dependencies', '--color', 'false',
+           @module_package], 120)
       unless File.file?(File.join(module_dir, 'lib', 'libkv.rb'))
-        raise "the deployed module has no lib/libkv.rb: #{module_dir}"
+        raise "the installed module has no lib/libkv.rb: #{module_dir}"
       end
 
       compiled = compiled_files
-      raise "the deployed module holds compiled code: #{compiled.join(', ')}" unless compiled.empty?
+      raise "the installed module holds compiled code: #{compiled.join(', ')}" unless compiled.empty?
 
       FileUtils.cp_r(File.join(__dir__, 'modules', 'libkv_e2e'), modules)
       FileUtils.cp_r(File.join(__dir__, 'manifests'), production)
