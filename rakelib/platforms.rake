@@ -96,6 +96,25 @@ end
 desc "Build the source, x86_64-linux and java gems in pkg/"
 task gems: ["gem:source", "gem:native", "gem:java"]
 
+# The README promises the prebuilt gems run with glibc 2.34 or later: the newest
+# glibc symbol version each prebuilt library needs (objdump, from binutils).
+GLIBC_NEEDED = "2.34"
+namespace :gem do
+  task glibc: ["gem:native", "gem:java"] do
+    [*NATIVE_EXTENSIONS.values, FFI_LIBRARY].each do |so|
+      versions = `objdump -T #{so.shellescape}`.scan(/GLIBC_(\d+(?:\.\d+)+)/).flatten.uniq
+      raise "objdump -T #{so} found no glibc symbols" if versions.empty?
+
+      newest = versions.max_by { |v| Gem::Version.new(v) }
+      if Gem::Version.new(newest) > Gem::Version.new(GLIBC_NEEDED)
+        raise "#{so} needs glibc #{newest}, newer than the #{GLIBC_NEEDED} the README promises"
+      end
+
+      puts "#{so}: glibc #{newest} or later"
+    end
+  end
+end
+
 # The extension for Ruby 3.3, built in the Debian 13 build root by `gem install`
 # of the source gem, as a user with Rust would, there through the rb_sys gem.
 # Rebuilt when what it is built from changes: the Rust sources and extconf.rb.
@@ -190,7 +209,7 @@ namespace :test do
 
   desc "Debian 13 (Puppet 8, Ruby 3.3, JRuby 9.4, puppetserver 8), in a root with no compiler: " \
        "every spec through the prebuilt gems, the examples, puppetserver end to end"
-  task debian13: ["gem:native", "gem:java", "module:build", :consul_double] do
+  task debian13: ["gem:glibc", "module:build", :consul_double] do
     run_in_root(DEBIAN13, <<~SH)
       gem install --local --no-document /srv/#{NATIVE_GEM}
       rspec --format documentation spec/prebuilt/prebuilt_gem.rb
@@ -203,7 +222,7 @@ namespace :test do
 
   desc "Debian 12 (Puppet 7, Ruby 3.1, puppetserver 7), in a root with no compiler: the prebuilt gems " \
        "install, run the example and a round trip, and work in puppetserver"
-  task debian12: ["gem:native", "gem:java", "module:build", :consul_double] do
+  task debian12: ["gem:glibc", "module:build", :consul_double] do
     run_in_root(DEBIAN12, <<~SH)
       gem install --local --no-document /srv/#{NATIVE_GEM}
       rspec --format documentation spec/prebuilt/prebuilt_gem.rb
