@@ -120,6 +120,18 @@ class DebianRoot
     end
     File.write(File.join(tmp, ".libkv-root"), "#{suite}\n#{packages.join("\n")}\n")
     File.rename(tmp, dir)
+    remove_stale
+  end
+
+  # Roots of this name made for another package list or format: replaced by this
+  # one, so that the cache does not grow with every change of a list. (Never
+  # mounted outside a run's own namespace, so removing them reaches nothing else.)
+  def remove_stale
+    Dir.glob(File.join(CACHE, "#{name}-*")).each do |other|
+      next if other == dir || !File.basename(other).match?(/\A#{Regexp.escape(name)}-\h{16}(\.tmp)?\z/)
+
+      FileUtils.rm_rf(other)
+    end
   end
 
   # debootstrap, then the packages with apt-get inside.
