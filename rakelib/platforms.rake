@@ -135,7 +135,7 @@ file NATIVE_EXTENSIONS.fetch("3.3") => GEMSPEC.files.select { |f| f.start_with?(
   SH
   env = { "PATH" => "/opt/cargo/bin:#{DebianRoot::PATH}", "CARGO_HOME" => "/opt/cargo", "RUSTUP_HOME" => "/opt/rustup" }
   DEBIAN13_BUILD.run(script, env: env, files: { "/srv/in/libkv.gem" => SOURCE_GEM },
-                             binds: rust_toolchain_binds.merge("/srv/out" => out), log: $libkv_roots_log)
+                             binds: rust_toolchain_binds.merge("/srv/out" => out))
 end
 
 # The tree of this checkout's tracked files as the working tree has them (what
@@ -185,26 +185,42 @@ namespace :module do
 end
 
 # The roots and the Ruby 3.3 extension take some minutes of downloads and a
-# build: `rake test` starts them in the background at once, while the tests on
-# this machine run, their output in tmp/roots/prepare.log (shown when they fail).
-# What needs them waits for them (test:roots).
+# build: `rake test` starts them at once in a rake process of their own (its own
+# working directory: rake-compiler changes this one's), while the tests on this
+# machine run; its output goes to tmp/roots/prepare.log, shown when it fails.
+# What needs them waits for it (test:roots).
+namespace :roots do
+  task :prepare do
+    [DEBIAN13_BUILD, DEBIAN12].each(&:ensure!)
+    Rake::Task[NATIVE_EXTENSIONS.fetch("3.3")].invoke
+  end
+end
+
 namespace :test do
   task :prepare do
     next if $libkv_roots
 
-    $libkv_roots_log = File.expand_path("tmp/roots/prepare.log")
-    FileUtils.mkdir_p(File.dirname($libkv_roots_log))
-    File.write($libkv_roots_log, "")
-    puts "making the Debian roots and the Ruby 3.3 extension in the background: #{$libkv_roots_log}"
-    $libkv_roots = Thread.new do
-      [DEBIAN13_BUILD, DEBIAN12].each { |root| root.ensure!(log: $libkv_roots_log) }
-      Rake::Task[NATIVE_EXTENSIONS.fetch("3.3")].invoke
+    log = File.expand_path("tmp/roots/prepare.log")
+    FileUtils.mkdir_p(File.dirname(log))
+    puts "making the Debian roots and the Ruby 3.3 extension in the background: #{log}"
+    pid = Process.spawn(RbConfig.ruby, "-S", "rake", "roots:prepare", out: [log, "w"], err: %i[child out],
+                                                                      pgroup: true)
+    $libkv_roots = { pid: pid, log: log }
+    at_exit do
+      Process.kill("TERM", -pid) if $libkv_roots[:status].nil?
+    rescue SystemCallError
+      nil
     end
-    $libkv_roots.report_on_exception = false
   end
 
   task :roots do
-    $libkv_roots&.value
+    next unless $libkv_roots
+
+    $libkv_roots[:status] ||= Process.wait2($libkv_roots[:pid]).last
+    next if $libkv_roots[:status].success?
+
+    raise "making the Debian roots and the Ruby 3.3 extension failed (#{$libkv_roots[:status]}); " \
+          "the last lines of #{$libkv_roots[:log]}:\n#{File.readlines($libkv_roots[:log]).last(40).join}"
   end
 
   desc "Debian 13 (Puppet 8, Ruby 3.3, JRuby 9.4, puppetserver 8), in a root with no compiler: " \
