@@ -206,8 +206,11 @@ namespace :test do
     pid = Process.spawn(RbConfig.ruby, "-S", "rake", "roots:prepare", out: [log, "w"], err: %i[child out],
                                                                       pgroup: true)
     $libkv_roots = { pid: pid, log: log }
+    # Stopped when rake ends without waiting for it; only by this process, not by a
+    # child forked from it, which runs the same at_exit hooks when it exits.
+    owner = Process.pid
     at_exit do
-      Process.kill("TERM", -pid) if $libkv_roots[:status].nil?
+      Process.kill("TERM", -pid) if Process.pid == owner && $libkv_roots[:status].nil?
     rescue SystemCallError
       nil
     end
