@@ -10,6 +10,7 @@
 # spec/puppetserver/manifests/site.pp, whose results the test reads from the
 # compiled catalogs and from the stores themselves (through the MRI extension).
 
+require 'yaml'
 require_relative '../spec_helper'
 require_relative 'server'
 
@@ -29,6 +30,8 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     @server.start
     warn format('puppetserver answered after %.0fs', Process.clock_gettime(Process::CLOCK_MONOTONIC) - started)
+    @hiera_url = @etcd.url(LibKVTest::Etcd.unique_prefix)
+    write_hiera(@hiera_url)
   end
 
   after(:all) { @server&.stop }
@@ -48,6 +51,31 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
   def give_to_puppet(file_url)
     puppet = Etc.getpwnam('puppet')
     FileUtils.chown_R(puppet.uid, puppet.gid, file_url.sub('file://', ''))
+  end
+
+  # The production environment's Hiera: libkv_e2e::* keys per node from etcd
+  # through libkv::lookup, then YAML. (It reads the environment's hiera.yaml at
+  # each compilation.)
+  def write_hiera(url)
+    production = @server.path('code', 'environments', 'production')
+    FileUtils.mkdir_p(File.join(production, 'data'))
+    File.write(File.join(production, 'hiera.yaml'), <<~YAML)
+      ---
+      version: 5
+      hierarchy:
+        - name: "Per-node data in etcd"
+          lookup_key: libkv::lookup
+          options:
+            url: "#{url}"
+            prefix: "/hiera/%{trusted.certname}"
+            confine_to_keys: ['^libkv_e2e::']
+        - name: "Common data"
+          path: "common.yaml"
+          data_hash: yaml_data
+    YAML
+    File.write(File.join(production, 'data', 'common.yaml'),
+               YAML.dump('libkv_e2e::app::port' => 1, 'libkv_e2e::app::hosts' => ['yaml'],
+                         'libkv_e2e::app::label' => 'from-yaml'))
   end
 
   def facts(test, extra = {})
@@ -113,6 +141,21 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
     expect(File.binread(File.join(file_root, 'e2e', 'hosts', 'node-roundtrip'))).to eq(ip)
     expect(File.read(File.join(stores['file'].sub('file://', ''), 'e2e', 'node-roundtrip', 'port')))
       .to eq('{"libkv":1,"value":8443}')
+  end
+
+  it 'compiles catalogs whose class parameters libkv::lookup reads from etcd, fresh at each compilation' do
+    store = LibKV.open(@hiera_url)
+    store.put('/hiera/node-hiera/libkv_e2e::app::port', 8080)
+    store.put('/hiera/node-hiera/libkv_e2e::app::hosts', %w[web01 web02])
+    _, catalog = run_agent('node-hiera', facts('hiera'))
+    expect(message(catalog, 'libkv-e2e hiera')).to eq('port' => 8080, 'hosts' => %w[web01 web02], 'label' => 'from-yaml')
+
+    # The next compilation, in a JRuby instance that may have served the first,
+    # reads the store again.
+    store.put('/hiera/node-hiera/libkv_e2e::app::port', 8443)
+    store.delete('/hiera/node-hiera/libkv_e2e::app::hosts')
+    _, catalog = run_agent('node-hiera', facts('hiera'))
+    expect(message(catalog, 'libkv-e2e hiera')).to eq('port' => 8443, 'hosts' => ['yaml'], 'label' => 'from-yaml')
   end
 
   it 'counts exactly when two JRuby instances compile at once, racing atomic increments on one key' do

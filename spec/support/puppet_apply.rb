@@ -24,12 +24,18 @@ module LibKVTest
     # a new vardir is not safe against another process doing the same. Real
     # Facter supplies the facts, as on any node. +prefix+ runs it through another
     # command.
-    def puppet_apply_file(root, manifest, env = {}, name = '', prefix = [])
+    def puppet_apply_file(root, manifest, env = {}, name = '', prefix = [], args: [])
+      puppet(root, 'apply', [*args, manifest], env, name, prefix)
+    end
+
+    # puppet SUBCOMMAND ARGS (apply, lookup) with the module and Puppet dirs of the
+    # example's own.
+    def puppet(root, subcommand, args, env = {}, name = '', prefix = [])
       dirs = File.join(tmp, "puppet#{name}")
-      cmd = [*prefix, 'puppet', 'apply', '--modulepath', modulepath(root), '--vardir', puppet_vardir_of(name),
+      cmd = [*prefix, 'puppet', subcommand, '--modulepath', modulepath(root), '--vardir', puppet_vardir_of(name),
              '--confdir', File.join(dirs, 'conf'), '--codedir', File.join(dirs, 'code'),
              '--logdir', File.join(dirs, 'log'), '--rundir', File.join(dirs, 'run'), '--ssldir', File.join(dirs, 'ssl'),
-             '--color', 'false', manifest]
+             '--color', 'false', *args]
       lib = LibKVTest.checkout_lib
       env = (lib ? { 'RUBYLIB' => lib } : {}).merge(env)
       Open3.capture3(env, *cmd)

@@ -66,8 +66,10 @@ module PuppetX
     # the Hiera defaults (looked up once), for each distinct options Hash the
     # resolved options and the store (so repeated calls skip that work), and the
     # message of the last soft failure, for libkv::pop_error.
+    # The stores the Hiera backend found failing in this compilation (by url
+    # and auth, with the message), so that later lookups skip them at once.
     class CompileState < Puppet::Pops::Adaptable::Adapter
-      attr_reader :mock_stores, :prepared, :named_types
+      attr_reader :mock_stores, :prepared, :named_types, :failed_stores
       attr_accessor :hiera_defaults, :last_error
 
       def initialize
@@ -77,6 +79,7 @@ module PuppetX
         @prepared = {}
         @last_error = nil
         @named_types = {}
+        @failed_stores = {}
       end
     end
 
@@ -121,6 +124,27 @@ module PuppetX
 
       def empty_value
         ::LibKV.empty_value
+      end
+
+      # For the Hiera backend: the resolved options (url, auth and timeout as the
+      # functions resolve them) and the store of +options+, the same cached store
+      # the functions use.
+      def store_for_options(func, options)
+        prepare(func, compile_state(func), 'lookup', options, false)
+      end
+
+      # After a store failure: the next call opens the store again.
+      def forget_store(func, store)
+        forget(compile_state(func), store)
+      end
+
+      def remember_failure(func, message)
+        remember_error(compile_state(func), message)
+      end
+
+      def compile_state(func)
+        compiler = compiler_of(func)
+        compiler ? CompileState.adapt(compiler) : nil
       end
 
       private
@@ -169,11 +193,6 @@ module PuppetX
       def message(name, key, error)
         named = error.respond_to?(:key) && error.key == key
         key && !named ? "libkv::#{name} with key '#{key}': #{error.message}" : "libkv::#{name}: #{error.message}"
-      end
-
-      def compile_state(func)
-        compiler = compiler_of(func)
-        compiler ? CompileState.adapt(compiler) : nil
       end
 
       def remember_error(state, message)
@@ -457,6 +476,9 @@ module PuppetX
       def parse_type(text, loader = nil)
         Puppet::Pops::Types::TypeParser.singleton.parse(text, loader)
       end
+
+      # What the Hiera backend shares with the functions.
+      public :from_libkv, :assert_type, :parse_type, :option_entries, :struct, :puppet_form
     end
   end
 end

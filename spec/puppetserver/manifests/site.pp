@@ -94,5 +94,10 @@ case $facts['libkv_e2e_test'] {
     }
     notify { 'libkv-e2e race': message => { 'arrived' => $arrived, 'stores' => $race } }
   }
+  'hiera': {
+    # The environment's hiera.yaml reads libkv_e2e::* keys from etcd through
+    # libkv::lookup (the test writes it).
+    include libkv_e2e::app
+  }
   default: { fail("unknown libkv_e2e_test ${facts['libkv_e2e_test']}") }
 }
