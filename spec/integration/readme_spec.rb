@@ -2,6 +2,7 @@
 
 require 'spec_helper'
 require 'open3'
+require 'yaml'
 
 # The README's examples, run as they stand in README.md: the Usage block with a
 # real `puppet apply` (real Facter facts, $trusted), and the Ruby API block, whose
@@ -92,5 +93,30 @@ RSpec.describe 'README.md' do
     out, err, status = ruby_process(script)
     expect(status).to be_success, err
     expect(out).to eq("closed: LibKV::ClosedError\n")
+  end
+
+  it "the Hiera backend's hiera.yaml runs with puppet apply: per-node, then shared, then YAML data" do
+    dir = File.join(tmp, 'hiera')
+    FileUtils.mkdir_p(File.join(dir, 'data'))
+    File.write(File.join(dir, 'hiera.yaml'), block.call('Hiera backend', 'yaml'))
+    url = "file://#{tmp}/store"
+    File.write(File.join(dir, 'data', 'common.yaml'),
+               YAML.dump('libkv::url' => url, 'app::port' => 3, 'app::label' => 'yaml', 'app::peers' => ['yaml']))
+    store = LibKV.open(url)
+    store.put('/hiera/nodes/web01.example.com/app::port', 8080)
+    store.put('/hiera/common/app::port', 8000)
+    store.put('/hiera/common/app::label', 'common')
+    manifest = File.join(tmp, 'app.pp')
+    File.write(manifest, <<~PUPPET)
+      class app(Integer $port, String $label, Array $peers) { notice("app: ${port} ${label} ${peers}") }
+      include app
+    PUPPET
+    { 'web01.example.com' => 'app: 8080 common [yaml]', 'db01.example.com' => 'app: 8000 common [yaml]' }
+      .each do |certname, expected|
+      out, err, status = puppet_apply_file(root, manifest, {}, '', [],
+                                           args: ['--certname', certname, '--hiera_config', File.join(dir, 'hiera.yaml')])
+      expect(status).to be_success, err
+      expect(out).to include(expected)
+    end
   end
 end
