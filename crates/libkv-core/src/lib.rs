@@ -22,6 +22,8 @@
 //! - `remote`: what the network stores share (the runtime, clients, failures).
 //! - `backends`: the stores, one module each.
 //! - `open`: the store a URL names.
+//! - `transfer`: every key below a directory at once, as stored bytes: copied,
+//!   compared, dumped, loaded (the `libkv` command).
 //! - `binding`: what every binding needs (arguments checked in one order, an
 //!   operation run, its answer decoded).
 
@@ -36,6 +38,7 @@ mod open;
 pub mod options;
 mod remote;
 pub mod store;
+pub mod transfer;
 pub mod url;
 pub mod value;
 
@@ -44,7 +47,7 @@ pub use key::Key;
 pub use op::Op;
 pub use open::{legacy_simp6_root, open};
 pub use options::{timeout_from_secs, Auth, OpenOptions};
-pub use store::{Listing, Store, Versioned};
+pub use store::{Listing, Page, Store, Versioned};
 pub use url::StoreUrl;
 pub use value::{Refusal, Value};
 

@@ -24,6 +24,7 @@ use tokio::runtime::{Builder, Runtime};
 
 use crate::error::{Error, Result, Waiting};
 use crate::fork;
+use crate::key::Key;
 use crate::op::Op;
 
 static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
@@ -322,4 +323,27 @@ impl PemFile {
             )
         })
     }
+}
+
+/// `entries` cut into runs of at most `ops` entries and `bytes` value bytes (a
+/// larger value alone).
+pub(crate) fn batches<T: AsRef<[u8]>>(
+    entries: &[(Key, T)],
+    ops: usize,
+    bytes: usize,
+) -> Vec<&[(Key, T)]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, (_, value)) in entries.iter().enumerate() {
+        let len = value.as_ref().len();
+        if i > start && (i - start == ops || size + len > bytes) {
+            out.push(&entries[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
 }

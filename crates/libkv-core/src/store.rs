@@ -21,6 +21,14 @@ pub struct Versioned {
 /// Entries below a directory: key relative to the directory, sorted.
 pub type Listing<T> = Vec<(String, T)>;
 
+/// A page of a [`Store::scan`]: entries in key order, and how many entries there
+/// are from this page's first on (this page's included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub entries: Listing<Vec<u8>>,
+    pub remaining: u64,
+}
+
 pub trait Store: Send + Sync {
     /// `mock`, `file`, `legacy-simp6`, `consul` or `etcd`.
     fn provider(&self) -> &'static str;
@@ -46,6 +54,32 @@ pub trait Store: Send + Sync {
     /// then succeeds without doing anything).
     fn atomic_delete(&self, key: &Key, previous: u64) -> Result<bool>;
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>>;
+
+    /// Stores every entry, in as few requests as the store allows (etcd:
+    /// transactions of up to 128 puts; Consul: transactions of up to 64 sets;
+    /// elsewhere one put each). Not atomic as a whole: when it fails, each entry is
+    /// stored whole or not at all, and doing it again completes it.
+    fn put_many(&self, entries: &[(Key, Vec<u8>)]) -> Result<()> {
+        entries
+            .iter()
+            .try_for_each(|(key, value)| self.put(key, value))
+    }
+
+    /// Every key below `dir` with its bytes, as `list` has them, handed to `each`
+    /// a page of at most `page` entries at a time, in key order, with the number
+    /// of entries from that page on. etcd reads page by page; other stores read
+    /// once.
+    fn scan(&self, dir: &Key, page: usize, each: &mut dyn FnMut(Page) -> Result<()>) -> Result<()> {
+        let mut entries = self.list(dir)?;
+        let page = page.max(1);
+        while !entries.is_empty() {
+            let remaining = entries.len() as u64;
+            let rest = entries.split_off(page.min(entries.len()));
+            each(Page { entries, remaining })?;
+            entries = rest;
+        }
+        Ok(())
+    }
 
     /// Facts about the store: at least `provider` and `url`.
     fn info(&self) -> Result<Value>;

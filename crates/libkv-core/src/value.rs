@@ -42,6 +42,31 @@ impl Value {
     }
 }
 
+/// Plain JSON as the Puppet value it reads as: objects are Hashes with String
+/// keys, a number is an Integer when it is one within 64 bits, else a Float.
+impl From<serde_json::Value> for Value {
+    fn from(json: serde_json::Value) -> Value {
+        match json {
+            serde_json::Value::Null => Value::Undef,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::String(s),
+            serde_json::Value::Array(items) => {
+                Value::Array(items.into_iter().map(Value::from).collect())
+            }
+            serde_json::Value::Object(pairs) => Value::Hash(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (Value::String(k), Value::from(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
 impl From<&str> for Value {
     fn from(s: &str) -> Value {
         Value::String(s.to_owned())

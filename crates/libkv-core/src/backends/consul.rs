@@ -32,7 +32,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::options::Auth;
-use crate::remote::{describe, ClientCache, Failure, PemFile, Remote};
+use crate::remote::{batches, describe, ClientCache, Failure, PemFile, Remote};
 use crate::store::{Listing, Store, Versioned};
 use crate::url::{ConsulTls, StoreUrl};
 use crate::value::Value;
@@ -380,6 +380,12 @@ impl ConsulStore {
 }
 
 /// Appends a key segment, percent-encoding all but unreserved characters.
+/// The most operations one Consul transaction takes.
+const TXN_OPS: usize = 64;
+/// The most value bytes one transaction carries (Consul's default
+/// `txn_max_req_len` is 512 KiB, base64 included).
+const TXN_BYTES: usize = 256 << 10;
+
 fn encode_segment(out: &mut String, segment: &str) {
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -584,6 +590,48 @@ impl Store for ConsulStore {
             }
             (status, body) => Err(self.unexpected(op, key.as_str(), status, &body)),
         }
+    }
+
+    /// Transactions of `set`s: Consul takes at most 64 operations in one, and
+    /// applies each whole or not at all.
+    fn put_many(&self, entries: &[(Key, Vec<u8>)]) -> Result<()> {
+        let op = "put";
+        let url = format!("{}/v1/txn", self.base);
+        for batch in batches(entries, TXN_OPS, TXN_BYTES) {
+            let first = batch[0].0.as_str();
+            let sets: Vec<serde_json::Value> = batch
+                .iter()
+                .map(|(key, value)| {
+                    serde_json::json!({"KV": {
+                        "Verb": "set",
+                        "Key": self.consul_key(key.as_str()),
+                        "Value": BASE64.encode(value),
+                    }})
+                })
+                .collect();
+            let body = serde_json::Value::Array(sets).to_string().into_bytes();
+            match self.request(op, first, Method::PUT, url.clone(), Some(&body))? {
+                (StatusCode::OK, _) => {}
+                (StatusCode::CONFLICT, body) => {
+                    let errors: TxnErrors = serde_json::from_slice(&body).unwrap_or_default();
+                    let what: Vec<&str> = errors.errors.iter().map(|e| e.what.as_str()).collect();
+                    let reason = format!("Consul refused the transaction: {}", what.join("; "));
+                    return Err(match what.iter().any(|w| w.contains("Permission denied")) {
+                        true => self.remote.fail(
+                            op,
+                            first,
+                            Failure::Auth {
+                                reason,
+                                advice: TOKEN_ADVICE.into(),
+                            },
+                        ),
+                        false => self.failed(op, first, reason),
+                    });
+                }
+                (status, body) => return Err(self.unexpected(op, first, status, &body)),
+            }
+        }
+        Ok(())
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {

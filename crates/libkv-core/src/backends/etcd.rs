@@ -47,8 +47,8 @@ use tonic::Code;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::options::Auth;
-use crate::remote::{describe, ClientCache, Failure, PemFile, Remote};
-use crate::store::{Listing, Store, Versioned};
+use crate::remote::{batches, describe, ClientCache, Failure, PemFile, Remote};
+use crate::store::{Listing, Page, Store, Versioned};
 use crate::url::{Endpoint, StoreUrl};
 use crate::value::Value;
 
@@ -521,6 +521,24 @@ impl EtcdStore {
     }
 }
 
+/// The most puts one transaction carries: etcd's default `--max-txn-ops`.
+const TXN_OPS: usize = 128;
+/// The most value bytes one transaction carries, well below etcd's default
+/// request limit (1.5 MiB).
+const TXN_BYTES: usize = 1 << 20;
+
+/// The end of etcd's range for every key starting with `prefix`.
+fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// A PEM file of certificates, checked, for etcd-client (which takes PEM).
 fn read_certs(name: &'static str, path: &str) -> std::result::Result<Vec<u8>, Failure> {
     let file = PemFile::read(name, path).map_err(Failure::Settings)?;
@@ -759,6 +777,76 @@ impl Store for EtcdStore {
             value: kv.value().to_vec(),
             sequence: sequence(kv.mod_revision()),
         })
+    }
+
+    fn put_many(&self, entries: &[(Key, Vec<u8>)]) -> Result<()> {
+        for batch in batches(entries, TXN_OPS, TXN_BYTES) {
+            let puts: Vec<(String, &[u8])> = batch
+                .iter()
+                .map(|(key, value)| (self.etcd_key(key), value.as_slice()))
+                .collect();
+            self.call("put", batch[0].0.as_str(), Repeat::Safe, |mut c| {
+                let txn = Txn::new().and_then(
+                    puts.iter()
+                        .map(|(k, v)| TxnOp::put(k.clone(), *v, None))
+                        .collect::<Vec<_>>(),
+                );
+                async move { c.kv.txn(txn).await.map(|_| ()) }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Pages of one revision: the first page's, so the whole scan is one
+    /// consistent snapshot of the range.
+    fn scan(&self, dir: &Key, page: usize, each: &mut dyn FnMut(Page) -> Result<()>) -> Result<()> {
+        let range = self.etcd_dir(dir);
+        let end = range_end(&range);
+        let mut start = range.clone().into_bytes();
+        let mut revision = 0;
+        loop {
+            let (entries, remaining, more, at) =
+                self.call("list", dir.as_str(), Repeat::Safe, |mut c| {
+                    let start = start.clone();
+                    let options = GetOptions::new()
+                        .with_range(end.clone())
+                        .with_limit(page.max(1) as i64)
+                        .with_revision(revision);
+                    let range = &range;
+                    async move {
+                        let resp = c.kv.get(start, Some(options)).await?;
+                        let last = resp.kvs().last().map(|kv| kv.key().to_vec());
+                        let entries: Listing<Vec<u8>> = resp
+                            .kvs()
+                            .iter()
+                            .filter_map(|kv| {
+                                let rel = Self::relative(dir, range, kv.key())?;
+                                Some((rel.to_owned(), kv.value().to_vec()))
+                            })
+                            .collect();
+                        let at = resp.header().map_or(0, |h| h.revision());
+                        Ok((
+                            entries,
+                            resp.count() as u64,
+                            resp.more().then_some(last).flatten(),
+                            at,
+                        ))
+                    }
+                })?;
+            if revision == 0 {
+                revision = at;
+            }
+            if !entries.is_empty() {
+                each(Page { entries, remaining })?;
+            }
+            match more {
+                Some(mut last) => {
+                    last.push(0);
+                    start = last;
+                }
+                None => return Ok(()),
+            }
+        }
     }
 
     fn info(&self) -> Result<Value> {

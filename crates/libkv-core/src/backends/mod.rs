@@ -1,8 +1,10 @@
 //! The stores, one module each: `mock://`, `file://` and `legacy-simp6://`,
 //! `etcd://`, `consul://`. A new store is a module here, a `StoreUrl` form in
-//! `url`, and an arm in `open`.
+//! `url`, and an arm in `open`. `simpkv` reads simpkv's file plugin tree for the
+//! `libkv` command, which opens it itself.
 
 pub mod consul;
 pub mod etcd;
 pub mod file;
 pub mod mock;
+pub mod simpkv;
