@@ -14,10 +14,11 @@
 //!
 //! Symbolic links are not followed: a link in the tree is not a key.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::ErrorKind as IoErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -34,7 +35,8 @@ use crate::value::Value;
 pub struct SimpkvTree {
     root: PathBuf,
     url: String,
-    with_metadata: AtomicU64,
+    /// The keys read so far whose metadata is not empty.
+    with_metadata: Mutex<BTreeSet<String>>,
 }
 
 #[derive(Deserialize)]
@@ -68,13 +70,16 @@ impl SimpkvTree {
         Ok(SimpkvTree {
             url: format!("simpkv://{}", root.display()),
             root,
-            with_metadata: AtomicU64::new(0),
+            with_metadata: Mutex::new(BTreeSet::new()),
         })
     }
 
-    /// How many keys read so far had metadata (which libkv does not keep).
+    /// How many of the keys read so far had metadata (which libkv does not keep).
     pub fn with_metadata(&self) -> u64 {
-        self.with_metadata.load(Ordering::Relaxed)
+        self.with_metadata
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as u64
     }
 
     fn path(&self, key: &Key) -> PathBuf {
@@ -104,7 +109,10 @@ impl SimpkvTree {
             .as_ref()
             .is_some_and(|m| !(m.is_null() || m.as_object().is_some_and(|o| o.is_empty())))
         {
-            self.with_metadata.fetch_add(1, Ordering::Relaxed);
+            self.with_metadata
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_owned());
         }
         let value = match (envelope.encoding.as_deref(), envelope.value) {
             (None, v) => Value::from(v),

@@ -298,6 +298,101 @@ pub fn counter_is_exact_under_threads(store: Arc<dyn Store>) {
     );
 }
 
+/// 300 entries (more than one etcd or Consul transaction holds, one larger than a
+/// Consul transaction's byte budget alone), stored by one `put_many`.
+pub fn put_many_stores_every_entry(store: &dyn Store) {
+    let mut entries: Vec<(Key, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                k(&format!("/many/k{i:03}")),
+                format!("value {i}").into_bytes(),
+            )
+        })
+        .collect();
+    entries.push((k("/many/big"), vec![7u8; 300 * 1024]));
+    store.put(&k("/many/k000"), b"overwritten").unwrap();
+    store.put_many(&entries).unwrap();
+    let mut expected: Vec<(String, Vec<u8>)> = entries
+        .iter()
+        .map(|(key, v)| (key.as_str()["/many/".len()..].to_owned(), v.clone()))
+        .collect();
+    expected.sort();
+    assert_eq!(store.list(&d("/many")).unwrap(), expected);
+    store.put_many(&[]).unwrap();
+}
+
+/// `scan` hands over what `list` has, in key order, in pages of the size asked,
+/// each with the count from it on.
+pub fn scan_pages_through_the_listing(store: &dyn Store) {
+    let entries: Vec<(Key, Vec<u8>)> = (0..25)
+        .map(|i| (k(&format!("/scan/k{i:02}")), vec![i as u8]))
+        .collect();
+    store.put_many(&entries).unwrap();
+    store.put(&k("/scanned-not"), b"x").unwrap();
+    let mut pages = Vec::new();
+    store
+        .scan(&d("/scan"), 10, &mut |page| {
+            pages.push(page);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        pages
+            .iter()
+            .map(|p| (p.entries.len(), p.remaining))
+            .collect::<Vec<_>>(),
+        [(10, 25), (10, 15), (5, 5)]
+    );
+    let scanned: Vec<(String, Vec<u8>)> = pages.into_iter().flat_map(|p| p.entries).collect();
+    assert_eq!(scanned, store.list(&d("/scan")).unwrap());
+    let mut none = 0;
+    store
+        .scan(&d("/absent"), 10, &mut |_| {
+            none += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(none, 0);
+}
+
+/// A dump of the store loaded into a mock store, copied back below another
+/// directory-less store, compares equal byte for byte; a second copy writes
+/// nothing and leaves every sequence as it was.
+pub fn transfers_keep_bytes_and_sequences(store: &dyn Store) {
+    use libkv_core::transfer::{self, Options, Silent};
+    let not_text = vec![0xff, 0x00, 0xfe];
+    store.put(&k("/t/text"), b"plain text").unwrap();
+    store.put(&k("/t/bytes"), &not_text).unwrap();
+    store
+        .put(&k("/t/deep/er"), br#"{"libkv":1,"value":8080}"#)
+        .unwrap();
+    let mut dumped = Vec::new();
+    let n = transfer::dump(store, &d("/t"), &mut dumped, Options::default(), &Silent).unwrap();
+    assert_eq!(n, 3);
+    let text = String::from_utf8(dumped.clone()).unwrap();
+    assert!(
+        text.contains(r#"{"key":"/t/bytes","base64":"/wD+"}"#),
+        "{text}"
+    );
+    let mock = libkv_core::open("mock://", &libkv_core::OpenOptions::default()).unwrap();
+    let loaded = transfer::load(&*mock, &mut &dumped[..], Options::default(), &Silent).unwrap();
+    assert_eq!(loaded, 3);
+    assert_eq!(mock.get(&k("/t/bytes")).unwrap(), Some(not_text));
+
+    // Back into the store below /t: what is there already is left alone.
+    store.put(&k("/t/text"), b"changed").unwrap();
+    store.delete(&k("/t/deep/er")).unwrap();
+    let untouched = sequence(store, "/t/bytes");
+    let copied = transfer::copy(&*mock, store, &d("/t"), Options::default(), &Silent).unwrap();
+    assert_eq!((copied.written, copied.unchanged), (2, 1));
+    assert_eq!(sequence(store, "/t/bytes"), untouched);
+    let compared = transfer::compare(&*mock, store, &d("/t"), Options::default(), &Silent).unwrap();
+    assert!(compared.complete(), "{compared:?}");
+    assert_eq!(compared.same, 3);
+    let again = transfer::copy(&*mock, store, &d("/t"), Options::default(), &Silent).unwrap();
+    assert_eq!((again.written, again.unchanged), (0, 3));
+}
+
 /// Generates one `#[test]` per conformance check, each on a fresh store from `$make`.
 #[macro_export]
 macro_rules! conformance_tests {
@@ -305,7 +400,9 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@plain $make;
             get_put_exists_delete, values_are_bytes_exactly, list_is_relative_sorted_and_below,
             deletetree_removes_only_below, atomic_create_only_once, atomic_get_put_delete,
-            sequences_are_never_reused, atomic_list_matches_atomic_get, info_names_provider_and_url);
+            sequences_are_never_reused, atomic_list_matches_atomic_get, info_names_provider_and_url,
+            put_many_stores_every_entry, scan_pages_through_the_listing,
+            transfers_keep_bytes_and_sequences);
         $crate::conformance_tests!(@shared $make; cas_race_has_one_winner, counter_is_exact_under_threads);
     };
     (@plain $make:expr; $($name:ident),*) => {
