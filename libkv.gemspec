@@ -15,7 +15,7 @@ Gem::Specification.new do |spec|
   # time, so no built .so and no cargo target/ may end up in the package.
   spec.files = Dir.chdir(__dir__) do
     Dir[
-      "lib/**/*.rb", "lib/puppet/**/*", "types/**/*",
+      "lib/**/*.rb", "lib/puppet/**/*", "types/**/*", "exe/*",
       "ext/libkv/**/*.{rs,rb,toml}", "crates/**/*.{rs,toml}",
       "Cargo.toml", "Cargo.lock", "README.md", "CHANGELOG.md", "metadata.json", "LICENSE"
     ].uniq.reject do |f|
@@ -24,5 +24,9 @@ Gem::Specification.new do |spec|
   end
 
   spec.extensions = ["ext/libkv/extconf.rb"]
+  # The libkv command: exe/libkv runs the program built with the extension
+  # (crates/libkv-cli), installed as lib/libkv/bin/libkv.
+  spec.bindir = "exe"
+  spec.executables = ["libkv"]
   spec.require_paths = ["lib"]
 end

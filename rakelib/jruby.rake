@@ -34,7 +34,10 @@ def java_gemspec
   spec = GEMSPEC.dup
   spec.platform = Gem::Platform.new("java")
   spec.extensions = []
-  spec.files = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/") || f.start_with?("Cargo.") } +
+  # The libkv command is the x86_64-linux gem's (an admin runs it with the
+  # system Ruby); puppetserver's JRuby needs the library only.
+  spec.executables = []
+  spec.files = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/", "exe/") || f.start_with?("Cargo.") } +
                [FFI_LIBRARY]
   spec
 end

@@ -39,6 +39,8 @@ MODULE_PACKAGE = "pkg/libkv-libkv-#{GEMSPEC.version}.tar.gz"
 MODULE_FILES = %w[lib types examples metadata.json README.md REFERENCE.md CHANGELOG.md LICENSE].freeze
 # The extension for each Ruby minor version the native gem carries.
 NATIVE_EXTENSIONS = { "3.1" => "lib/libkv/libkv.so", "3.3" => "tmp/native/3.3/libkv.so" }.freeze
+# The libkv command, one program for every Ruby (`rake compile` builds it).
+COMMAND = "lib/libkv/bin/libkv"
 
 def rust_toolchain_binds
   {
@@ -76,7 +78,7 @@ namespace :gem do
     spec.extensions = []
     spec.required_ruby_version = [">= #{NATIVE_EXTENSIONS.keys.min}", "< #{NATIVE_EXTENSIONS.keys.max.succ}.dev"]
     sources = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/", "Cargo.") }
-    built = NATIVE_EXTENSIONS.keys.map { |minor| "lib/libkv/#{minor}/libkv.so" }
+    built = NATIVE_EXTENSIONS.keys.map { |minor| "lib/libkv/#{minor}/libkv.so" } + [COMMAND]
     spec.files = sources + built
     sources.each do |f|
       FileUtils.mkdir_p(File.join(stage, File.dirname(f)))
@@ -86,6 +88,8 @@ namespace :gem do
       FileUtils.mkdir_p(File.join(stage, "lib/libkv", minor))
       FileUtils.cp(so, File.join(stage, "lib/libkv", minor, "libkv.so"))
     end
+    FileUtils.mkdir_p(File.join(stage, File.dirname(COMMAND)))
+    FileUtils.cp(COMMAND, File.join(stage, COMMAND), preserve: true)
     file = Dir.chdir(stage) { Gem::Package.build(spec) }
     FileUtils.mkdir_p("pkg")
     FileUtils.mv(File.join(stage, file), File.join("pkg", file))
@@ -97,11 +101,12 @@ desc "Build the source, x86_64-linux and java gems in pkg/"
 task gems: ["gem:source", "gem:native", "gem:java"]
 
 # The README promises the prebuilt gems run with glibc 2.34 or later: the newest
-# glibc symbol version each prebuilt library needs (objdump, from binutils).
+# glibc symbol version each prebuilt library and the command need (objdump, from
+# binutils).
 GLIBC_NEEDED = "2.34"
 namespace :gem do
   task glibc: ["gem:native", "gem:java"] do
-    [*NATIVE_EXTENSIONS.values, FFI_LIBRARY].each do |so|
+    [*NATIVE_EXTENSIONS.values, COMMAND, FFI_LIBRARY].each do |so|
       versions = `objdump -T #{so.shellescape}`.scan(/GLIBC_(\d+(?:\.\d+)+)/).flatten.uniq
       raise "objdump -T #{so} found no glibc symbols" if versions.empty?
 
@@ -130,6 +135,8 @@ file NATIVE_EXTENSIONS.fetch("3.3") => GEMSPEC.files.select { |f| f.start_with?(
     test -n "$so"
     ruby -I /tmp/gems/gems/libkv-#{GEMSPEC.version}/lib -I "$(dirname "$(dirname "$so")")" \\
       -e 'require "libkv"; s = LibKV.open("mock://"); s.put("/k", 1); exit(s.get("/k") == 1)'
+    # The libkv command, built and installed with the extension, runs.
+    GEM_HOME=/tmp/gems /tmp/gems/bin/libkv --version | grep -qx 'libkv #{GEMSPEC.version}'
     cp "$so" /srv/out/libkv.so.tmp
     mv /srv/out/libkv.so.tmp /srv/out/libkv.so
   SH

@@ -119,4 +119,34 @@ RSpec.describe 'README.md' do
       expect(out).to include(expected)
     end
   end
+
+  it "the libkv command's migration block moves legacy-simp6 and simpkv data into etcd as written" do
+    script = block.call('The libkv command', 'shell')
+    autofiles = File.join(tmp, 'vardir', 'simp', 'environments', 'production', 'simp_autofiles')
+    FileUtils.mkdir_p(File.join(autofiles, 'gen_passwd'))
+    File.write(File.join(autofiles, 'gen_passwd', 'web01'), 'Q9x!secret')
+    simpkv = File.join(tmp, 'simpkv')
+    FileUtils.mkdir_p(File.join(simpkv, 'globals', 'app'))
+    File.write(File.join(simpkv, 'globals', 'app', 'port'), '{"value":8080,"metadata":{"by":"admin"}}')
+    auth = File.join(tmp, 'etcd.yaml')
+    File.write(auth, "--- {}\n")
+    File.chmod(0o600, auth)
+    etcd = LibKVTest::Etcd.server(:plain).url(LibKVTest::Etcd.unique_prefix)
+    # Only the site's values change: the lines that set them.
+    settings = { 'VARDIR' => File.join(tmp, 'vardir'), 'SIMPKV' => simpkv, 'ETCD' => etcd,
+                 'export LIBKV_TO_AUTH_FILE' => auth }
+    settings.each do |name, value|
+      expect(script).to match(/^#{name}=/)
+      script = script.sub(/^#{name}=.*$/, "#{name}=#{value}")
+    end
+    lib = LibKVTest.checkout_lib
+    path = lib ? "#{File.join(root, 'exe')}:#{ENV.fetch('PATH')}" : ENV.fetch('PATH')
+    out, err, status = Open3.capture3({ 'PATH' => path }, 'bash', '-e', '-c', script)
+    expect(status).to be_success, err
+    expect(out).to eq("/gen_passwd/web01\n/globals/app/port\n")
+    expect(err.scan('verified: every key of the source is in the destination').size).to eq(2), err
+    expect(err).to include('1 simpkv keys had metadata, which libkv does not keep')
+    expect(LibKV.open(etcd).get('/gen_passwd/web01')).to eq('Q9x!secret')
+    expect(LibKV.open("#{etcd}/simpkv").get('/globals/app/port')).to eq(8080)
+  end
 end

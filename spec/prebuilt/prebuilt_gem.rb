@@ -74,4 +74,21 @@ RSpec.describe 'the prebuilt x86_64-linux gem, on a machine with no compiler' do
   ensure
     FileUtils.rm_rf(modules) if modules
   end
+
+  it 'installs the libkv command on the PATH, which moves what puppet apply stored' do
+    command = `sh -c 'command -v libkv'`.strip
+    expect(command).not_to be_empty
+    out, status = Open3.capture2e(clean_env, 'libkv', '--version')
+    expect(status).to be_success, out
+    expect(out).to eq("libkv #{LibKV::VERSION}\n")
+    dir = Dir.mktmpdir('libkv-command')
+    out, status = Open3.capture2e(clean_env, 'libkv', 'put', "file://#{dir}/a", '/app/port', '8080', '--type', 'integer')
+    expect(status).to be_success, out
+    out, status = Open3.capture2e(clean_env, 'libkv', 'cp', '--verify', "file://#{dir}/a", "file://#{dir}/b")
+    expect(status).to be_success, out
+    expect(out).to include('verified: every key of the source is in the destination, byte for byte (1 keys)')
+    expect(File.read(File.join(dir, 'b', 'app', 'port'))).to eq('{"libkv":1,"value":8080}')
+  ensure
+    FileUtils.rm_rf(dir) if dir
+  end
 end
