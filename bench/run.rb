@@ -28,7 +28,9 @@
 #             work before each operation, as a compilation has between two calls
 # and then: the TCP connections a process making 10,000 calls to one etcd store
 # opens (its connect() calls, seen by strace), and the RSS a puppet process gains
-# by loading libkv and making its first call.
+# by loading libkv and making its first call; and last the bulk transfer (libkv
+# cp and dump against raw etcd-client floors: `libkv-bench --transfer`, on an
+# etcd of its own). `--transfer-only` runs that alone.
 #
 # Nothing here asserts a time: it prints numbers, ratios and where the targets of
 # BENCHMARKS.md stand.
@@ -47,6 +49,7 @@ require_relative '../spec/support/etcd'
 require_relative '../spec/support/consul'
 
 QUICK = ARGV.include?('--quick')
+TRANSFER_ONLY = ARGV.include?('--transfer-only')
 OPS = %w[get put exists list100 atomic_get_put].freeze
 VALUE = 'v' * 64
 ITERATIONS = {
@@ -60,6 +63,10 @@ ROUNDS = 3
 # clock, so it is timed 100 at a time, each sample being the batch's mean.
 BATCH = Hash.new(1).merge('mock' => 100).freeze
 PUPPET_CALLS = QUICK ? 200 : 1_000
+# Keys the transfer benchmark copies and dumps, and how many times; the medians
+# are reported.
+TRANSFER_KEYS = QUICK ? 10_000 : 100_000
+TRANSFER_REPEAT = 3
 TARGET = ENV['CARGO_TARGET_DIR'] || File.join(ROOT, 'target')
 
 def monotonic
@@ -264,6 +271,69 @@ def etcd_connections
   end
 end
 
+# --- bulk transfer: libkv cp and dump against raw etcd ------------------------------
+
+# What each measurement of `libkv-bench --transfer` is.
+TRANSFER_LAYERS = {
+  %w[copy raw-put] => 'floor 1: raw etcd-client, single puts, 8 tasks at once',
+  %w[copy raw-txn] => 'floor 2: raw etcd-client, txns of 128 puts, 8 at once',
+  %w[copy libkv] => 'libkv transfer::copy, file store -> etcd (default Options)',
+  %w[source libkv-scan] => '  of which: reading the source (file store Store::scan)',
+  %w[copy libkv-mem] => 'libkv transfer::copy from memory (mock://) -> etcd',
+  %w[dump raw-range] => 'floor: raw etcd-client paged range read, 1,000 a page',
+  %w[dump libkv] => 'libkv transfer::dump into io::sink',
+  %w[dump libkv-scan] => '  of which: etcd Store::scan alone (no JSON)',
+}.freeze
+# The issue's targets, by ratio name: the most each ratio may be.
+TRANSFER_TARGETS = { 'copy/raw-put' => 1.5, 'dump/raw-range' => 1.5 }.freeze
+
+# `libkv-bench --transfer` on an etcd of its own (it deletes and compacts below its
+# prefix), with a source file store in +scratch+ that it writes first: one write
+# at a time, each fsynced (a minute or more for 100,000 keys; not measured). Its
+# progress goes to stderr as it runs. Returns its JSON lines.
+def transfer_bench(scratch)
+  server = LibKVTest::Etcd.private_server(:plain)
+  cmd = [File.join(TARGET, 'release', 'libkv-bench'), '--transfer', '--url', server.url('/bench-transfer'),
+         '--source', "file://#{scratch}/transfer-source", '--keys', TRANSFER_KEYS.to_s,
+         '--repeat', TRANSFER_REPEAT.to_s]
+  out = IO.popen(cmd, &:read)
+  raise "libkv-bench --transfer failed (#{$?}): see its messages above" unless $?.success?
+
+  out.lines.map { |l| JSON.parse(l) }
+ensure
+  LibKVTest::Etcd.stop(server) if server
+end
+
+def print_transfer(rows, secs)
+  setup = rows.find { |r| r['transfer'] == 'setup' }
+  medians = rows.select { |r| r['transfer'] == 'median' }
+  puts "transfer: libkv cp and dump against raw etcd, #{TRANSFER_KEYS} keys (/bench/k000001 = \"value-1\", ...), " \
+       "median of #{TRANSFER_REPEAT} repetitions on fresh prefixes (#{secs.round} s in all)"
+  puts "  source: a file store under #{Dir.tmpdir}, written once with libkv#{setup['built'] ? format(' (%.1f s, not measured)', setup['secs']) : ''}; " \
+       'each copy on an emptied, compacted etcd'
+  puts format('%-7s %-11s %-58s %9s %9s %9s %10s', 'op', 'layer', 'what', 'median s', 'min s', 'max s', 'keys/s')
+  TRANSFER_LAYERS.each do |(op, layer), what|
+    r = medians.find { |m| m['op'] == op && m['layer'] == layer } or next
+    puts format('%-7s %-11s %-58s %9.3f %9.3f %9.3f %10.0f', op, layer, what, r['secs'], r['min_secs'],
+                r['max_secs'], r['keys_per_sec'])
+  end
+  puts 'ratios (of the medians; each repetition\'s own in brackets):'
+  rows.select { |r| r['transfer'] == 'ratio' }.each do |r|
+    target = TRANSFER_TARGETS[r['name']]
+    verdict = target ? format('target ≤ %.1f×: %s', target, r['value'] <= target ? 'met' : 'MISSED') : ''
+    puts format('  %-72s %6.2f×  [%s]  %s', r['of'], r['value'], r['per_rep'].map { |v| format('%.2f', v) }.join(', '),
+                verdict).rstrip
+  end
+end
+
+def run_transfer(scratch)
+  warn "benchmarking the transfer (#{TRANSFER_KEYS} keys) ..."
+  started = monotonic
+  rows = transfer_bench(scratch)
+  print_transfer(rows, monotonic - started)
+  File.write(File.join(ROOT, 'tmp', 'bench-transfer.json'), JSON.pretty_generate(rows)) if File.directory?(File.join(ROOT, 'tmp'))
+end
+
 # --- the report --------------------------------------------------------------------
 
 def machine
@@ -376,6 +446,13 @@ def targets(rows, rss, connections)
 end
 
 Dir.mktmpdir('libkv-bench') do |scratch|
+  if TRANSFER_ONLY
+    puts "libkv transfer benchmark, #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')}#{QUICK ? ' (--quick)' : ''}"
+    machine.each { |k, v| puts "  #{k}: #{v}" }
+    puts
+    run_transfer(scratch)
+    next
+  end
   urls = store_urls(scratch)
   rows = []
   rss = {}
@@ -409,4 +486,6 @@ Dir.mktmpdir('libkv-bench') do |scratch|
   puts 'targets:'
   targets(rows, rss, connections).each { |name, value, met| puts format('  %-50s %-45s %s', name, value, met ? 'met' : 'MISSED') }
   File.write(File.join(ROOT, 'tmp', 'bench.json'), JSON.pretty_generate(rows)) if File.directory?(File.join(ROOT, 'tmp'))
+  puts
+  run_transfer(scratch)
 end

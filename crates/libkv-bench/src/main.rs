@@ -6,16 +6,22 @@
 //! libkv-bench --store mock|file|etcd|consul --url URL --iterations N
 //!             [--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US]
 //!             [--batch B] [--samples]
+//! libkv-bench --transfer --url etcd://HOST:PORT/PREFIX --source file:///ROOT --keys N
+//!             [--repeat R]
 //! ```
 //!
 //! With `--gap-us`, US microseconds of untimed busy work run before each timed
 //! operation (see [`stats::Gap`]), and the layers are named `floor-gap` and
 //! `core-gap`. With `--batch`, operations are timed B at a time (for operations
 //! shorter than reading the clock); `--samples` prints every sample too.
+//!
+//! `--transfer` measures libkv's bulk copy and dump against raw etcd-client
+//! floors instead (see [`transfer`]).
 
 mod core_layer;
 mod floor;
 mod stats;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +33,8 @@ pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: libkv-bench --store mock|file|etcd|consul --url URL --iterations N \
 [--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US] [--batch B] [--samples]
+       libkv-bench --transfer --url etcd://HOST:PORT/PREFIX --source file:///ROOT --keys N \
+[--repeat R]
 
 URL is mock://, file:///ABS/ROOT, etcd://HOST:PORT/PREFIX or consul://HOST:PORT/PREFIX.
 Prints one JSON object per layer and operation (get, put, exists, list100,
@@ -35,7 +43,15 @@ atomic_get_put) on stdout. --gap-us runs US microseconds of untimed busy work
 compilation does between two function calls; the layers are then named
 floor-gap and core-gap. --batch B times B operations at a time, each sample
 being the batch's time divided by B (for operations shorter than reading the
-clock). --samples adds every sample (µs) to each line as samples_us.";
+clock). --samples adds every sample (µs) to each line as samples_us.
+
+--transfer copies N keys from the file store at --source (written first unless it
+holds exactly them) to etcd with libkv's transfer::copy and with two raw
+etcd-client floors (single puts, and transactions of 128 puts, as many at once as
+libkv's writers), and dumps them with transfer::dump against a raw paged range
+read, R times (3 by default), each on fresh prefixes below PREFIX. It deletes
+everything below PREFIX and compacts etcd's history: give it an etcd of its own.
+Prints a JSON line per measurement, the medians and their ratios.";
 
 /// How many keys the listed directory holds.
 pub const LIST_LEN: usize = 100;
@@ -154,14 +170,21 @@ struct Args {
     samples: bool,
 }
 
+/// What a run measures.
+enum Command {
+    Layers(Args),
+    Transfer(transfer::Config),
+}
+
 impl Args {
-    fn parse(args: impl IntoIterator<Item = String>) -> Result<Args> {
+    fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
         let (mut store, mut url, mut iterations, mut warmup) = (None, None, None, None);
         let mut layers = vec!["floor".to_owned(), "core".to_owned()];
         let mut value_size = 64;
         let mut gap_us = 0;
         let mut batch = 1;
         let mut samples = false;
+        let (mut transfer, mut source, mut keys, mut repeat) = (false, None, None, 3);
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -187,10 +210,17 @@ impl Args {
                 "--gap-us" => gap_us = number(value()?)?,
                 "--batch" => batch = number(value()?)?,
                 "--samples" => samples = true,
+                "--transfer" => transfer = true,
+                "--source" => source = Some(value()?),
+                "--keys" => keys = Some(number(value()?)?),
+                "--repeat" => repeat = number(value()?)?,
                 "--layers" => layers = value()?.split(',').map(str::to_owned).collect(),
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
             }
+        }
+        if transfer {
+            return Args::transfer(store, url, source, keys, repeat);
         }
         if let Some(bad) = layers
             .iter()
@@ -205,7 +235,7 @@ impl Args {
         check(value_size > 0, "--value-size must be at least 1")?;
         check(batch > 0, "--batch must be at least 1")?;
         check(iterations >= batch, "--iterations must be at least --batch")?;
-        Ok(Args {
+        Ok(Command::Layers(Args {
             store,
             url,
             iterations,
@@ -215,12 +245,47 @@ impl Args {
             gap_us,
             batch,
             samples,
-        })
+        }))
+    }
+
+    fn transfer(
+        store: Option<String>,
+        url: Option<String>,
+        source: Option<String>,
+        keys: Option<usize>,
+        repeat: usize,
+    ) -> Result<Command> {
+        let (Some(url), Some(source), Some(keys)) = (url, source, keys) else {
+            return Err(format!("--transfer needs --url, --source and --keys\n{USAGE}").into());
+        };
+        let store = store.unwrap_or_else(|| "etcd".to_owned());
+        check(store == "etcd", "--transfer measures etcd only")?;
+        let Target::Etcd { endpoints, prefix } = Target::parse(&store, &url)? else {
+            unreachable!("an etcd URL is an etcd target")
+        };
+        check(
+            !prefix.is_empty(),
+            "--transfer needs a URL with a prefix, etcd://HOST:PORT/PREFIX: it deletes \
+             everything below it",
+        )?;
+        check(keys > 0, "--keys must be at least 1")?;
+        check(repeat > 0, "--repeat must be at least 1")?;
+        Ok(Command::Transfer(transfer::Config {
+            url,
+            endpoints,
+            prefix,
+            source,
+            keys,
+            repeat,
+        }))
     }
 }
 
 fn run() -> Result {
-    let args = Args::parse(std::env::args().skip(1))?;
+    let args = match Args::parse(std::env::args().skip(1))? {
+        Command::Layers(args) => args,
+        Command::Transfer(config) => return transfer::run(&config),
+    };
     let target = Target::parse(&args.store, &args.url)?;
     let value = vec![b'v'; args.value_size];
     for layer in &args.layers {

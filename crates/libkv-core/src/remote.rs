@@ -325,8 +325,8 @@ impl PemFile {
     }
 }
 
-/// `entries` cut into runs of at most `ops` entries and `bytes` value bytes (a
-/// larger value alone).
+/// `entries` cut into runs of at most `ops` entries and `bytes` bytes of keys and
+/// values (a larger entry alone).
 pub(crate) fn batches<T: AsRef<[u8]>>(
     entries: &[(Key, T)],
     ops: usize,
@@ -334,8 +334,8 @@ pub(crate) fn batches<T: AsRef<[u8]>>(
 ) -> Vec<&[(Key, T)]> {
     let mut out = Vec::new();
     let (mut start, mut size) = (0, 0);
-    for (i, (_, value)) in entries.iter().enumerate() {
-        let len = value.as_ref().len();
+    for (i, (key, value)) in entries.iter().enumerate() {
+        let len = key.as_str().len() + value.as_ref().len();
         if i > start && (i - start == ops || size + len > bytes) {
             out.push(&entries[start..i]);
             (start, size) = (i, 0);
@@ -346,4 +346,32 @@ pub(crate) fn batches<T: AsRef<[u8]>>(
         out.push(&entries[start..]);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_at_most_ops_entries_and_bytes_of_keys_and_values() {
+        let k = |s: &str| Key::new(s).unwrap();
+        let entries = vec![
+            (k("/a"), vec![0u8; 3]),
+            (k("/b"), vec![0u8; 3]),
+            (k("/c"), vec![0u8; 3]),
+            (k("/big"), vec![0u8; 100]),
+            (k("/d"), vec![0u8; 1]),
+        ];
+        let sizes = |ops, bytes| -> Vec<usize> {
+            batches(&entries, ops, bytes)
+                .iter()
+                .map(|b| b.len())
+                .collect()
+        };
+        // Each of /a, /b, /c is 2 + 3 bytes: two fit in 10, the third does not.
+        assert_eq!(sizes(128, 10), [2, 1, 1, 1]);
+        assert_eq!(sizes(2, 1000), [2, 2, 1]);
+        assert_eq!(sizes(128, 1000), [5]);
+        assert!(batches(&entries[..0], 128, 1000).is_empty());
+    }
 }

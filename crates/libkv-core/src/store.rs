@@ -70,15 +70,21 @@ pub trait Store: Send + Sync {
     /// of entries from that page on. etcd reads page by page; other stores read
     /// once.
     fn scan(&self, dir: &Key, page: usize, each: &mut dyn FnMut(Page) -> Result<()>) -> Result<()> {
-        let mut entries = self.list(dir)?;
-        let page = page.max(1);
-        while !entries.is_empty() {
-            let remaining = entries.len() as u64;
-            let rest = entries.split_off(page.min(entries.len()));
-            each(Page { entries, remaining })?;
-            entries = rest;
+        let entries = self.list(dir)?;
+        let mut remaining = entries.len() as u64;
+        let mut entries = entries.into_iter();
+        loop {
+            let chunk: Listing<Vec<u8>> = entries.by_ref().take(page.max(1)).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let n = chunk.len() as u64;
+            each(Page {
+                entries: chunk,
+                remaining,
+            })?;
+            remaining -= n;
         }
-        Ok(())
     }
 
     /// Facts about the store: at least `provider` and `url`.

@@ -4,8 +4,9 @@
 //!
 //! Bytes travel as they are stored, never decoded and encoded again, so every
 //! type, every envelope and every file another tool wrote arrives exactly. Writes
-//! go in batches ([`Store::put_many`]) from several threads at once, while the
-//! source is still being read.
+//! go in batches ([`Store::put_many`]) from several threads at once, as the
+//! source's pages arrive ([`Store::scan`]: etcd reads page by page, other stores
+//! read their listing whole first).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};

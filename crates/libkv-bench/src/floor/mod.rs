@@ -6,6 +6,7 @@
 
 mod consul;
 mod etcd;
+pub mod etcd_transfer;
 mod file;
 mod mock;
 
