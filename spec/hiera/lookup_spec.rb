@@ -179,8 +179,9 @@ RSpec.describe 'app', type: :class do
           expect(catalogue).to contain_notify('sum').with_message('sum=0 missing=[none]')
           expect(catalogue).to contain_notify('app').with_message(/\Aport=1 hosts=\[yaml.example.com\] /)
           expect(monotonic - started).to be < timeout + 1.5
-          warnings = log_messages(:warning)
-          expect(warnings.size).to eq(1), warnings.inspect
+          # libkv's warnings (Facter may add its own, as Puppet 8's does for serverip).
+          warnings = log_messages(:warning).grep(/libkv/)
+          expect(warnings.size).to eq(1), log_messages(:warning).inspect
           expect(warnings.first).to match(%r{\Alibkv::lookup of 'spec::k0': atomic_get /hiera/spec::k0 on #{Regexp.escape(url)} .*#{failure}.*\(softfail: this compilation's lookups in #{Regexp.escape(url)} fall through})
         end
       end
