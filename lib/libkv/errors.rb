@@ -35,4 +35,11 @@ module LibKV
 
   # The store refused the credentials.
   class AuthError < StoreError; end
+
+  # A lock was not taken within the timeout: another holder kept it.
+  class LockTimeoutError < TimeoutError; end
+
+  # A held lock was lost (not renewed within its ttl, or taken by another): work
+  # done under it since may have overlapped another holder's.
+  class LockLostError < StoreError; end
 end

@@ -24,6 +24,10 @@ pub enum ErrorKind {
     Timeout,
     /// The store refused the credentials.
     Auth,
+    /// A lock was not taken within the timeout: another holder kept it.
+    LockTimeout,
+    /// A held lock was lost: not renewed within its ttl, or taken by another.
+    LockLost,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +101,29 @@ pub enum Error {
         reason: String,
     },
 
+    #[error(
+        "{op} {key} on {store}: the lock is held by another and was not released within \
+         {}: try again later, raise the timeout option, or see who holds it with \
+         libkv::get({key:?})",
+        fmt_secs(*.after)
+    )]
+    LockTimeout {
+        op: &'static str,
+        key: String,
+        store: String,
+        after: Duration,
+    },
+
+    #[error(
+        "the lock {key} on {store} was lost: {reason}; work done under it since may have \
+         overlapped another holder's"
+    )]
+    LockLost {
+        key: String,
+        store: String,
+        reason: String,
+    },
+
     /// A call on a store object its binding closed.
     #[error("the store object for {store} is closed; open the store again")]
     Closed { store: String },
@@ -118,6 +145,8 @@ pub enum ErrorClass {
     /// A bug: a panic, or a binding that broke the C ABI's contract.
     Internal = 9,
     Closed = 10,
+    LockTimeout = 11,
+    LockLost = 12,
 }
 
 impl ErrorClass {
@@ -132,6 +161,8 @@ impl ErrorClass {
         ErrorClass::Auth,
         ErrorClass::Internal,
         ErrorClass::Closed,
+        ErrorClass::LockTimeout,
+        ErrorClass::LockLost,
     ];
 
     /// The C ABI's status for this class.
@@ -156,6 +187,8 @@ impl ErrorClass {
             ErrorClass::Auth => "AuthError",
             ErrorClass::Internal => "Error",
             ErrorClass::Closed => "ClosedError",
+            ErrorClass::LockTimeout => "LockTimeoutError",
+            ErrorClass::LockLost => "LockLostError",
         }
     }
 }
@@ -225,6 +258,8 @@ impl Error {
             Error::Connection { .. } => ErrorKind::Connection,
             Error::Timeout { .. } => ErrorKind::Timeout,
             Error::Auth { .. } => ErrorKind::Auth,
+            Error::LockTimeout { .. } => ErrorKind::LockTimeout,
+            Error::LockLost { .. } => ErrorKind::LockLost,
         }
     }
 
@@ -241,6 +276,8 @@ impl Error {
                 ErrorKind::Connection => ErrorClass::Connection,
                 ErrorKind::Timeout => ErrorClass::Timeout,
                 ErrorKind::Auth => ErrorClass::Auth,
+                ErrorKind::LockTimeout => ErrorClass::LockTimeout,
+                ErrorKind::LockLost => ErrorClass::LockLost,
             },
         }
     }
@@ -256,7 +293,9 @@ impl Error {
             | Error::Store { key, .. }
             | Error::Connection { key, .. }
             | Error::Timeout { key, .. }
-            | Error::Auth { key, .. } => Some(key.as_str()).filter(|k| !k.is_empty()),
+            | Error::Auth { key, .. }
+            | Error::LockTimeout { key, .. }
+            | Error::LockLost { key, .. } => Some(key.as_str()).filter(|k| !k.is_empty()),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@
 //! - `remote`: what the network stores share (the runtime, clients, failures).
 //! - `backends`: the stores, one module each.
 //! - `open`: the store a URL names.
+//! - `lock`: locks this process holds, renewed in the background.
 //! - `transfer`: every key below a directory at once, as stored bytes: copied,
 //!   compared, dumped, loaded (the `libkv` command).
 //! - `binding`: what every binding needs (arguments checked in one order, an
@@ -33,6 +34,7 @@ pub mod codec;
 pub mod error;
 mod fork;
 pub mod key;
+pub mod lock;
 pub mod op;
 mod open;
 pub mod options;
@@ -44,10 +46,11 @@ pub mod value;
 
 pub use error::{Error, ErrorClass, ErrorKind, Result, Waiting};
 pub use key::Key;
+pub use lock::Lock;
 pub use op::Op;
 pub use open::{legacy_simp6_root, open};
 pub use options::{timeout_from_secs, Auth, OpenOptions};
-pub use store::{Listing, Page, Store, Versioned};
+pub use store::{Listing, Page, Store, Versioned, MAX_TTL};
 pub use url::StoreUrl;
 pub use value::{Refusal, Value};
 

@@ -5,7 +5,9 @@
 //! answered or the store's timeout has passed; bindings release their interpreter
 //! lock around calls.
 
-use crate::error::Result;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::op::Op;
 use crate::value::Value;
@@ -28,6 +30,9 @@ pub struct Page {
     pub entries: Listing<Vec<u8>>,
     pub remaining: u64,
 }
+
+/// The longest `ttl` libkv takes anywhere: ten years, in seconds.
+pub const MAX_TTL: u64 = 10 * 365 * 24 * 3600;
 
 pub trait Store: Send + Sync {
     /// `mock`, `file`, `legacy-simp6`, `consul` or `etcd`.
@@ -84,6 +89,77 @@ pub trait Store: Send + Sync {
                 remaining,
             })?;
             remaining -= n;
+        }
+    }
+
+    /// Stores the value for `ttl`: the key disappears once `ttl` has passed without
+    /// another write of it, and no read returns it after that. With `previous`,
+    /// only if the key's sequence is still that (0: absent), as `atomic_put`.
+    /// Answers the key's new sequence, or `None` when `previous` did not match.
+    /// `ttl` is within [`Store::ttl_bounds`] (the caller checked).
+    fn put_ttl(
+        &self,
+        key: &Key,
+        value: &[u8],
+        previous: Option<u64>,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
+        let _ = (key, value, previous, ttl);
+        Err(Error::Unsupported {
+            op: "ttl",
+            provider: self.provider(),
+        })
+    }
+
+    /// The shortest and longest `ttl` this store keeps, in whole seconds.
+    fn ttl_bounds(&self) -> (u64, u64) {
+        (1, MAX_TTL)
+    }
+
+    /// Takes the lock at `key` for `owner` (a token no other holder has) for
+    /// `ttl`, waiting until `deadline` while another holds it. Answers the
+    /// acquisition's fence, larger than every earlier acquisition's of this key,
+    /// and when the request that took it was sent (the lock's ttl runs from
+    /// then); `None` when the deadline passed first. The default creates the key
+    /// with `put_ttl`, trying again as it disappears.
+    fn lock(
+        &self,
+        key: &Key,
+        owner: &str,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<Option<(u64, Instant)>> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let sent = Instant::now();
+            if let Some(fence) = self.put_ttl(key, owner.as_bytes(), Some(0), ttl)? {
+                return Ok(Some((fence, sent)));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Keeps the lock `owner` holds at `key` for another `ttl`; false when it no
+    /// longer holds it (it expired, or another holder has it).
+    fn renew(&self, key: &Key, owner: &str, ttl: Duration) -> Result<bool> {
+        match self.atomic_get(key)? {
+            Some(held) if held.value == owner.as_bytes() => Ok(self
+                .put_ttl(key, owner.as_bytes(), Some(held.sequence), ttl)?
+                .is_some()),
+            _ => Ok(false),
+        }
+    }
+
+    /// Releases the lock `owner` holds at `key`; false when it did not hold it.
+    fn unlock(&self, key: &Key, owner: &str) -> Result<bool> {
+        match self.atomic_get(key)? {
+            Some(held) if held.value == owner.as_bytes() => self.atomic_delete(key, held.sequence),
+            _ => Ok(false),
         }
     }
 

@@ -28,7 +28,7 @@ fn etcd_store() -> (Arc<dyn Store>, ()) {
     (open_url(&url, Duration::from_secs(5)), ())
 }
 
-conformance_tests!(etcd_store());
+conformance_tests!(coordination etcd_store());
 
 #[test]
 fn keys_live_under_the_prefix() {

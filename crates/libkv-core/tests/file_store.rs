@@ -35,7 +35,7 @@ fn file_store() -> (Arc<dyn Store>, TempDir) {
     (store, dir)
 }
 
-conformance_tests!(file_store());
+conformance_tests!(coordination file_store());
 
 /// Everything under `dir`, as relative paths, sorted.
 fn tree(dir: &Path) -> Vec<String> {
@@ -714,4 +714,38 @@ fn processes_racing_increments_end_with_the_exact_count() {
         String::from_utf8(count).unwrap(),
         (processes * each).to_string()
     );
+}
+
+#[test]
+fn expiry_is_kept_beside_plain_values_and_survives_reopening() {
+    let (store, dir) = file_store();
+    let root = dir.path().join("root");
+    let ttl = Duration::from_secs(1);
+    let seq = store.put_ttl(&k("/reg/web01"), b"10.0.0.1", None, ttl).unwrap().unwrap();
+    // The key's file holds its value alone; the index names its sequence.
+    assert_eq!(fs::read(root.join("reg/web01")).unwrap(), b"10.0.0.1");
+    let index = fs::read_to_string(root.join(".libkv@expiry")).unwrap();
+    assert!(index.starts_with(&format!("{seq} ")), "{index}");
+    assert!(index.ends_with(" /reg/web01\n"), "{index}");
+    assert_eq!(
+        tree(&root),
+        [".libkv@expiry", ".libkv@lock", "reg", "reg/web01"]
+    );
+    assert_eq!(
+        store.list(&d("/")).unwrap(),
+        vec![("reg/web01".to_owned(), b"10.0.0.1".to_vec())],
+        "store files are not keys"
+    );
+    // Another store object (another process, a restart) sees the same expiry.
+    let again = open_at(&root, Duration::from_secs(5));
+    assert!(again.exists(&k("/reg/web01")).unwrap());
+    std::thread::sleep(ttl + Duration::from_millis(50));
+    assert!(!again.exists(&k("/reg/web01")).unwrap());
+    assert_eq!(again.list(&d("/reg")).unwrap(), vec![]);
+    // The file stays until the next write with a ttl removes it.
+    assert!(root.join("reg/web01").exists());
+    again.put_ttl(&k("/other"), b"x", None, Duration::from_secs(60)).unwrap();
+    assert!(!root.join("reg/web01").exists());
+    let index = fs::read_to_string(root.join(".libkv@expiry")).unwrap();
+    assert!(!index.contains("/reg/web01"), "{index}");
 }

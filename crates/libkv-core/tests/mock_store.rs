@@ -10,7 +10,7 @@ fn mock() -> (Arc<dyn Store>, ()) {
     (open("mock://test", &OpenOptions::default()).unwrap(), ())
 }
 
-conformance_tests!(mock());
+conformance_tests!(coordination mock());
 
 #[test]
 fn each_open_is_a_new_empty_store() {

@@ -24,7 +24,7 @@ macro_rules! classes {
 }
 
 /// Each class, looked up once, in the order of `ErrorClass::ALL`.
-static CLASSES: [Lazy<ExceptionClass>; 10] = classes!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+static CLASSES: [Lazy<ExceptionClass>; 12] = classes!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11);
 
 /// Resolves every class at load time, so a missing one fails loudly then.
 pub fn init(ruby: &Ruby) {

@@ -38,8 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Certificate, Channel, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions,
-    Identity, KeyValue, KvClient, TlsOptions, Txn, TxnOp,
+    Certificate, Channel, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
+    GetOptions, Identity, KeyValue, KvClient, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tonic::Code;
@@ -298,11 +298,27 @@ impl EtcdStore {
         F: Fn(Conn) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
+        self.call_within(op, key, repeat, self.timeout, request)
+    }
+
+    /// `call`, given `within` rather than the store's timeout (a lock's wait).
+    fn call_within<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        repeat: Repeat,
+        within: Duration,
+        request: F,
+    ) -> Result<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
         let count = self.members.len();
         let first = self.pinned.load(Ordering::Relaxed) % count;
         let sent = Cell::new(false);
         let attempts = self.attempts(first, repeat, &request, &sent);
-        self.remote.run(op, key, self.timeout, &sent, attempts, || {
+        self.remote.run(op, key, within, &sent, attempts, || {
             // The next call starts on the next member: this one may be stuck.
             let _ = self.pinned.compare_exchange(
                 first,
@@ -772,6 +788,163 @@ impl Store for EtcdStore {
         })
     }
 
+    /// A lease of `ttl`, the key put with it (when `previous` matches), the
+    /// lease revoked when it did not.
+    fn put_ttl(
+        &self,
+        key: &Key,
+        value: &[u8],
+        previous: Option<u64>,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
+        let op = match previous {
+            None => "put",
+            Some(0) => "atomic_create",
+            Some(_) => "atomic_put",
+        };
+        let lease = self.grant(op, key, ttl)?;
+        let k = self.etcd_key(key);
+        let repeat = if previous.is_some() {
+            Repeat::Unsent
+        } else {
+            Repeat::Safe
+        };
+        let written = self.call(op, key.as_str(), repeat, |mut c| {
+            let put = TxnOp::put(k.clone(), value, Some(PutOptions::new().with_lease(lease)));
+            let txn = match previous {
+                Some(p) => Txn::new()
+                    .when([Compare::mod_revision(
+                        k.clone(),
+                        CompareOp::Equal,
+                        revision(p),
+                    )])
+                    .and_then([put]),
+                None => Txn::new().and_then([put]),
+            };
+            async move {
+                let resp = c.kv.txn(txn).await?;
+                Ok(resp
+                    .succeeded()
+                    .then(|| sequence(resp.header().map_or(0, |h| h.revision()))))
+            }
+        });
+        // Not taken: the lease has no key. (Failed: the put may have been made, and
+        // the lease expires with it.)
+        if matches!(written, Ok(None)) {
+            self.revoke(lease);
+        }
+        written
+    }
+
+    /// etcd raises a shorter lease to its minimum, 2 s with its default election
+    /// timeout (a larger minimum is refused when the lease is granted).
+    fn ttl_bounds(&self) -> (u64, u64) {
+        (2, crate::store::MAX_TTL)
+    }
+
+    /// Creates the key with a lease in a transaction that requires it absent;
+    /// while another holds it, watches it from the revision read for its delete.
+    fn lock(
+        &self,
+        key: &Key,
+        owner: &str,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<Option<(u64, Instant)>> {
+        let op = "newlock";
+        let k = self.etcd_key(key);
+        loop {
+            let sent = Instant::now();
+            let lease = self.grant(op, key, ttl)?;
+            let taken = self.call(op, key.as_str(), Repeat::Unsent, |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        k.clone(),
+                        owner,
+                        Some(PutOptions::new().with_lease(lease)),
+                    )]);
+                async move {
+                    let resp = c.kv.txn(txn).await?;
+                    let revision = resp.header().map_or(0, |h| h.revision());
+                    Ok((resp.succeeded(), revision))
+                }
+            });
+            let revision = match taken {
+                Ok((true, revision)) => return Ok(Some((sequence(revision), sent))),
+                Ok((false, revision)) => revision,
+                Err(e) => {
+                    self.revoke(lease);
+                    return Err(e);
+                }
+            };
+            self.revoke(lease);
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Wait for the holder's key to go, from the revision the attempt saw.
+            let left = deadline - now;
+            self.call_within(op, key.as_str(), Repeat::Safe, left + self.timeout, |c| {
+                let k = k.clone();
+                async move {
+                    let mut watch = c.client.watch_client();
+                    let opts = WatchOptions::new().with_start_revision(revision + 1);
+                    let mut stream = watch.watch(k, Some(opts)).await?;
+                    let gone = async {
+                        while let Some(resp) = stream.message().await? {
+                            if resp.canceled()
+                                || resp
+                                    .events()
+                                    .iter()
+                                    .any(|e| e.event_type() == EventType::Delete)
+                            {
+                                break;
+                            }
+                        }
+                        Ok::<(), etcd_client::Error>(())
+                    };
+                    match tokio::time::timeout(left, gone).await {
+                        Ok(done) => done,
+                        Err(_) => Ok(()),
+                    }
+                }
+            })?;
+        }
+    }
+
+    /// Keeps the lock key's lease alive, when the key is still this owner's.
+    fn renew(&self, key: &Key, owner: &str, _ttl: Duration) -> Result<bool> {
+        let Some(kv) = self.lock_key(key, owner)? else {
+            return Ok(false);
+        };
+        let lease = kv.1;
+        self.call("renew", key.as_str(), Repeat::Safe, |c| async move {
+            let (mut keeper, mut stream) = c.client.lease_client().keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            Ok(stream.message().await?.is_some_and(|r| r.ttl() > 0))
+        })
+    }
+
+    /// Deletes the lock key if it is still this owner's, and revokes its lease.
+    fn unlock(&self, key: &Key, owner: &str) -> Result<bool> {
+        let Some((created, lease)) = self.lock_key(key, owner)? else {
+            return Ok(false);
+        };
+        let k = self.etcd_key(key);
+        let deleted = self.call("unlock", key.as_str(), Repeat::Unsent, |mut c| {
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(k.clone(), CompareOp::Equal, created),
+                    Compare::value(k.clone(), CompareOp::Equal, owner),
+                ])
+                .and_then([TxnOp::delete(k.clone(), None)]);
+            async move { Ok(c.kv.txn(txn).await?.succeeded()) }
+        })?;
+        self.revoke(lease);
+        Ok(deleted)
+    }
+
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
         self.below("atomic_list", dir, |kv| Versioned {
             value: kv.value().to_vec(),
@@ -902,6 +1075,46 @@ impl EtcdStore {
                         Some((Self::relative(dir, &range, kv.key())?.to_owned(), entry(kv)))
                     })
                     .collect())
+            }
+        })
+    }
+
+    /// A lease of `ttl`, refused when etcd raised it to a longer minimum.
+    fn grant(&self, op: &'static str, key: &Key, ttl: Duration) -> Result<i64> {
+        let secs = ttl.as_secs() as i64;
+        let (id, granted) = self.call(op, key.as_str(), Repeat::Safe, |c| async move {
+            let resp = c.client.lease_client().grant(secs, None).await?;
+            Ok((resp.id(), resp.ttl()))
+        })?;
+        if granted > secs {
+            self.revoke(id);
+            return Err(Error::InvalidArgument(format!(
+                "ttl {secs} is below the shortest lease {} grants ({granted}s)",
+                self.remote.url
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Revokes a lease; best effort (it expires by itself).
+    fn revoke(&self, lease: i64) {
+        let _ = self.call("revoke", "", Repeat::Safe, |c| async move {
+            c.client.lease_client().revoke(lease).await.map(|_| ())
+        });
+    }
+
+    /// The lock key's create revision and lease, when it holds `owner`.
+    fn lock_key(&self, key: &Key, owner: &str) -> Result<Option<(i64, i64)>> {
+        let k = self.etcd_key(key);
+        self.call("renew", key.as_str(), Repeat::Safe, |mut c| {
+            let k = k.clone();
+            async move {
+                let resp = c.kv.get(k, None).await?;
+                Ok(resp
+                    .kvs()
+                    .first()
+                    .filter(|kv| kv.value() == owner.as_bytes())
+                    .map(|kv| (kv.create_revision(), kv.lease())))
             }
         })
     }

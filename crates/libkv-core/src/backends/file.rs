@@ -37,8 +37,16 @@
 //!   a link that someone can change would send every key elsewhere. Point the URL
 //!   at the real directory. Links in the directories above the root are the admin's
 //!   choice and are followed.
-//! - Names that cannot be key components (`.libkv@lock`, temp files `.NAME@PID.N.tmp`)
-//!   are the store's own and never listed or read as keys.
+//! - **Keys that expire.** A key written with a `ttl` is recorded, with its
+//!   sequence and deadline, in the expiry index `ROOT/.libkv@expiry` (see
+//!   `expiry`), by the writer holding the lock, after the key's file: the file holds
+//!   the value alone, as every other key's. Every read looks at the index (one
+//!   `stat`, and a read when it changed) and treats a key past its deadline as
+//!   absent; writes under the lock do too, and the next write with a `ttl` removes
+//!   the files of expired keys. A writer killed between the key's rename and the
+//!   index's leaves the new value without expiry, as a write that did not return.
+//! - Names that cannot be key components (`.libkv@lock`, `.libkv@expiry`, temp
+//!   files `.NAME@PID.N.tmp`) are the store's own and never listed or read as keys.
 //! - **Leftover temp files are removed.** A writer creates and renames its temp file
 //!   only while it holds the lock, so a temp file seen by the lock's holder is a
 //!   leftover of a writer killed mid-write. Before creating it, the writer records
@@ -74,6 +82,7 @@ use rustix::fs::{
 };
 use rustix::io::Errno;
 
+use super::expiry::{self, Index};
 use crate::error::{Error, Result, Waiting};
 use crate::fork;
 use crate::key::{is_valid_component, Key};
@@ -125,6 +134,24 @@ pub struct FileStore {
     /// refusing every link on the way, in one call (see `read_key`).
     plain_path: AtomicBool,
     timeout: Duration,
+    /// The expiry index last read, and which file it was read from.
+    expiry: std::sync::Mutex<Option<(IndexFile, Arc<Index>)>>,
+}
+
+/// Which expiry index file was read: device, inode, size, modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexFile(u64, u64, i64, i64, i64);
+
+impl IndexFile {
+    fn of(st: &Stat) -> IndexFile {
+        IndexFile(
+            st.st_dev,
+            st.st_ino,
+            st.st_size,
+            st.st_mtime,
+            st.st_mtime_nsec as i64,
+        )
+    }
 }
 
 /// An open handle on the root directory, and which directory it is.
@@ -274,6 +301,7 @@ impl FileStore {
             root: RwLock::new(None),
             plain_path: AtomicBool::new(false),
             timeout,
+            expiry: std::sync::Mutex::new(None),
         }
     }
 
@@ -722,6 +750,25 @@ impl FileStore {
         Ok(out)
     }
 
+    /// What `below` finds, less the keys that have expired.
+    fn live_below(&self, op: &'static str, dir: &Key) -> Result<Listing<Versioned>> {
+        let found = self.below(op, dir, |value, st| Versioned {
+            value,
+            sequence: sequence_of(st),
+        })?;
+        let Some(root) = self.existing_root(op, dir.as_str())? else {
+            return Ok(found);
+        };
+        let Some(index) = self.index(op, dir.as_str(), root.as_fd())? else {
+            return Ok(found);
+        };
+        let now = expiry::now_ms();
+        Ok(found
+            .into_iter()
+            .filter(|(rel, v)| !index.expired(&dir.join(rel), v.sequence, now))
+            .collect())
+    }
+
     /// A key's value and status, as `get` and `atomic_get` read them.
     fn read_key(&self, op: &'static str, key: &Key) -> Result<Option<(Vec<u8>, Stat)>> {
         match self.open_by_path(key, READ_FLAGS) {
@@ -769,7 +816,7 @@ impl FileStore {
         name: &str,
         value: &[u8],
         current: u64,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let dir = dir.as_fd();
         let k = key.as_str();
         let seq = self.next_sequence(op, k, lock, current)?;
@@ -813,7 +860,113 @@ impl FileStore {
             let _ = unlinkat(dir, temp.as_str(), AtFlags::empty());
         }
         lock.clear();
-        written
+        written.map(|()| seq)
+    }
+
+    /// The expiry index as it is now in `root`, `None` when there is none: one
+    /// `stat`, and a read when the file changed since last read.
+    fn index(
+        &self,
+        op: &'static str,
+        key: &str,
+        root: BorrowedFd<'_>,
+    ) -> Result<Option<Arc<Index>>> {
+        let st = match statat(root, expiry::NAME, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(self.io(op, key, "cannot stat the expiry index", e)),
+        };
+        let file = IndexFile::of(&st);
+        let mut cached = self.expiry.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((seen, index)) = &*cached {
+            if *seen == file {
+                return Ok(Some(Arc::clone(index)));
+            }
+        }
+        let Some((text, st)) = self.read(op, key, root, expiry::NAME, expiry::NAME)? else {
+            return Ok(None);
+        };
+        let index = Arc::new(Index::parse(&text));
+        *cached = Some((IndexFile::of(&st), Arc::clone(&index)));
+        Ok(Some(index))
+    }
+
+    /// Whether the key's file of sequence `seq` has expired.
+    fn expired(&self, op: &'static str, key: &Key, seq: u64) -> Result<bool> {
+        let Some(root) = self.existing_root(op, key.as_str())? else {
+            return Ok(false);
+        };
+        Ok(self
+            .index(op, key.as_str(), root.as_fd())?
+            .is_some_and(|index| index.expired(key.as_str(), seq, expiry::now_ms())))
+    }
+
+    /// A key's value and status unless it has expired.
+    fn read_live(&self, op: &'static str, key: &Key) -> Result<Option<(Vec<u8>, Stat)>> {
+        match self.read_key(op, key)? {
+            Some((value, st)) if !self.expired(op, key, sequence_of(&st))? => Some((value, st)),
+            _ => None,
+        }
+        .map_or(Ok(None), |found| Ok(Some(found)))
+    }
+
+    /// The key's current sequence under the lock, 0 when absent or expired.
+    fn live_current(
+        &self,
+        op: &'static str,
+        key: &Key,
+        root: BorrowedFd<'_>,
+        dir: impl AsFd,
+        name: &str,
+    ) -> Result<u64> {
+        let current = self.current(op, key, dir, name)?;
+        if current == 0 {
+            return Ok(0);
+        }
+        let expired = self
+            .index(op, key.as_str(), root)?
+            .is_some_and(|index| index.expired(key.as_str(), current, expiry::now_ms()));
+        Ok(if expired { 0 } else { current })
+    }
+
+    /// Records that the key's file of sequence `seq` expires at `deadline`, and
+    /// removes the files of keys expired meanwhile. Holding the lock.
+    fn record_expiry(
+        &self,
+        op: &'static str,
+        key: &Key,
+        root: BorrowedFd<'_>,
+        seq: u64,
+        deadline: u64,
+    ) -> Result<()> {
+        let k = key.as_str();
+        let mut index = self
+            .index(op, k, root)?
+            .map_or_else(Index::default, |index| (*index).clone());
+        for (gone, gone_seq) in index.take_expired(expiry::now_ms()) {
+            let Ok(gone) = Key::new(&gone) else { continue };
+            let (dirs, name) = Self::parents(&gone);
+            if let Some(walked) = self.walk(op, k, root, dirs, false)? {
+                if self.current(op, &gone, walked.dir(), name)? == gone_seq {
+                    self.unlink_key(op, &gone, &walked, name)?;
+                }
+            }
+        }
+        index.0.insert(k.to_owned(), (seq, deadline));
+        let fd = openat(
+            root,
+            expiry::TEMP,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(FILE_MODE),
+        )
+        .map_err(|e| self.io(op, k, "cannot create the expiry index", e))?;
+        write_all(&fd, &index.render())
+            .and_then(|()| fsync(&fd))
+            .map_err(|e| self.io(op, k, "cannot write the expiry index", e))?;
+        drop(fd);
+        renameat(root, expiry::TEMP, root, expiry::NAME)
+            .and_then(|()| fsync(root))
+            .map_err(|e| self.io(op, k, "cannot rename the expiry index into place", e))
     }
 
     /// Makes a new temp file for the key `k` (whose name is `name`) in `dir`,
@@ -1259,7 +1412,7 @@ impl Store for FileStore {
     }
 
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        Ok(self.read_key("get", key)?.map(|(value, _)| value))
+        Ok(self.read_live("get", key)?.map(|(value, _)| value))
     }
 
     fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
@@ -1270,7 +1423,8 @@ impl Store for FileStore {
         let walked = self.walk_creating(op, key, root.as_fd(), dirs)?;
         let dir = walked.dir();
         let current = self.current(op, key, dir, name)?;
-        self.write(op, key, &lock, dir, name, value, current)
+        self.write(op, key, &lock, dir, name, value, current)?;
+        Ok(())
     }
 
     fn delete(&self, key: &Key) -> Result<()> {
@@ -1287,6 +1441,12 @@ impl Store for FileStore {
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
+        // With keys that expire, whether this one has needs its sequence.
+        if let Some(root) = self.existing_root("exists", key.as_str())? {
+            if self.index("exists", key.as_str(), root.as_fd())?.is_some() {
+                return Ok(self.read_live("exists", key)?.is_some());
+            }
+        }
         // O_PATH opens the name itself, whatever it is, without reading it.
         let path = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let kind = |found: Option<Result<Option<OwnedFd>>>| match found {
@@ -1320,7 +1480,11 @@ impl Store for FileStore {
     }
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
-        self.below("list", dir, |value, _| value)
+        Ok(self
+            .live_below("list", dir)?
+            .into_iter()
+            .map(|(rel, v)| (rel, v.value))
+            .collect())
     }
 
     fn deletetree(&self, dir: &Key) -> Result<()> {
@@ -1349,16 +1513,17 @@ impl Store for FileStore {
         let (dirs, name) = Self::parents(key);
         let walked = self.walk_creating(op, key, root.as_fd(), dirs)?;
         let dir = walked.dir();
-        if self.current(op, key, dir, name)? != 0 {
+        let current = self.live_current(op, key, root.as_fd(), dir, name)?;
+        if current != 0 {
             return Ok(false);
         }
-        self.write(op, key, &lock, dir, name, value, 0)?;
+        self.write(op, key, &lock, dir, name, value, current)?;
         Ok(true)
     }
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
         Ok(self
-            .read_key("atomic_get", key)?
+            .read_live("atomic_get", key)?
             .map(|(value, st)| Versioned {
                 value,
                 sequence: sequence_of(&st),
@@ -1377,7 +1542,7 @@ impl Store for FileStore {
             return Ok(false);
         };
         let dir = walked.dir();
-        let current = self.current(op, key, dir, name)?;
+        let current = self.live_current(op, key, root.as_fd(), dir, name)?;
         if current != previous {
             return Ok(false);
         }
@@ -1395,7 +1560,7 @@ impl Store for FileStore {
         let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, false)? else {
             return Ok(previous == 0);
         };
-        let current = self.current(op, key, walked.dir(), name)?;
+        let current = self.live_current(op, key, root.as_fd(), walked.dir(), name)?;
         if current != previous {
             return Ok(false);
         }
@@ -1406,10 +1571,39 @@ impl Store for FileStore {
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
-        self.below("atomic_list", dir, |value, st| Versioned {
-            value,
-            sequence: sequence_of(st),
-        })
+        self.live_below("atomic_list", dir)
+    }
+
+    fn put_ttl(
+        &self,
+        key: &Key,
+        value: &[u8],
+        previous: Option<u64>,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
+        let op = match previous {
+            None => "put",
+            Some(0) => "atomic_create",
+            Some(_) => "atomic_put",
+        };
+        let create = previous.is_none_or(|p| p == 0);
+        let Some(root) = self.root_or_none(op, key.as_str(), create)? else {
+            return Ok(None);
+        };
+        let lock = self.lock(op, key.as_str(), root.as_fd())?;
+        let (dirs, name) = Self::parents(key);
+        let Some(walked) = self.walk(op, key.as_str(), root.as_fd(), dirs, create)? else {
+            return Ok(None);
+        };
+        let dir = walked.dir();
+        let current = self.live_current(op, key, root.as_fd(), dir, name)?;
+        if previous.is_some_and(|p| p != current) {
+            return Ok(None);
+        }
+        let deadline = expiry::deadline(ttl);
+        let seq = self.write(op, key, &lock, dir, name, value, current)?;
+        self.record_expiry(op, key, root.as_fd(), seq, deadline)?;
+        Ok(Some(seq))
     }
 
     fn info(&self) -> Result<Value> {

@@ -1,8 +1,10 @@
 //! `mock://`: an in-memory store for tests. Its data lives as long as the store
-//! object. Like etcd and Consul, it lets `/a` and `/a/b` both hold values.
+//! object. Like etcd and Consul, it lets `/a` and `/a/b` both hold values. A key
+//! written with a `ttl` is removed by the first call that finds its time passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
 use crate::fork;
@@ -21,10 +23,29 @@ struct Inner {
     /// The last sequence handed out: store-wide, so a key deleted and created again
     /// gets a larger one.
     sequence: u64,
+    /// When each key written with a ttl expires.
+    expiry: HashMap<String, Instant>,
 }
 
 impl Inner {
+    /// Removes the keys whose ttl has passed.
+    fn expire(&mut self) {
+        if self.expiry.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let entries = &mut self.entries;
+        self.expiry.retain(|key, at| {
+            let live = *at > now;
+            if !live {
+                entries.remove(key);
+            }
+            live
+        });
+    }
+
     fn write(&mut self, key: &Key, value: &[u8]) {
+        self.expiry.remove(key.as_str());
         self.sequence += 1;
         self.entries.insert(
             key.as_str().to_owned(),
@@ -80,10 +101,11 @@ impl MockStore {
         let section = fork::section();
         // A panic while holding the lock cannot leave an entry half-written: every
         // change is a single map operation. Keep serving.
-        let guard = self
+        let mut guard = self
             .inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard.expire();
         Locked {
             guard,
             _section: section,
@@ -173,6 +195,24 @@ impl Store for MockStore {
         }
         inner.entries.remove(key.as_str());
         Ok(true)
+    }
+
+    fn put_ttl(
+        &self,
+        key: &Key,
+        value: &[u8],
+        previous: Option<u64>,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
+        let mut inner = self.lock();
+        if previous.is_some_and(|p| p != inner.sequence_of(key)) {
+            return Ok(None);
+        }
+        inner.write(key, value);
+        inner
+            .expiry
+            .insert(key.as_str().to_owned(), Instant::now() + ttl);
+        Ok(Some(inner.sequence))
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {

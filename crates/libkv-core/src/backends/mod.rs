@@ -5,6 +5,7 @@
 
 pub mod consul;
 pub mod etcd;
+mod expiry;
 pub mod file;
 pub mod mock;
 pub mod simpkv;

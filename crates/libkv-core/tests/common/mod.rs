@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
-use libkv_core::{Key, Store, Versioned};
+use libkv_core::{Key, Lock, Store, Versioned};
 
 pub fn k(s: &str) -> Key {
     Key::new(s).unwrap()
@@ -393,7 +394,9 @@ pub fn transfers_keep_bytes_and_sequences(store: &dyn Store) {
     assert_eq!((again.written, again.unchanged), (0, 3));
 }
 
-/// Generates one `#[test]` per conformance check, each on a fresh store from `$make`.
+/// Generates one `#[test]` per conformance check, each on a fresh store from `$make`;
+/// `conformance_tests!(coordination make())` adds the checks of keys that expire
+/// and locks.
 #[macro_export]
 macro_rules! conformance_tests {
     ($make:expr) => {
@@ -404,6 +407,12 @@ macro_rules! conformance_tests {
             put_many_stores_every_entry, scan_pages_through_the_listing,
             transfers_keep_bytes_and_sequences);
         $crate::conformance_tests!(@shared $make; cas_race_has_one_winner, counter_is_exact_under_threads);
+    };
+    (coordination $make:expr) => {
+        $crate::conformance_tests!($make);
+        $crate::conformance_tests!(@plain $make; ttl_keys_expire_and_rewrites_extend);
+        $crate::conformance_tests!(@shared $make; locks_exclude_and_fences_grow,
+            locks_renewed_are_kept_and_unrenewed_expire, locks_make_a_counter_exact);
     };
     (@plain $make:expr; $($name:ident),*) => {
         $(#[test]
@@ -437,4 +446,251 @@ pub fn lists_only_keys(store: &dyn Store) {
     for (name, _) in store.list(&d("/")).unwrap() {
         assert!(store.get(&k(&format!("/{name}"))).unwrap().is_some());
     }
+}
+
+/// The shortest ttl the store keeps, and how long after it the store may still
+/// show the key (etcd: its leader expires leases in rounds).
+fn ttl_of(store: &dyn Store) -> (Duration, Duration) {
+    let slack = match store.provider() {
+        "etcd" => Duration::from_millis(1500),
+        _ => Duration::from_millis(100),
+    };
+    (Duration::from_secs(store.ttl_bounds().0.max(1)), slack)
+}
+
+fn sleep_until(at: Instant) {
+    if let Some(left) = at.checked_duration_since(Instant::now()) {
+        std::thread::sleep(left);
+    }
+}
+
+fn visible(store: &dyn Store, key: &str) -> [bool; 5] {
+    let rel = &key[5..];
+    [
+        store.get(&k(key)).unwrap().is_some(),
+        store.exists(&k(key)).unwrap(),
+        store.atomic_get(&k(key)).unwrap().is_some(),
+        store
+            .list(&d("/ttl"))
+            .unwrap()
+            .iter()
+            .any(|(n, _)| n == rel),
+        store
+            .atomic_list(&d("/ttl"))
+            .unwrap()
+            .iter()
+            .any(|(n, _)| n == rel),
+    ]
+}
+
+pub fn ttl_keys_expire_and_rewrites_extend(store: &dyn Store) {
+    let (ttl, slack) = ttl_of(store);
+    let start = Instant::now();
+    assert!(store
+        .put_ttl(&k("/ttl/a"), b"a", None, ttl)
+        .unwrap()
+        .is_some());
+    let b = store
+        .put_ttl(&k("/ttl/b"), b"b", Some(0), ttl)
+        .unwrap()
+        .expect("created");
+    assert_eq!(sequence(store, "/ttl/b"), b);
+    assert_eq!(
+        store.put_ttl(&k("/ttl/b"), b"b2", Some(0), ttl).unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .put_ttl(&k("/ttl/b"), b"b2", Some(b + 1000), ttl)
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.get(&k("/ttl/b")).unwrap().as_deref(), Some(&b"b"[..]));
+    // A plain write makes a key permanent; a ttl write makes a plain key expire.
+    store.put_ttl(&k("/ttl/c"), b"c", None, ttl).unwrap();
+    store.put(&k("/ttl/c"), b"c for good").unwrap();
+    store.put(&k("/ttl/d"), b"d").unwrap();
+    store.put_ttl(&k("/ttl/d"), b"d", None, ttl).unwrap();
+
+    sleep_until(start + ttl - Duration::from_millis(250));
+    assert_eq!(visible(store, "/ttl/a"), [true; 5], "before its ttl");
+    assert_eq!(visible(store, "/ttl/b"), [true; 5], "before its ttl");
+    // A rewrite keeps it another ttl from now.
+    store.put_ttl(&k("/ttl/d"), b"d2", None, ttl).unwrap();
+
+    sleep_until(start + ttl + slack);
+    assert_eq!(visible(store, "/ttl/a"), [false; 5], "past its ttl");
+    assert_eq!(visible(store, "/ttl/b"), [false; 5], "past its ttl");
+    assert_eq!(visible(store, "/ttl/c"), [true; 5]);
+    assert_eq!(
+        visible(store, "/ttl/d"),
+        [true; 5],
+        "rewritten before its ttl"
+    );
+    // An expired key is absent to the atomic functions too, and its sequence is
+    // never matched again.
+    assert!(!store.atomic_put(&k("/ttl/b"), b"x", b).unwrap());
+    assert!(store.atomic_create(&k("/ttl/b"), b"again").unwrap());
+    assert!(sequence(store, "/ttl/b") > b);
+    assert!(store
+        .put_ttl(&k("/ttl/a"), b"a2", Some(0), ttl)
+        .unwrap()
+        .is_some());
+    store.deletetree(&d("/ttl")).unwrap();
+}
+
+fn acquire(
+    store: &Arc<dyn Store>,
+    key: &str,
+    ttl: Duration,
+    timeout: Duration,
+    renew: bool,
+) -> libkv_core::Result<Lock> {
+    Lock::acquire("newlock", Arc::clone(store), k(key), ttl, timeout, renew)
+}
+
+pub fn locks_exclude_and_fences_grow(store: Arc<dyn Store>) {
+    let (ttl, _) = ttl_of(&*store);
+    let ttl = ttl.max(Duration::from_secs(30).min(Duration::from_secs(store.ttl_bounds().1)));
+    let first = acquire(&store, "/locks/a", ttl, Duration::from_millis(100), true).unwrap();
+    assert!(first.held());
+    assert_eq!(
+        store.get(&k("/locks/a")).unwrap().as_deref(),
+        Some(first.owner().as_bytes()),
+        "the lock key says who holds it"
+    );
+    let asked = Instant::now();
+    let err = acquire(&store, "/locks/a", ttl, Duration::from_millis(300), true)
+        .err()
+        .expect("held by another");
+    assert!(asked.elapsed() >= Duration::from_millis(300));
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(err.class(), libkv_core::ErrorClass::LockTimeout, "{err}");
+    assert!(err.to_string().contains("/locks/a"), "{err}");
+    // Another key is another lock.
+    let other = acquire(&store, "/locks/b", ttl, Duration::from_millis(100), false).unwrap();
+    first.unlock().unwrap();
+    first.unlock().unwrap();
+    assert!(!first.held());
+    assert_eq!(store.get(&k("/locks/a")).unwrap(), None);
+    let second = acquire(&store, "/locks/a", ttl, Duration::from_millis(100), true).unwrap();
+    assert!(
+        second.fence() > first.fence(),
+        "{} then {}",
+        first.fence(),
+        second.fence()
+    );
+    assert_ne!(second.owner(), first.owner());
+    // Released by its owner only.
+    assert!(!store.unlock(&k("/locks/a"), first.owner()).unwrap());
+    assert!(second.held());
+    drop(second);
+    assert_eq!(
+        store.get(&k("/locks/a")).unwrap(),
+        None,
+        "dropping releases"
+    );
+    other.unlock().unwrap();
+}
+
+pub fn locks_renewed_are_kept_and_unrenewed_expire(store: Arc<dyn Store>) {
+    let (ttl, slack) = ttl_of(&*store);
+    let kept = acquire(&store, "/locks/kept", ttl, Duration::from_millis(100), true).unwrap();
+    let loose = acquire(
+        &store,
+        "/locks/loose",
+        ttl,
+        Duration::from_millis(100),
+        false,
+    )
+    .unwrap();
+    let taken = Instant::now();
+    // A waiter gets the unrenewed lock once its ttl has passed, not before.
+    let next = acquire(&store, "/locks/loose", ttl, ttl * 3 + slack, true).unwrap();
+    let waited = taken.elapsed();
+    assert!(
+        waited + Duration::from_millis(50) >= ttl,
+        "taken after {waited:?}"
+    );
+    assert!(
+        waited <= ttl + slack + Duration::from_millis(500),
+        "taken after {waited:?}"
+    );
+    assert!(next.fence() > loose.fence());
+    assert!(!loose.held());
+    assert!(loose.lost().is_some());
+    let err = loose.unlock().unwrap_err();
+    assert_eq!(err.class(), libkv_core::ErrorClass::LockLost, "{err}");
+    assert!(
+        next.held(),
+        "the old holder's unlock must not release the new one's"
+    );
+    // The renewed lock is still held, well past its ttl.
+    sleep_until(taken + ttl * 2 + slack);
+    assert!(kept.held());
+    assert!(kept.lost().is_none());
+    assert!(acquire(
+        &store,
+        "/locks/kept",
+        ttl,
+        Duration::from_millis(200),
+        false
+    )
+    .is_err());
+    kept.unlock().unwrap();
+    next.unlock().unwrap();
+}
+
+pub fn locks_make_a_counter_exact(store: Arc<dyn Store>) {
+    let (ttl, _) = ttl_of(&*store);
+    let threads = 4;
+    let rounds = 10;
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut fences = Vec::new();
+                for _ in 0..rounds {
+                    let lock = acquire(
+                        &store,
+                        "/locks/counter",
+                        ttl * 5,
+                        Duration::from_secs(60),
+                        true,
+                    )
+                    .unwrap();
+                    let n: u64 = store
+                        .get(&k("/counter"))
+                        .unwrap()
+                        .map_or(0, |b| String::from_utf8(b).unwrap().parse().unwrap());
+                    std::thread::sleep(Duration::from_millis(2));
+                    store
+                        .put(&k("/counter"), n.saturating_add(1).to_string().as_bytes())
+                        .unwrap();
+                    fences.push(lock.fence());
+                    lock.unlock().unwrap();
+                }
+                fences
+            })
+        })
+        .collect();
+    let mut fences: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(
+        store.get(&k("/counter")).unwrap(),
+        Some((threads * rounds).to_string().into_bytes())
+    );
+    fences.sort_unstable();
+    fences.dedup();
+    assert_eq!(
+        fences.len(),
+        threads * rounds,
+        "every acquisition has its own fence"
+    );
 }
