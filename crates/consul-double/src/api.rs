@@ -1,6 +1,7 @@
 //! The HTTP side: routing, Consul's checks in Consul's order, the answers.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http_body_util::{BodyExt as _, Full};
@@ -10,7 +11,9 @@ use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::store::{Store, TxnEntry};
+use crate::go;
+use crate::session;
+use crate::store::{Behavior, NewSession, Session, Store, TxnEntry};
 use crate::txn::{self, TxnError, Verb, MAX_TXN_OPS};
 use crate::{Config, CONSUL_VERSION, MAX_VALUE_SIZE};
 
@@ -25,11 +28,33 @@ const LEADER: &str = "127.0.0.1:8300";
 
 const KV_METHODS: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
 const READ_METHODS: &[Method] = &[Method::GET];
-const TXN_METHODS: &[Method] = &[Method::PUT];
+const WRITE_METHODS: &[Method] = &[Method::PUT];
+
+/// Consul's `SessionTTLMax`: the longest TTL a session may have.
+const MAX_SESSION_TTL: Duration = Duration::from_secs(86400);
+
+/// Consul's default lock-delay of a new session.
+const DEFAULT_LOCK_DELAY: Duration = Duration::from_secs(15);
+
+/// Consul's `defaultQueryTime` and `maxQueryTime` for blocking queries.
+const DEFAULT_QUERY_TIME: Duration = Duration::from_secs(300);
+const MAX_QUERY_TIME: Duration = Duration::from_secs(600);
+
+/// Subtrees, as registered with Go's `http.ServeMux`: the path without its
+/// final slash is redirected to the subtree.
+const SUBTREES: &[&str] = &[
+    "/v1/kv",
+    "/v1/session/destroy",
+    "/v1/session/renew",
+    "/v1/session/info",
+    "/v1/session/node",
+];
 
 pub(crate) struct State {
     datacenter: String,
     acl_token: Option<String>,
+    session_ttl_multiplier: f64,
+    min_session_ttl: Duration,
     store: Mutex<Store>,
 }
 
@@ -38,6 +63,8 @@ impl State {
         State {
             datacenter: config.datacenter,
             acl_token: config.acl_token,
+            session_ttl_multiplier: config.session_ttl_multiplier,
+            min_session_ttl: config.min_session_ttl,
             store: Mutex::new(Store::new()),
         }
     }
@@ -91,10 +118,31 @@ async fn read_body(headers: &HeaderMap, mut body: Incoming) -> Body {
     }
 }
 
-pub(crate) async fn handle(state: &State, request: Request<Incoming>) -> Reply {
+/// Invalidates a session with a TTL once it has gone unrenewed for its
+/// renew period: sleeps until the session's expiry, and again if it was
+/// renewed meanwhile; ends when the session is gone.
+async fn session_timer(state: Arc<State>, id: String) {
+    loop {
+        let expires = {
+            let mut store = state.store();
+            let now = Instant::now();
+            match store.session(&id).and_then(|session| session.expires) {
+                None => return,
+                Some(expires) if expires <= now => {
+                    store.destroy_session(&id, now);
+                    return;
+                }
+                Some(expires) => expires,
+            }
+        };
+        tokio::time::sleep_until(expires.into()).await;
+    }
+}
+
+pub(crate) async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Reply {
     let (parts, body) = request.into_parts();
     let body = read_body(&parts.headers, body).await;
-    let mut reply = route(state, &parts, body);
+    let mut reply = route(state, &parts, body).await;
     let headers = reply.headers_mut();
     if !headers.contains_key("x-consul-index") {
         let index = state.store().index();
@@ -108,12 +156,18 @@ pub(crate) async fn handle(state: &State, request: Request<Incoming>) -> Reply {
 enum Endpoint<'a> {
     Kv(&'a str),
     Txn,
+    SessionCreate,
+    SessionDestroy(&'a str),
+    SessionRenew(&'a str),
+    SessionInfo(&'a str),
+    SessionNode(&'a str),
+    SessionList,
     AgentSelf,
     StatusLeader,
     StatusPeers,
 }
 
-fn route(state: &State, parts: &Parts, body: Body) -> Reply {
+async fn route(state: &Arc<State>, parts: &Parts, body: Body) -> Reply {
     // Go's net/http answers a request-target with a bad %-escape with 400.
     let Some(path) = percent_decode(parts.uri.path().as_bytes(), false) else {
         return text(StatusCode::BAD_REQUEST, "400 Bad Request");
@@ -124,8 +178,12 @@ fn route(state: &State, parts: &Parts, body: Body) -> Reply {
     if cleaned != path {
         return redirect(&parts.method, &cleaned, parts.uri.query());
     }
-    if path == b"/v1/kv" {
-        return redirect(&parts.method, b"/v1/kv/", parts.uri.query());
+    if let Some(root) = SUBTREES.iter().find(|root| root.as_bytes() == path) {
+        return redirect(
+            &parts.method,
+            format!("{root}/").as_bytes(),
+            parts.uri.query(),
+        );
     }
     let Ok(path) = String::from_utf8(path) else {
         return text(
@@ -137,9 +195,19 @@ fn route(state: &State, parts: &Parts, body: Body) -> Reply {
 
     let (endpoint, methods) = if let Some(key) = path.strip_prefix("/v1/kv/") {
         (Endpoint::Kv(key), KV_METHODS)
+    } else if let Some(id) = path.strip_prefix("/v1/session/destroy/") {
+        (Endpoint::SessionDestroy(id), WRITE_METHODS)
+    } else if let Some(id) = path.strip_prefix("/v1/session/renew/") {
+        (Endpoint::SessionRenew(id), WRITE_METHODS)
+    } else if let Some(id) = path.strip_prefix("/v1/session/info/") {
+        (Endpoint::SessionInfo(id), READ_METHODS)
+    } else if let Some(node) = path.strip_prefix("/v1/session/node/") {
+        (Endpoint::SessionNode(node), READ_METHODS)
     } else {
         match path.as_str() {
-            "/v1/txn" => (Endpoint::Txn, TXN_METHODS),
+            "/v1/txn" => (Endpoint::Txn, WRITE_METHODS),
+            "/v1/session/create" => (Endpoint::SessionCreate, WRITE_METHODS),
+            "/v1/session/list" => (Endpoint::SessionList, READ_METHODS),
             "/v1/agent/self" => (Endpoint::AgentSelf, READ_METHODS),
             "/v1/status/leader" => (Endpoint::StatusLeader, READ_METHODS),
             "/v1/status/peers" => (Endpoint::StatusPeers, READ_METHODS),
@@ -167,11 +235,17 @@ fn route(state: &State, parts: &Parts, body: Body) -> Reply {
     };
     match endpoint {
         Endpoint::Kv(key) => match parts.method {
-            Method::GET => request.kv_get(key),
+            Method::GET => request.kv_get(key).await,
             Method::PUT => request.kv_put(key, body),
             _ => request.kv_delete(key),
         },
         Endpoint::Txn => request.txn(body),
+        Endpoint::SessionCreate => request.session_create(body),
+        Endpoint::SessionDestroy(id) => request.session_destroy(id),
+        Endpoint::SessionRenew(id) => request.session_renew(id),
+        Endpoint::SessionInfo(id) => request.session_info(id).await,
+        Endpoint::SessionNode(node) => request.session_node(node).await,
+        Endpoint::SessionList => request.session_list().await,
         Endpoint::AgentSelf => request.agent_self(),
         Endpoint::StatusLeader => request.status(serde_json::json!(LEADER)),
         Endpoint::StatusPeers => request.status(serde_json::json!([LEADER])),
@@ -180,12 +254,13 @@ fn route(state: &State, parts: &Parts, body: Body) -> Reply {
 
 /// One request's view: the state, its query and its headers.
 struct Ctx<'a> {
-    state: &'a State,
+    state: &'a Arc<State>,
     query: &'a Query,
     headers: &'a HeaderMap,
 }
 
-/// A KV entry as Consul's JSON gives it (fields in Consul's order).
+/// A KV entry as Consul's JSON gives it (`structs.DirEntry`: fields in
+/// Consul's order, `Session` only when a session holds the key).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct KvPair<'a> {
@@ -193,8 +268,54 @@ struct KvPair<'a> {
     key: &'a str,
     flags: u64,
     value: Option<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    session: &'a str,
     create_index: u64,
     modify_index: u64,
+}
+
+/// A session as Consul's JSON gives it (`structs.Session` in Consul's
+/// field order; `Checks` is omitted when empty, as since Consul 1.7).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SessionJson<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
+    name: &'a str,
+    node: &'a str,
+    /// Go's `time.Duration`: nanoseconds.
+    lock_delay: i64,
+    behavior: &'a str,
+    #[serde(rename = "TTL")]
+    ttl: &'a str,
+    node_checks: [&'a str; 1],
+    service_checks: Option<[(); 0]>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> SessionJson<'a> {
+    fn new(session: &'a Session) -> Self {
+        SessionJson {
+            id: &session.id,
+            name: &session.name,
+            node: NODE_NAME,
+            lock_delay: session.lock_delay,
+            behavior: session.behavior.as_str(),
+            ttl: &session.ttl,
+            node_checks: ["serfHealth"],
+            service_checks: None,
+            create_index: session.create_index,
+            modify_index: session.modify_index,
+        }
+    }
+}
+
+/// `PUT /v1/session/create`'s answer.
+#[derive(Serialize)]
+struct SessionCreated<'a> {
+    #[serde(rename = "ID")]
+    id: &'a str,
 }
 
 /// The answer of a transaction that ran (200) or was rolled back (409).
@@ -219,14 +340,15 @@ struct TxnErrorJson<'a> {
 }
 
 impl<'a> KvPair<'a> {
-    fn new(key: &'a str, entry: &crate::store::Entry) -> Self {
+    fn new(key: &'a str, entry: &'a crate::store::Entry) -> Self {
         KvPair {
-            lock_index: 0,
+            lock_index: entry.lock_index,
             key,
             flags: entry.flags,
             // Go's encoding/json gives a nil []byte as null.
             value: (!entry.value.is_empty())
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+            session: &entry.session,
             create_index: entry.create_index,
             modify_index: entry.modify_index,
         }
@@ -235,7 +357,7 @@ impl<'a> KvPair<'a> {
 
 impl Ctx<'_> {
     /// Consul's `parse()` for reads: consistency modes and blocking-query
-    /// parameters are checked (and then ignored: the double never blocks).
+    /// parameters are checked (the consistency modes are then ignored).
     fn check_read_options(&self) -> Option<Reply> {
         let q = self.query;
         if q.has("stale") && q.has("consistent") {
@@ -253,6 +375,47 @@ impl Ctx<'_> {
             return Some(text(StatusCode::BAD_REQUEST, "Invalid index"));
         }
         None
+    }
+
+    /// `?index=` (0 when absent: no blocking) and how long a blocking query
+    /// may wait: `?wait=` within Consul's bounds (at most 10 minutes, 5 when
+    /// absent or not positive), without Consul's jitter. The parameters
+    /// were checked by `check_read_options`.
+    fn blocking_params(&self) -> (u64, Duration) {
+        blocking_params(self.query.get("index"), self.query.get("wait"))
+    }
+
+    /// Answers a read as Consul's `blockingQuery`: `read` gives the answer
+    /// and its index. With `?index=N` (N > 0), while that index is not above
+    /// N, the read runs again after each move of the store index, until the
+    /// wait is over (then the last answer is given). An N above the current
+    /// index (an index reset) waits too, as in Consul. The answer carries
+    /// its index as `X-Consul-Index`.
+    async fn blocking<F>(&self, read: F) -> Reply
+    where
+        F: Fn(&Store) -> (Reply, u64),
+    {
+        let (min_index, wait) = self.blocking_params();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Subscribed under the same lock as the read: no write is missed.
+            let (mut changes, (mut reply, index)) = {
+                let store = self.state.store();
+                (store.subscribe(), read(&store))
+            };
+            let done = min_index == 0
+                || index > min_index
+                || !matches!(
+                    tokio::time::timeout_at(deadline, changes.changed()).await,
+                    Ok(Ok(()))
+                );
+            if done {
+                reply
+                    .headers_mut()
+                    .insert("x-consul-index", HeaderValue::from(index));
+                return reply;
+            }
+        }
     }
 
     /// `?dc=` naming a datacenter the double is not: Consul cannot forward.
@@ -329,7 +492,7 @@ impl Ctx<'_> {
         reply
     }
 
-    fn kv_get(&self, key: &str) -> Reply {
+    async fn kv_get(&self, key: &str) -> Reply {
         if let Some(reply) = self.check_read_options() {
             return reply;
         }
@@ -345,33 +508,55 @@ impl Ctx<'_> {
         if let Some(reply) = self.check_acl(permission, key) {
             return reply;
         }
-        let store = self.state.store();
-        if keys {
-            // Consul still honours its historic misspelling.
-            let mut separator = self.query.get("seperator");
-            if separator.is_empty() {
-                separator = self.query.get("separator");
-            }
-            let names = store.keys(key, separator);
-            if names.is_empty() {
-                return empty(StatusCode::NOT_FOUND);
-            }
-            return self.json(&names);
+        // Consul still honours its historic misspelling.
+        let mut separator = self.query.get("seperator");
+        if separator.is_empty() {
+            separator = self.query.get("separator");
         }
-        if recurse {
-            let pairs: Vec<KvPair<'_>> = store
-                .list(key)
-                .map(|(key, entry)| KvPair::new(key, entry))
-                .collect();
-            if pairs.is_empty() {
-                return empty(StatusCode::NOT_FOUND);
+        let raw = self.query.has("raw");
+        self.blocking(|store| {
+            if keys {
+                self.kv_keys(store, key, separator)
+            } else if recurse {
+                self.kv_list(store, key)
+            } else {
+                self.kv_one(store, key, raw)
             }
-            return self.json(&pairs);
-        }
-        let Some(entry) = store.get(key) else {
-            return empty(StatusCode::NOT_FOUND);
+        })
+        .await
+    }
+
+    /// `?keys`: the names, with the store-wide index.
+    fn kv_keys(&self, store: &Store, prefix: &str, separator: &str) -> (Reply, u64) {
+        let names = store.keys(prefix, separator);
+        let reply = if names.is_empty() {
+            empty(StatusCode::NOT_FOUND)
+        } else {
+            self.json(&names)
         };
-        let mut reply = if self.query.has("raw") {
+        (reply, store.index())
+    }
+
+    /// `?recurse`: the entries, with the store-wide index.
+    fn kv_list(&self, store: &Store, prefix: &str) -> (Reply, u64) {
+        let pairs: Vec<KvPair<'_>> = store
+            .list(prefix)
+            .map(|(key, entry)| KvPair::new(key, entry))
+            .collect();
+        let reply = if pairs.is_empty() {
+            empty(StatusCode::NOT_FOUND)
+        } else {
+            self.json(&pairs)
+        };
+        (reply, store.index())
+    }
+
+    /// One key: with its ModifyIndex, or (absent) the store-wide index.
+    fn kv_one(&self, store: &Store, key: &str, raw: bool) -> (Reply, u64) {
+        let Some(entry) = store.get(key) else {
+            return (empty(StatusCode::NOT_FOUND), store.index());
+        };
+        let reply = if raw {
             let content_type = if std::str::from_utf8(&entry.value).is_ok() {
                 "text/plain; charset=utf-8"
             } else {
@@ -385,20 +570,22 @@ impl Ctx<'_> {
         } else {
             self.json(&[KvPair::new(key, entry)])
         };
-        reply
-            .headers_mut()
-            .insert("x-consul-index", HeaderValue::from(entry.modify_index));
-        reply
+        (reply, entry.modify_index)
     }
 
     fn kv_put(&self, key: &str, body: Body) -> Reply {
         if key.is_empty() {
             return text(StatusCode::BAD_REQUEST, "Missing key name");
         }
-        if self.query.has("acquire") || self.query.has("release") {
+        // Consul's conflictingFlags: at most one of these.
+        let given = ["cas", "acquire", "release"]
+            .iter()
+            .filter(|flag| self.query.has(flag))
+            .count();
+        if given > 1 {
             return text(
                 StatusCode::BAD_REQUEST,
-                "consul-double does not implement sessions: ?acquire and ?release are not supported",
+                &format!("Conflicting flags: {}\n", go::encode_query(&self.query.0)),
             );
         }
         let mut flags = 0;
@@ -429,7 +616,19 @@ impl Ctx<'_> {
         if let Some(reply) = self.check_acl("key:write", key) {
             return reply;
         }
-        let written = self.state.store().put(key, value, flags, cas);
+        let mut store = self.state.store();
+        let written = if self.query.has("acquire") {
+            store.lock(key, value, flags, self.query.get("acquire"), Instant::now())
+        } else if self.query.has("release") {
+            store.unlock(key, value, flags, self.query.get("release"))
+        } else {
+            Ok(store.put(key, value, flags, cas))
+        };
+        drop(store);
+        let written = match written {
+            Ok(written) => written,
+            Err(message) => return text(StatusCode::INTERNAL_SERVER_ERROR, &message),
+        };
         self.json(&written)
     }
 
@@ -458,6 +657,209 @@ impl Ctx<'_> {
         };
         drop(store);
         self.json(&deleted)
+    }
+
+    /// `PUT /v1/session/create`, in Consul's order: the body (read only
+    /// when the request declares a `Content-Length` above 0, as Consul),
+    /// the datacenter, the token, then Consul's `Session.Apply` checks
+    /// (behavior, TTL: both answered 500 with Consul's message).
+    fn session_create(&self, body: Body) -> Reply {
+        let declared = self
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut request = session::Request::new(DEFAULT_LOCK_DELAY);
+        if declared > 0 {
+            let body = match body {
+                Body::Value(body) => body,
+                Body::TooLarge => {
+                    return text(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("consul-double: a session body is at most {MAX_VALUE_SIZE} bytes"),
+                    )
+                }
+                Body::Broken => return text(StatusCode::BAD_REQUEST, "400 Bad Request"),
+            };
+            if let Err(error) = request.decode(&body) {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Request decode failed: {error}"),
+                );
+            }
+        }
+        if let Some(reply) = self.check_datacenter() {
+            return reply;
+        }
+        if let Some(reply) = self.check_acl("session:write", NODE_NAME) {
+            return reply;
+        }
+        let behavior = match request.behavior.as_str() {
+            "" | "release" => Behavior::Release,
+            "delete" => Behavior::Delete,
+            other => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("Invalid Behavior setting '{other}'"),
+                )
+            }
+        };
+        let mut renew_period = None;
+        if !request.ttl.is_empty() {
+            let ttl = match go::parse_duration(&request.ttl) {
+                Ok(ttl) => ttl,
+                Err(error) => {
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("Session TTL '{}' invalid: {error}", request.ttl),
+                    )
+                }
+            };
+            let min = i64::try_from(self.state.min_session_ttl.as_nanos()).unwrap_or(i64::MAX);
+            let max = MAX_SESSION_TTL.as_nanos() as i64;
+            if ttl != 0 && (ttl < min || ttl > max) {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!(
+                        "Invalid Session TTL '{ttl}', must be between [{}={}]",
+                        go::format_duration(min),
+                        go::format_duration(max)
+                    ),
+                );
+            }
+            if ttl > 0 {
+                // A period too long to represent never comes.
+                let period = Duration::from_nanos(ttl as u64).as_secs_f64()
+                    * self.state.session_ttl_multiplier;
+                renew_period = Some(Duration::try_from_secs_f64(period).unwrap_or(Duration::MAX));
+            }
+        }
+        let new = NewSession {
+            name: request.name,
+            behavior,
+            ttl: request.ttl,
+            lock_delay: request.lock_delay,
+            renew_period,
+        };
+        let id = self
+            .state
+            .store()
+            .create_session(new, Instant::now())
+            .id
+            .clone();
+        if renew_period.is_some() {
+            tokio::spawn(session_timer(self.state.clone(), id.clone()));
+        }
+        self.json(&SessionCreated { id: &id })
+    }
+
+    /// `PUT /v1/session/destroy/<id>`: `true`, whether or not the session
+    /// existed.
+    fn session_destroy(&self, id: &str) -> Reply {
+        if id.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "Missing session");
+        }
+        if let Some(reply) = self.check_datacenter() {
+            return reply;
+        }
+        if let Some(reply) = self.check_acl("session:write", NODE_NAME) {
+            return reply;
+        }
+        self.state.store().destroy_session(id, Instant::now());
+        self.json(&true)
+    }
+
+    /// `PUT /v1/session/renew/<id>`: the session, in an array of one, or
+    /// 404 for an unknown (or expired) one.
+    fn session_renew(&self, id: &str) -> Reply {
+        if let Some(reply) = self.check_read_options() {
+            return reply;
+        }
+        if id.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "Missing session");
+        }
+        if let Some(reply) = self.check_datacenter() {
+            return reply;
+        }
+        if let Some(reply) = self.check_acl("session:write", NODE_NAME) {
+            return reply;
+        }
+        let mut store = self.state.store();
+        match store.renew_session(id, Instant::now()) {
+            Some(session) => self.json(&[SessionJson::new(session)]),
+            None => text(
+                StatusCode::NOT_FOUND,
+                &format!("Session id '{id}' not found"),
+            ),
+        }
+    }
+
+    /// The checks of the session reads (`info`, `node`, `list`) after the
+    /// read options and the path.
+    fn check_session_read(&self) -> Option<Reply> {
+        self.check_datacenter()
+            .or_else(|| self.check_acl("session:read", NODE_NAME))
+    }
+
+    /// `GET /v1/session/info/<id>`: an array of 0 or 1 sessions.
+    async fn session_info(&self, id: &str) -> Reply {
+        if let Some(reply) = self.check_read_options() {
+            return reply;
+        }
+        if id.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "Missing session");
+        }
+        if let Some(reply) = self.check_session_read() {
+            return reply;
+        }
+        self.blocking(|store| {
+            let found: Vec<SessionJson<'_>> = store
+                .session(id)
+                .map(SessionJson::new)
+                .into_iter()
+                .collect();
+            (self.json(&found), store.index())
+        })
+        .await
+    }
+
+    /// `GET /v1/session/node/<node>`: every session is on the double's node.
+    async fn session_node(&self, node: &str) -> Reply {
+        if let Some(reply) = self.check_read_options() {
+            return reply;
+        }
+        if node.is_empty() {
+            return text(StatusCode::BAD_REQUEST, "Missing node name");
+        }
+        if let Some(reply) = self.check_session_read() {
+            return reply;
+        }
+        let mine = node == NODE_NAME;
+        self.blocking(|store| {
+            let found: Vec<SessionJson<'_>> = store
+                .sessions()
+                .filter(|_| mine)
+                .map(SessionJson::new)
+                .collect();
+            (self.json(&found), store.index())
+        })
+        .await
+    }
+
+    /// `GET /v1/session/list`: every session, by ID.
+    async fn session_list(&self) -> Reply {
+        if let Some(reply) = self.check_read_options() {
+            return reply;
+        }
+        if let Some(reply) = self.check_session_read() {
+            return reply;
+        }
+        self.blocking(|store| {
+            let all: Vec<SessionJson<'_>> = store.sessions().map(SessionJson::new).collect();
+            (self.json(&all), store.index())
+        })
+        .await
     }
 
     /// `PUT /v1/txn`, KV operations only, in Consul's order: the body
@@ -623,7 +1025,7 @@ impl Ctx<'_> {
 
 /// A transaction's operations once decoded: KV ones only, each value within
 /// the limit (Consul's check, though the body limit is reached first), no
-/// session verbs. The error is the status and text of the answer.
+/// session verbs (`lock`, `unlock`, `check-session`). The error is the status and text of the answer.
 fn kv_ops(ops: Vec<txn::Op>) -> Result<Vec<txn::KvOp>, (StatusCode, String)> {
     let mut kv_ops = Vec::with_capacity(ops.len());
     for (i, op) in ops.into_iter().enumerate() {
@@ -653,14 +1055,27 @@ fn kv_ops(ops: Vec<txn::Op>) -> Result<Vec<txn::KvOp>, (StatusCode, String)> {
             return Err((
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "consul-double does not implement sessions: the KV verb {verb:?} \
-                     (operation {i}) is not supported"
+                    "consul-double does not implement the KV verb {verb:?} (operation {i}) \
+                     in transactions (sessions in transactions are not supported)"
                 ),
             ));
         }
         kv_ops.push(op);
     }
     Ok(kv_ops)
+}
+
+/// `?index=` and `?wait=` as Consul's `parseWait` and `RPCQueryTimeout`
+/// take them (see `Ctx::blocking_params`).
+fn blocking_params(index: &str, wait: &str) -> (u64, Duration) {
+    let min_index = parse_go_uint(index).unwrap_or(0);
+    let wait = go::parse_duration(wait).unwrap_or(0);
+    let wait = if wait <= 0 {
+        DEFAULT_QUERY_TIME
+    } else {
+        Duration::from_nanos(wait as u64).min(MAX_QUERY_TIME)
+    };
+    (min_index, wait)
 }
 
 fn empty(status: StatusCode) -> Reply {
@@ -804,39 +1219,10 @@ fn parse_go_uint(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// Whether Go's `time.ParseDuration` accepts `s` (range is not checked):
-/// `0`, or a sign then one or more of number-and-unit, unit one of ns, us,
-/// µs, μs, ms, s, m, h. So `5` (no unit) is refused, as Consul refuses it.
+/// Whether Go's `time.ParseDuration` accepts `s`. So `5` (no unit) is
+/// refused, as Consul refuses it.
 fn is_go_duration(s: &str) -> bool {
-    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if s == "0" {
-        return true;
-    }
-    if s.is_empty() {
-        return false;
-    }
-    let mut rest = s;
-    while !rest.is_empty() {
-        let whole = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let mut after = &rest[whole..];
-        let mut fraction = 0;
-        if let Some(tail) = after.strip_prefix('.') {
-            fraction = tail.bytes().take_while(u8::is_ascii_digit).count();
-            after = &tail[fraction..];
-        }
-        if whole == 0 && fraction == 0 {
-            return false;
-        }
-        let unit_len = after
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(after.len());
-        match &after[..unit_len] {
-            "ns" | "us" | "\u{b5}s" | "\u{3bc}s" | "ms" | "s" | "m" | "h" => {}
-            _ => return false,
-        }
-        rest = &after[unit_len..];
-    }
-    true
+    go::parse_duration(s).is_ok()
 }
 
 /// A query string as Go's `url.ParseQuery` reads it: `&`-separated pairs,
@@ -890,6 +1276,18 @@ mod tests {
         for bad in ["", "5", "s", "1x", "1m30", ".s", "+", "1 s", "--1s"] {
             assert!(!is_go_duration(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn blocking_waits_within_consuls_bounds() {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        assert_eq!(blocking_params("", ""), (0, minutes(5)));
+        assert_eq!(blocking_params("12", "1s"), (12, Duration::from_secs(1)));
+        assert_eq!(blocking_params("12", "0"), (12, minutes(5)));
+        assert_eq!(blocking_params("12", "-3s"), (12, minutes(5)));
+        assert_eq!(blocking_params("12", "10m"), (12, minutes(10)));
+        assert_eq!(blocking_params("12", "11m"), (12, minutes(10)));
+        assert_eq!(blocking_params("12", "2540400h"), (12, minutes(10)));
     }
 
     #[test]

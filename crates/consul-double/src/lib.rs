@@ -1,4 +1,5 @@
-//! `consul-double`: a **test double** for Consul's KV HTTP API. It is *not* Consul.
+//! `consul-double`: a **test double** for Consul's KV HTTP API (with sessions,
+//! locks and blocking queries). It is *not* Consul.
 //!
 //! It exists so that libkv's tests can exercise a Consul client (the Consul
 //! store of `libkv-core`) on a machine where no Consul can be installed. It
@@ -15,38 +16,146 @@
 //!   `?pretty`; `?consistent`, `?stale`, `?index=`, `?wait=` are checked the
 //!   way Consul checks them (`?stale` with `?consistent` is a 400, a `wait`
 //!   that is not a Go duration such as `5` without a unit is a 400, an
-//!   `index` that is not a number is a 400) and then ignored: **blocking
-//!   queries answer at once**, whatever `index` and `wait` say.
-//! * `PUT /v1/kv/<key>` with `?cas=` and `?flags=`; the 512 KiB value limit
-//!   (Consul's default `kv_max_value_size`, 524288 bytes) answered with 413.
-//! * `DELETE /v1/kv/<key>` with `?recurse` and `?cas=`.
+//!   `index` that is not a number is a 400); `?index=` and `?wait=` make a
+//!   **blocking query** (see [Blocking queries](#blocking-queries)); the
+//!   consistency modes are then ignored.
+//! * `PUT /v1/kv/<key>` with `?cas=`, `?flags=` (stored and returned as
+//!   `Flags`), and the locks `?acquire=<session>` and `?release=<session>`
+//!   (see [Sessions and locks](#sessions-and-locks)); the 512 KiB value
+//!   limit (Consul's default `kv_max_value_size`, 524288 bytes) answered
+//!   with 413. At most one of `cas`, `acquire`, `release`, as Consul: two
+//!   are a 400 `Conflicting flags: <the query, as Go's url.Values.Encode>`
+//!   followed by a newline.
+//! * `DELETE /v1/kv/<key>` with `?recurse` and `?cas=`. Deleting a key
+//!   removes its lock with it.
+//! * Sessions: `PUT /v1/session/create`, `PUT /v1/session/destroy/<id>`,
+//!   `PUT /v1/session/renew/<id>`, `GET /v1/session/info/<id>`,
+//!   `GET /v1/session/node/<node>` and `GET /v1/session/list` (see
+//!   [Sessions and locks](#sessions-and-locks)).
 //! * `PUT /v1/txn` with **KV operations only** (see
 //!   [Transactions](#transactions)).
 //! * `?dc=`: the configured datacenter (or none) is served; any other one is
 //!   answered 500 `No path to datacenter`, as Consul answers for a
 //!   datacenter it does not know.
 //! * ACL tokens: when [`Config::acl_token`] is set, every known endpoint
-//!   (KV, `txn`, `agent/self`, `status/*`) requires exactly that token,
-//!   taken (in Consul's order) from `?token=`, the `X-Consul-Token` header,
-//!   or `Authorization: Bearer <token>`. No token: 403 `Permission denied:
-//!   anonymous token lacks permission ...`; another token: 403 `ACL not
-//!   found`.
+//!   (KV, `txn`, `session/*`, `agent/self`, `status/*`) requires exactly
+//!   that token, taken (in Consul's order) from `?token=`, the
+//!   `X-Consul-Token` header, or `Authorization: Bearer <token>`. No token:
+//!   403 `Permission denied: anonymous token lacks permission ...`; another
+//!   token: 403 `ACL not found`. (Real Consul looks an unknown session up
+//!   before the token on `session/renew`, answering it 404.)
 //! * `GET /v1/agent/self` (a small subset of Consul's answer, see
 //!   [`CONSUL_VERSION`]), `GET /v1/status/leader` (`"127.0.0.1:8300"`) and
 //!   `GET /v1/status/peers` (`["127.0.0.1:8300"]`).
 //! * Consul's HTTP framing: `X-Consul-Index`, `X-Consul-KnownLeader: true`
 //!   and `X-Consul-LastContact: 0` on **every** response (real Consul only
 //!   sends them on reads); a store-wide raft index that starts at 10 and
-//!   grows by one on every write that changed something. A single-key `GET`
-//!   of a present key carries that key's `ModifyIndex` (as Consul does);
-//!   every other response carries the store-wide index.
+//!   grows by one on every write that changed something: KV writes,
+//!   transactions, and session creations and invalidations (destroy or
+//!   expiry; one index for the session and every key it released or
+//!   deleted). A renewal does not move it (Consul renews outside raft). A
+//!   single-key `GET` of a present key carries that key's `ModifyIndex` (as
+//!   Consul does); every other response carries the store-wide index. Real
+//!   Consul gives a missing key, a `?recurse` or `?keys` read the highest
+//!   index of the KV entries (and tombstones) concerned, and the session
+//!   reads the index of the sessions table: the double gives all of them
+//!   the store-wide index, which is never lower, but also moves on writes
+//!   elsewhere (other keys, sessions).
 //! * The path handling of Go's `http.ServeMux` that Consul inherits: a path
 //!   that is not clean (`//`, `/./`, `/../`, after percent-decoding) is
 //!   answered `301 Moved Permanently` to the cleaned path, and `/v1/kv` to
 //!   `/v1/kv/`. So a client that builds `/v1/kv//key` is caught here, as
 //!   it would be against Consul. Unknown paths are 404 with an empty body;
 //!   a known path with another method is 405 with an `Allow` header and
-//!   `OPTIONS` on a known path is 200 with `Allow`, as Consul answers.
+//!   `OPTIONS` on a known path is 200 with `Allow`, as Consul answers. The
+//!   session subtrees redirect the same way (`/v1/session/info` to
+//!   `/v1/session/info/`).
+//!
+//! # Sessions and locks
+//!
+//! Every session is on the double's one node, `consul-double`, with the
+//! `serfHealth` check, which never fails: only a destroy or a TTL ends it.
+//!
+//! * `PUT /v1/session/create` answers `{"ID":"<id>"}`, a random ID in the
+//!   form of Consul's (8-4-4-4-12 hex digits). The body is read, as Consul
+//!   reads it, only when the request declares a `Content-Length` above 0;
+//!   it is JSON with `Name`, `TTL`, `Behavior`, `LockDelay` (member names in
+//!   any case, unknown members ignored; `Node`, `Checks`, `NodeChecks`,
+//!   `ServiceChecks`, `ID` are type-checked and ignored). A body that is
+//!   not such JSON is a 400 `Request decode failed: ...` (the rest is the
+//!   double's approximation of Go's message).
+//!   * `Behavior`: `release` (the default, also for `""`) or `delete`;
+//!     another is a 500 `Invalid Behavior setting 'x'`.
+//!   * `TTL`: a Go duration string; empty (the default) or zero means none.
+//!     One that does not parse is a 500 `Session TTL 'x' invalid: time:
+//!     invalid duration "x"`; one outside [`Config::min_session_ttl`] (10s)
+//!     to 24h is a 500 `Invalid Session TTL '5000000000', must be between
+//!     [10s=24h0m0s]` (Consul's message, the TTL in nanoseconds). Consul
+//!     answers both 500, as every error of its `Session.Apply`.
+//!   * `LockDelay`: a Go duration string or a number of nanoseconds, and as
+//!     in Consul, a value under 1000 (ns) is taken as seconds (`15` and
+//!     `"15ns"` are 15s); 15s by default; another JSON type is 0.
+//! * `PUT /v1/session/destroy/<id>` answers `true`, also for an unknown
+//!   session (which changes nothing).
+//! * `PUT /v1/session/renew/<id>` answers the session in an array of one;
+//!   an unknown or expired session is a 404 `Session id '<id>' not found`.
+//! * `GET /v1/session/info/<id>` answers an array of 0 or 1 sessions,
+//!   `GET /v1/session/node/<node>` those of the node (all of them for
+//!   `consul-double`, none for another), `GET /v1/session/list` all of
+//!   them, by ID. A session reads as in Consul 1.7+: `{"ID", "Name",
+//!   "Node", "LockDelay" (nanoseconds), "Behavior", "TTL" (as given),
+//!   "NodeChecks": ["serfHealth"], "ServiceChecks": null, "CreateIndex",
+//!   "ModifyIndex"}`. These three are blocking queries. An empty `<id>` or
+//!   `<node>` is a 400 `Missing session` / `Missing node name`.
+//! * TTL: as Consul's session timers, a session with a TTL is invalidated
+//!   by a timer in the double once it has gone unrenewed (since its
+//!   creation or last renewal) for its TTL times
+//!   [`Config::session_ttl_multiplier`] (2, as Consul, which promises
+//!   only that a session lives at least its TTL; tests may set 1).
+//! * Invalidation (destroy or expiry), as Consul's `deleteSessionTxn`: each
+//!   key the session holds is released (`Session` cleared, `ModifyIndex`
+//!   moved) for `release`, or deleted for `delete`. Then, for the session's
+//!   lock-delay (at most 60s, Consul's `MaxLockDelay`), any `?acquire=` of
+//!   those keys answers `false`, whatever the session (even an unknown
+//!   one: the lock-delay is checked first, as in Consul). An explicit
+//!   `?release=` starts no lock-delay.
+//! * `PUT /v1/kv/<key>?acquire=<session>` (Consul's `kvsLockTxn`): `true`
+//!   if the key was free (it is created if absent) or already held by that
+//!   session, `false` if another session holds it or its lock-delay runs.
+//!   On success the body and `?flags=` are stored as by a plain `PUT`, the
+//!   session holds the key (`Session`), and `LockIndex` grows by one unless
+//!   the session already held it (a new key starts at 1); `ModifyIndex`
+//!   moves even when nothing changed (see the end of
+//!   [Transactions](#transactions)). An empty session
+//!   is a 500 `missing session`, an unknown one a 500 `invalid session
+//!   "<id>"` (real Consul first fails an ID that is not a UUID with another
+//!   500 message).
+//! * `PUT /v1/kv/<key>?release=<session>` (Consul's `kvsUnlockTxn`): `true`
+//!   only if that session holds the key; then the body and flags are
+//!   stored, `Session` is cleared, `LockIndex` is kept. An absent key or
+//!   another holder is `false`; an empty session is a 500 `missing
+//!   session`; the session is not looked up.
+//! * A plain `PUT` (or a transaction `set`/`cas`) of a held key keeps its
+//!   holder and, as in Consul (whose request entry replaces the stored
+//!   one), sets `LockIndex` to 0.
+//! * KV entries read as Consul's: `LockIndex`, `Key`, `Flags`, `Value`,
+//!   `Session` (only when a session holds the key), `CreateIndex`,
+//!   `ModifyIndex`.
+//!
+//! # Blocking queries
+//!
+//! `GET /v1/kv/<key>` (also with `?recurse`, `?keys`, `?raw`) and the
+//! session reads are blocking queries, as Consul's `blockingQuery`: with
+//! `?index=N` and N above 0, the answer waits until its `X-Consul-Index`
+//! (see above: a present key's `ModifyIndex`, else the store-wide index)
+//! would exceed N, or until the wait is over, and is then given as usual.
+//! The wait is `?wait=` (a Go duration), 5 minutes when absent or not
+//! positive, at most 10 minutes; Consul adds up to a sixteenth of it at
+//! random, the double does not. As in Consul, an N above the current index
+//! (an index that went backwards, which clients must reset) also waits
+//! until the wait is over; it is the client's job to notice that the index
+//! went down. A blocking query may answer with data that did not change
+//! (another key or a session moved the store-wide index), as Consul may.
 //!
 //! # Transactions
 //!
@@ -87,14 +196,14 @@
 //! * Not implemented, answered 400: `Node`, `Service`, `Check` and
 //!   `Session` operations (and an element without a `KV` member, which
 //!   Consul would skip), and the session verbs `lock`, `unlock`,
-//!   `check-session`.
+//!   `check-session` (use `PUT /v1/kv/<key>?acquire=` and `?release=`).
 //! * Unlike recent Consul, a `set` that changes nothing still moves the
 //!   entry's `ModifyIndex` (as `PUT /v1/kv` does in the double).
 //!
 //! # What it leaves out
 //!
-//! Sessions and locks (`?acquire`, `?release` are answered 400 and
-//! `LockIndex` is always 0), real blocking queries, the non-KV operations
+//! Sessions tied to health checks (only a destroy or a TTL ends one),
+//! `?hash=` blocking queries, the session verbs and the non-KV operations
 //! of transactions, every endpoint not listed above (catalog, health, ...),
 //! ACL policies and rules (one token can do everything; real Consul may
 //! instead filter list results, answering 404 rather than 403), namespaces
@@ -123,6 +232,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -130,6 +240,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 
 mod api;
+mod go;
+mod session;
 mod store;
 mod tls;
 mod txn;
@@ -159,6 +271,17 @@ pub struct Config {
     pub acl_token: Option<String>,
     /// When set, the double serves HTTPS only.
     pub tls: Option<TlsConfig>,
+    /// A session with a TTL is invalidated once it has gone unrenewed for
+    /// its TTL times this (2.0 by default: Consul's `SessionTTLMultiplier`,
+    /// so a session lives between TTL and 2×TTL past its last renewal).
+    /// Tests may set 1.0 to have it expire right at its TTL. It must be a
+    /// finite number above 0, or [`start`] fails; below 1.0 a session
+    /// expires before its TTL, which Consul never does.
+    pub session_ttl_multiplier: f64,
+    /// The shortest TTL a session may be created with (Consul's agent
+    /// setting `session_ttl_min`, 10s by default). Tests may lower it to
+    /// have short TTLs. The longest is Consul's fixed 24h.
+    pub min_session_ttl: Duration,
 }
 
 impl Default for Config {
@@ -167,6 +290,8 @@ impl Default for Config {
             datacenter: "dc1".to_owned(),
             acl_token: None,
             tls: None,
+            session_ttl_multiplier: 2.0,
+            min_session_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -229,8 +354,17 @@ impl Drop for Server {
 /// The double runs on its own thread with its own tokio runtime, so this
 /// may be called from synchronous code or from within another runtime. It
 /// returns once the socket is listening; the TLS files, if any, are read
-/// before that, and a bad one is an [`io::ErrorKind::InvalidInput`] error.
+/// before that, and a bad one (or a [`Config::session_ttl_multiplier`]
+/// that is not a finite number above 0) is an
+/// [`io::ErrorKind::InvalidInput`] error.
 pub fn start(config: Config, addr: SocketAddr) -> io::Result<Server> {
+    let multiplier = config.session_ttl_multiplier;
+    if !(multiplier.is_finite() && multiplier > 0.0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("session_ttl_multiplier must be a finite number above 0, not {multiplier}"),
+        ));
+    }
     let acceptor = match &config.tls {
         Some(tls) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(tls)?)),
         None => None,
@@ -238,8 +372,10 @@ pub fn start(config: Config, addr: SocketAddr) -> io::Result<Server> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    // Time for the blocking queries and the session TTL timers.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()?;
     let listener = {
         let _entered = runtime.enter();

@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! consul-double [--port N] [--token T] [--tls-cert F --tls-key F [--client-ca F]]
-//!               [--datacenter DC] [--ignore-stdin]
+//!               [--datacenter DC] [--session-ttl-multiplier X]
+//!               [--min-session-ttl SECONDS] [--ignore-stdin]
 //! ```
+//!
+//! `--session-ttl-multiplier` and `--min-session-ttl` set
+//! `Config::session_ttl_multiplier` (default 2) and `Config::min_session_ttl`
+//! (default 10; seconds, fractions allowed, e.g. `0.5`).
 //!
 //! Once it listens it prints exactly one line to stdout, `listening on
 //! 127.0.0.1:PORT`, and flushes it; it prints nothing else there (errors go
@@ -22,11 +27,13 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use consul_double::{Config, TlsConfig};
 
 const USAGE: &str = "usage: consul-double [--port N] [--token T] \
-[--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--datacenter DC] [--ignore-stdin]
+[--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--datacenter DC] \
+[--session-ttl-multiplier X] [--min-session-ttl SECONDS] [--ignore-stdin]
 
 A Consul KV HTTP API test double (not Consul), in memory, on 127.0.0.1.
 Prints `listening on 127.0.0.1:PORT` once ready; exits when stdin reaches
@@ -64,6 +71,24 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             }
             "--token" => config.acl_token = Some(value()?),
             "--datacenter" => config.datacenter = value()?,
+            "--session-ttl-multiplier" => {
+                let v = value()?;
+                config.session_ttl_multiplier = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| {
+                        format!("--session-ttl-multiplier: not a number above 0: {v}")
+                    })?;
+            }
+            "--min-session-ttl" => {
+                let v = value()?;
+                config.min_session_ttl = v
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .ok_or_else(|| format!("--min-session-ttl: not a number of seconds: {v}"))?;
+            }
             "--tls-cert" => cert = Some(PathBuf::from(value()?)),
             "--tls-key" => key = Some(PathBuf::from(value()?)),
             "--client-ca" => client_ca = Some(PathBuf::from(value()?)),

@@ -1,7 +1,14 @@
-//! The in-memory KV state: Consul's `kvs` table and its raft index.
+//! The in-memory state: Consul's `kvs` and `sessions` tables, the
+//! lock-delays, and the raft index (with a channel that tells blocking
+//! queries it moved).
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher as _;
 use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 use crate::txn::{KvOp, TxnError, Verb};
 
@@ -9,12 +16,67 @@ use crate::txn::{KvOp, TxnError, Verb};
 /// leader; starting above 0 catches clients that treat 0 specially.
 pub(crate) const FIRST_INDEX: u64 = 10;
 
+/// Consul's `MaxLockDelay`: a session's lock-delay is enforced for at most
+/// this long, whatever it says.
+pub(crate) const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub(crate) value: Vec<u8>,
     pub(crate) flags: u64,
     pub(crate) create_index: u64,
     pub(crate) modify_index: u64,
+    /// How many times a session acquired the key (Consul's `LockIndex`;
+    /// a plain write sets it to 0, as in Consul).
+    pub(crate) lock_index: u64,
+    /// The session holding the lock, or "" (Consul's `Session`).
+    pub(crate) session: String,
+}
+
+/// What happens to the keys a session holds when it is invalidated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Behavior {
+    Release,
+    Delete,
+}
+
+impl Behavior {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Behavior::Release => "release",
+            Behavior::Delete => "delete",
+        }
+    }
+}
+
+/// A session as created (Consul's `structs.Session`, less what the double
+/// ignores), and when it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) behavior: Behavior,
+    /// The TTL as the client gave it ("" for none).
+    pub(crate) ttl: String,
+    /// The lock-delay in nanoseconds, as Consul keeps it (not capped).
+    pub(crate) lock_delay: i64,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
+    /// How long after a renewal the session is invalidated (its TTL times
+    /// the multiplier); `None` for a session without TTL.
+    pub(crate) renew_period: Option<Duration>,
+    /// When the session is invalidated unless renewed first.
+    pub(crate) expires: Option<Instant>,
+}
+
+/// A session to create: what the request asked for, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewSession {
+    pub(crate) name: String,
+    pub(crate) behavior: Behavior,
+    pub(crate) ttl: String,
+    pub(crate) lock_delay: i64,
+    pub(crate) renew_period: Option<Duration>,
 }
 
 /// An entry a transaction reports, with its key.
@@ -28,6 +90,14 @@ pub(crate) struct TxnEntry {
 pub(crate) struct Store {
     index: u64,
     entries: BTreeMap<String, Entry>,
+    /// By ID, so that listing them gives Consul's order.
+    sessions: BTreeMap<String, Session>,
+    /// Keys that may not be locked before the instant (Consul's `Delay`).
+    lock_delays: HashMap<String, Instant>,
+    /// Carries the index to blocking queries each time it moves.
+    changes: watch::Sender<u64>,
+    ids: RandomState,
+    ids_made: u64,
 }
 
 impl Store {
@@ -35,12 +105,27 @@ impl Store {
         Store {
             index: FIRST_INDEX,
             entries: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            lock_delays: HashMap::new(),
+            changes: watch::channel(FIRST_INDEX).0,
+            ids: RandomState::new(),
+            ids_made: 0,
         }
     }
 
     /// The store-wide index: that of the last write that changed something.
     pub(crate) fn index(&self) -> u64 {
         self.index
+    }
+
+    /// A receiver that sees every later move of the index.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn set_index(&mut self, index: u64) {
+        self.index = index;
+        self.changes.send_replace(index);
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&Entry> {
@@ -91,6 +176,10 @@ impl Store {
     /// Sets `key`. With `cas` = `Some(0)` only if the key is absent; with
     /// `Some(n)` only if the key's ModifyIndex is `n`. Answers whether it
     /// wrote. A write replaces the flags too (absent `?flags` means 0).
+    ///
+    /// As Consul's `kvsSetTxn`: a lock holder stays (a plain write does not
+    /// release the lock), but `LockIndex` is set to 0, because the request's
+    /// entry (with `LockIndex` 0) replaces the stored one.
     pub(crate) fn put(&mut self, key: &str, value: Vec<u8>, flags: u64, cas: Option<u64>) -> bool {
         let existing = self.entries.get(key);
         match (cas, existing) {
@@ -101,6 +190,9 @@ impl Store {
         }
         let index = self.index + 1;
         let create_index = existing.map_or(index, |entry| entry.create_index);
+        let session = existing
+            .map(|entry| entry.session.clone())
+            .unwrap_or_default();
         self.entries.insert(
             key.to_owned(),
             Entry {
@@ -108,9 +200,11 @@ impl Store {
                 flags,
                 create_index,
                 modify_index: index,
+                lock_index: 0,
+                session,
             },
         );
-        self.index = index;
+        self.set_index(index);
         true
     }
 
@@ -128,7 +222,7 @@ impl Store {
             }
         }
         self.entries.remove(key);
-        self.index += 1;
+        self.set_index(self.index + 1);
         true
     }
 
@@ -139,8 +233,192 @@ impl Store {
             for key in &doomed {
                 self.entries.remove(key);
             }
-            self.index += 1;
+            self.set_index(self.index + 1);
         }
+        true
+    }
+}
+
+/// Locks and sessions, as Consul's `kvsLockTxn`, `kvsUnlockTxn` and
+/// `deleteSessionTxn`.
+impl Store {
+    /// `PUT ?acquire=<session>`: `Ok(false)` while the key's lock-delay
+    /// runs (checked first, as Consul's `kvsPreApply`) or while another
+    /// session holds it; an empty or unknown session is an error (Consul's
+    /// message, answered 500). On success the value and flags are set, the
+    /// session holds the key, and `LockIndex` grows by one unless the
+    /// session already held it.
+    pub(crate) fn lock(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        flags: u64,
+        session: &str,
+        now: Instant,
+    ) -> Result<bool, String> {
+        if self.lock_delays.get(key).is_some_and(|until| *until > now) {
+            return Ok(false);
+        }
+        if session.is_empty() {
+            return Err("missing session".to_owned());
+        }
+        if !self.sessions.contains_key(session) {
+            // Go's %#v of a string.
+            return Err(format!("invalid session {session:?}"));
+        }
+        let index = self.index + 1;
+        let (create_index, lock_index) = match self.entries.get(key) {
+            Some(entry) if entry.session == session => (entry.create_index, entry.lock_index),
+            Some(entry) if !entry.session.is_empty() => return Ok(false),
+            Some(entry) => (entry.create_index, entry.lock_index + 1),
+            None => (index, 1),
+        };
+        self.entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                flags,
+                create_index,
+                modify_index: index,
+                lock_index,
+                session: session.to_owned(),
+            },
+        );
+        self.set_index(index);
+        Ok(true)
+    }
+
+    /// `PUT ?release=<session>`: `Ok(false)` unless the key exists and that
+    /// session holds it; then the value and flags are set and the lock is
+    /// released (`LockIndex` kept). The session is not looked up. No
+    /// lock-delay follows an explicit release.
+    pub(crate) fn unlock(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        flags: u64,
+        session: &str,
+    ) -> Result<bool, String> {
+        if session.is_empty() {
+            return Err("missing session".to_owned());
+        }
+        let Some(existing) = self.entries.get(key) else {
+            return Ok(false);
+        };
+        if existing.session != session {
+            return Ok(false);
+        }
+        let index = self.index + 1;
+        let entry = Entry {
+            value,
+            flags,
+            create_index: existing.create_index,
+            modify_index: index,
+            lock_index: existing.lock_index,
+            session: String::new(),
+        };
+        self.entries.insert(key.to_owned(), entry);
+        self.set_index(index);
+        Ok(true)
+    }
+
+    /// A new session with a fresh random ID; the index grows by one.
+    pub(crate) fn create_session(&mut self, new: NewSession, now: Instant) -> &Session {
+        let id = loop {
+            let id = self.session_id();
+            if !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        let index = self.index + 1;
+        let session = Session {
+            id: id.clone(),
+            name: new.name,
+            behavior: new.behavior,
+            ttl: new.ttl,
+            lock_delay: new.lock_delay,
+            create_index: index,
+            modify_index: index,
+            renew_period: new.renew_period,
+            expires: new.renew_period.and_then(|period| now.checked_add(period)),
+        };
+        self.set_index(index);
+        self.sessions.entry(id).or_insert(session)
+    }
+
+    /// A random ID in the form of Consul's (`go-uuid`: 16 random bytes
+    /// as 8-4-4-4-12 hex digits).
+    fn session_id(&mut self) -> String {
+        self.ids_made += 1;
+        let high = self.ids.hash_one((self.ids_made, 0u8));
+        let low = self.ids.hash_one((self.ids_made, 1u8));
+        let hex = format!("{high:016x}{low:016x}");
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    pub(crate) fn session(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+
+    /// Every session, by ID.
+    pub(crate) fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// Renews a session: with a TTL, it now expires a renew period from
+    /// `now`. The index does not move (Consul renews outside raft).
+    pub(crate) fn renew_session(&mut self, id: &str, now: Instant) -> Option<&Session> {
+        let session = self.sessions.get_mut(id)?;
+        if let Some(period) = session.renew_period {
+            session.expires = now.checked_add(period);
+        }
+        Some(session)
+    }
+
+    /// Destroys (invalidates) a session, as Consul's `deleteSessionTxn`:
+    /// every key it holds is released (Session cleared, ModifyIndex moved)
+    /// or deleted, per its behavior, and then may not be locked for the
+    /// session's lock-delay (at most [`MAX_LOCK_DELAY`]) from `now`. All
+    /// of it shares one new index. Answers whether the session existed (an
+    /// unknown one changes nothing).
+    pub(crate) fn destroy_session(&mut self, id: &str, now: Instant) -> bool {
+        let Some(session) = self.sessions.remove(id) else {
+            return false;
+        };
+        let index = self.index + 1;
+        let held: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.session == id)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let delay = (session.lock_delay > 0)
+            .then(|| Duration::from_nanos(session.lock_delay as u64).min(MAX_LOCK_DELAY));
+        self.lock_delays.retain(|_, until| *until > now);
+        for key in held {
+            match session.behavior {
+                Behavior::Release => {
+                    if let Some(entry) = self.entries.get_mut(&key) {
+                        entry.session.clear();
+                        entry.modify_index = index;
+                    }
+                }
+                Behavior::Delete => {
+                    self.entries.remove(&key);
+                }
+            }
+            if let Some(delay) = delay {
+                self.lock_delays.insert(key, now + delay);
+            }
+        }
+        self.set_index(index);
         true
     }
 }
@@ -188,7 +466,7 @@ impl Store {
         }
         if scratch.changed {
             self.entries = scratch.entries;
-            self.index = index;
+            self.set_index(index);
         }
         Ok(scratch.results)
     }
@@ -244,6 +522,8 @@ impl Txn {
                     flags: op.flags,
                     create_index: 0,
                     modify_index: op.index,
+                    lock_index: 0,
+                    session: String::new(),
                 });
                 self.report(key, &entry, true);
                 Ok(())
@@ -303,24 +583,29 @@ impl Txn {
             }
             // The HTTP side refuses these before the store sees them.
             Verb::Session(verb) => Err(format!(
-                "consul-double does not implement sessions: the KV verb {verb:?} is not supported"
+                "consul-double does not implement the KV verb {verb:?} in transactions \
+                 (sessions in transactions are not supported)"
             )),
             Verb::Unknown(verb) => Err(format!("unknown KV verb {verb:?}")),
         }
     }
 
     /// `set` (and a `cas` that passed): the value and flags replace the
-    /// entry's; CreateIndex is kept; ModifyIndex is the transaction's.
+    /// entry's; CreateIndex and the lock holder are kept, LockIndex is 0
+    /// (as `Store::put`); ModifyIndex is the transaction's.
     fn set(&mut self, op: &KvOp) -> Result<(), String> {
-        let create_index = self
-            .entries
-            .get(&op.key)
-            .map_or(self.index, |entry| entry.create_index);
+        let existing = self.entries.get(&op.key);
+        let create_index = existing.map_or(self.index, |entry| entry.create_index);
+        let session = existing
+            .map(|entry| entry.session.clone())
+            .unwrap_or_default();
         let entry = Entry {
             value: op.value.clone(),
             flags: op.flags,
             create_index,
             modify_index: self.index,
+            lock_index: 0,
+            session,
         };
         self.report(&op.key, &entry, false);
         self.entries.insert(op.key.clone(), entry);
@@ -499,6 +784,157 @@ mod tests {
         assert!(s.apply_txn(&[op(Verb::DeleteCas, "k", index)]).is_ok());
         assert!(s.get("k").is_none());
         assert_eq!(s.index(), index + 1);
+    }
+
+    fn new_session(behavior: Behavior, lock_delay: Duration) -> NewSession {
+        NewSession {
+            name: String::new(),
+            behavior,
+            ttl: String::new(),
+            lock_delay: lock_delay.as_nanos() as i64,
+            renew_period: None,
+        }
+    }
+
+    #[test]
+    fn sessions_get_unique_ids_and_one_index_each() {
+        let mut s = Store::new();
+        let now = Instant::now();
+        let mut ids = std::collections::HashSet::new();
+        for i in 1..=50 {
+            let id = s
+                .create_session(new_session(Behavior::Release, Duration::ZERO), now)
+                .id
+                .clone();
+            assert_eq!(id.len(), 36);
+            assert_eq!(id.matches('-').count(), 4);
+            assert!(ids.insert(id.clone()), "{id} twice");
+            let session = s.session(&id).unwrap();
+            assert_eq!(session.create_index, FIRST_INDEX + i);
+            assert_eq!(session.modify_index, FIRST_INDEX + i);
+        }
+        let listed: Vec<&str> = s.sessions().map(|s| s.id.as_str()).collect();
+        let mut sorted = listed.clone();
+        sorted.sort_unstable();
+        assert_eq!(listed, sorted);
+    }
+
+    #[test]
+    fn locks_as_kvs_lock_txn() {
+        let mut s = Store::new();
+        let now = Instant::now();
+        let a = s
+            .create_session(new_session(Behavior::Release, Duration::ZERO), now)
+            .id
+            .clone();
+        let b = s
+            .create_session(new_session(Behavior::Release, Duration::ZERO), now)
+            .id
+            .clone();
+        assert_eq!(
+            s.lock("k", b"1".to_vec(), 3, "", now),
+            Err("missing session".into())
+        );
+        assert_eq!(
+            s.lock("k", b"1".to_vec(), 3, "zz", now),
+            Err("invalid session \"zz\"".into())
+        );
+        assert_eq!(s.lock("k", b"1".to_vec(), 3, &a, now), Ok(true));
+        let entry = s.get("k").unwrap().clone();
+        assert_eq!((entry.lock_index, entry.session.as_str()), (1, a.as_str()));
+        assert_eq!(
+            (entry.create_index, entry.modify_index),
+            (s.index(), s.index())
+        );
+        assert_eq!(s.lock("k", b"2".to_vec(), 0, &b, now), Ok(false));
+        assert_eq!(s.unlock("k", b"2".to_vec(), 0, &b), Ok(false));
+        assert_eq!(s.unlock("nope", vec![], 0, &a), Ok(false));
+        assert_eq!(s.unlock("k", vec![], 0, ""), Err("missing session".into()));
+        assert_eq!(s.get("k").unwrap(), &entry, "nothing changed");
+        assert_eq!(s.lock("k", b"3".to_vec(), 4, &a, now), Ok(true));
+        assert_eq!(s.get("k").unwrap().lock_index, 1);
+        assert_eq!(s.unlock("k", b"4".to_vec(), 5, &a), Ok(true));
+        let entry = s.get("k").unwrap();
+        assert_eq!((entry.lock_index, entry.session.as_str()), (1, ""));
+        assert_eq!((entry.value.as_slice(), entry.flags), (&b"4"[..], 5));
+        assert_eq!(s.lock("k", vec![], 0, &b, now), Ok(true));
+        assert_eq!(s.get("k").unwrap().lock_index, 2);
+        // A plain put keeps the holder, LockIndex 0.
+        assert!(s.put("k", vec![], 0, None));
+        let entry = s.get("k").unwrap();
+        assert_eq!((entry.lock_index, entry.session.as_str()), (0, b.as_str()));
+    }
+
+    #[test]
+    fn invalidation_releases_or_deletes_with_lock_delays() {
+        let mut s = Store::new();
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let rel = s
+            .create_session(new_session(Behavior::Release, 10 * second), t0)
+            .id
+            .clone();
+        let del = s
+            .create_session(new_session(Behavior::Delete, 120 * second), t0)
+            .id
+            .clone();
+        let other = s
+            .create_session(new_session(Behavior::Release, Duration::ZERO), t0)
+            .id
+            .clone();
+        for key in ["r1", "r2"] {
+            assert_eq!(s.lock(key, b"v".to_vec(), 0, &rel, t0), Ok(true));
+        }
+        assert_eq!(s.lock("d", b"v".to_vec(), 0, &del, t0), Ok(true));
+        assert!(s.put("plain", vec![], 0, None));
+        let mut changes = s.subscribe();
+
+        let before = s.index();
+        assert!(s.destroy_session(&rel, t0));
+        assert_eq!(s.index(), before + 1);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), before + 1);
+        for key in ["r1", "r2"] {
+            let entry = s.get(key).unwrap();
+            assert_eq!(entry.session, "");
+            assert_eq!(entry.modify_index, before + 1);
+            assert_eq!(entry.lock_index, 1);
+        }
+        assert!(s.session(&rel).is_none());
+        assert!(!s.destroy_session(&rel, t0), "already gone");
+        assert_eq!(s.index(), before + 1);
+        assert!(!changes.has_changed().unwrap());
+
+        let lock = |s: &mut Store, key: &str, at| s.lock(key, vec![], 0, &other, at);
+        assert_eq!(lock(&mut s, "r1", t0 + 9 * second), Ok(false));
+        assert_eq!(lock(&mut s, "plain", t0), Ok(true), "not held: no delay");
+        assert_eq!(lock(&mut s, "r1", t0 + 10 * second), Ok(true));
+
+        assert!(s.destroy_session(&del, t0));
+        assert!(s.get("d").is_none());
+        // Enforced for Consul's MaxLockDelay at most.
+        assert_eq!(lock(&mut s, "d", t0 + 59 * second), Ok(false));
+        assert_eq!(lock(&mut s, "d", t0 + 60 * second), Ok(true));
+        assert_eq!(s.get("d").unwrap().lock_index, 1);
+    }
+
+    #[test]
+    fn renewal_moves_the_expiry_not_the_index() {
+        let mut s = Store::new();
+        let t0 = Instant::now();
+        let mut new = new_session(Behavior::Release, Duration::ZERO);
+        new.renew_period = Some(Duration::from_secs(20));
+        let id = s.create_session(new, t0).id.clone();
+        assert_eq!(
+            s.session(&id).unwrap().expires,
+            Some(t0 + Duration::from_secs(20))
+        );
+        let index = s.index();
+        let later = t0 + Duration::from_secs(5);
+        let renewed = s.renew_session(&id, later).unwrap();
+        assert_eq!(renewed.expires, Some(later + Duration::from_secs(20)));
+        assert_eq!(s.index(), index);
+        assert!(s.renew_session("nope", later).is_none());
     }
 
     #[test]

@@ -24,6 +24,17 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/kv/?keys"),
     ("DELETE", "/v1/kv/k"),
     ("PUT", "/v1/txn"),
+    ("PUT", "/v1/session/create"),
+    (
+        "PUT",
+        "/v1/session/destroy/00000000-0000-0000-0000-000000000000",
+    ),
+    (
+        "GET",
+        "/v1/session/info/00000000-0000-0000-0000-000000000000",
+    ),
+    ("GET", "/v1/session/node/consul-double"),
+    ("GET", "/v1/session/list"),
     ("GET", "/v1/agent/self"),
     ("GET", "/v1/status/leader"),
 ];
@@ -33,6 +44,8 @@ async fn call(d: &Double, method: &str, path: &str, headers: &[(&str, &str)]) ->
     // A transaction that succeeds whatever the store holds.
     let body = if path.starts_with("/v1/txn") {
         Some(br#"[{"KV":{"Verb":"set","Key":"t","Value":"dg=="}}]"#.to_vec())
+    } else if path.starts_with("/v1/session/create") {
+        Some(br#"{"Name":"acl"}"#.to_vec())
     } else {
         (method == Method::PUT).then(|| b"v".to_vec())
     };
@@ -154,6 +167,47 @@ async fn token_precedence_is_query_then_header_then_bearer() {
     )
     .await;
     assert_eq!(resp.status, 403);
+}
+
+#[tokio::test]
+async fn session_renew_and_locks_need_the_token() {
+    let d = guarded();
+    let token = [("X-Consul-Token", TOKEN)];
+    let resp = call(&d, "PUT", "/v1/session/renew/abc", &[]).await;
+    assert_eq!(resp.status, 403);
+    assert!(
+        resp.text().starts_with(
+            "Permission denied: anonymous token lacks permission 'session:write' on \"consul-double\""
+        ),
+        "{}",
+        resp.text()
+    );
+    let resp = call(&d, "PUT", "/v1/session/renew/abc", &token).await;
+    assert_eq!(
+        (resp.status, resp.text()),
+        (404, "Session id 'abc' not found")
+    );
+    let resp = call(&d, "GET", "/v1/session/list", &[]).await;
+    assert!(resp.text().contains("'session:read'"), "{}", resp.text());
+
+    let created = call(&d, "PUT", "/v1/session/create", &token).await;
+    let id = created.json()["ID"].as_str().unwrap().to_owned();
+    let resp = call(&d, "PUT", &format!("/v1/kv/l?acquire={id}"), &[]).await;
+    assert_eq!(resp.status, 403);
+    let resp = call(&d, "PUT", &format!("/v1/kv/l?acquire={id}"), &token).await;
+    assert_eq!((resp.status, resp.text()), (200, "true"));
+    let resp = call(
+        &d,
+        "PUT",
+        &format!("/v1/kv/l?release={id}"),
+        &[("X-Consul-Token", "no")],
+    )
+    .await;
+    assert_eq!((resp.status, resp.text()), (403, "ACL not found"));
+    let resp = call(&d, "PUT", &format!("/v1/session/destroy/{id}"), &[]).await;
+    assert_eq!(resp.status, 403);
+    let resp = call(&d, "GET", &format!("/v1/session/info/{id}"), &token).await;
+    assert_eq!(resp.json()[0]["ID"], id.as_str(), "still there");
 }
 
 #[tokio::test]

@@ -101,6 +101,45 @@ fn flags_port_token_datacenter() {
     assert!(finish(child).success());
 }
 
+#[test]
+fn session_flags() {
+    let create = |addr, ttl: &str| {
+        let body = format!(r#"{{"TTL":"{ttl}","Behavior":"delete"}}"#);
+        raw(
+            addr,
+            &format!(
+                "PUT /v1/session/create HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    // By default 10s is the shortest TTL.
+    let (child, addr, _stdout) = spawn(&[]);
+    assert_eq!(create(addr, "500ms").status, 500);
+    assert!(finish(child).success());
+
+    let (child, addr, _stdout) = spawn(&["--session-ttl-multiplier", "1", "--min-session-ttl=0.2"]);
+    assert_eq!(create(addr, "100ms").status, 500);
+    let started = Instant::now();
+    let resp = create(addr, "300ms");
+    assert_eq!(resp.status, 200);
+    let id: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+    let info = format!(
+        "GET /v1/session/info/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        id["ID"].as_str().unwrap()
+    );
+    // Gone after its TTL (multiplier 1), well before 2×TTL.
+    while raw(addr, &info).body != b"[]" {
+        assert!(
+            started.elapsed() < Duration::from_millis(550),
+            "not expired"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(finish(child).success());
+}
+
 #[tokio::test]
 async fn tls_flags() {
     let ca = Ca::new("binary CA");
@@ -137,6 +176,10 @@ fn bad_arguments_exit_2_and_print_nothing_on_stdout() {
         &["--port", "x"][..],
         &["--tls-cert", "a.pem"][..],
         &["--client-ca", "ca.pem"][..],
+        &["--session-ttl-multiplier", "0"][..],
+        &["--session-ttl-multiplier", "x"][..],
+        &["--min-session-ttl", "-1"][..],
+        &["--min-session-ttl", "10s"][..],
     ] {
         let output = Command::new(BIN)
             .args(args)

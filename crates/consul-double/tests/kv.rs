@@ -347,14 +347,26 @@ async fn missing_key_name_is_400() {
 }
 
 #[tokio::test]
-async fn sessions_are_refused() {
+async fn lock_errors_write_nothing() {
+    // Sessions and locks are tested in tests/session.rs.
     let d = Double::plain();
-    for path in ["/v1/kv/l?acquire=abc", "/v1/kv/l?release=abc"] {
+    for (path, status, message) in [
+        ("/v1/kv/l?acquire=abc", 500, "invalid session \"abc\""),
+        ("/v1/kv/l?acquire=", 500, "missing session"),
+        ("/v1/kv/l?release=", 500, "missing session"),
+        (
+            "/v1/kv/l?acquire=abc&release=abc",
+            400,
+            "Conflicting flags: acquire=abc&release=abc\n",
+        ),
+    ] {
         let resp = d.put(path, b"v").await;
-        assert_eq!(resp.status, 400, "{path}");
-        assert!(resp.text().contains("sessions"), "{}", resp.text());
+        assert_eq!((resp.status, resp.text()), (status, message), "{path}");
     }
+    // Releasing a key nobody holds (or that is not there) is just false.
+    assert_eq!(d.put("/v1/kv/l?release=abc", b"v").await.text(), "false");
     assert_eq!(d.get("/v1/kv/l").await.status, 404);
+    assert_eq!(d.store_index().await, 10);
 }
 
 #[tokio::test]
@@ -393,17 +405,24 @@ async fn consistency_and_blocking_parameters() {
         "/v1/kv/k?consistent",
         "/v1/kv/k?stale",
         "/v1/kv/k?index=1",
-        "/v1/kv/k?index=999999&wait=1s",
+        "/v1/kv/k?index=0&wait=1m",
+        "/v1/kv/k?index=999999&wait=100ms",
         "/v1/kv/k?wait=1m30s",
         "/v1/kv/?recurse&index=5&wait=100ms",
     ] {
         assert_eq!(d.get(path).await.status, 200, "{path}");
     }
-    // A blocking query answers at once, even for an index far in the future.
+    // A blocking query waits (tests/blocking.rs has more): even for an
+    // index far in the future, as Consul does.
     let started = Instant::now();
-    let resp = d.get("/v1/kv/k?index=1000000&wait=30s").await;
+    let resp = d.get("/v1/kv/k?index=1000000&wait=300ms").await;
     assert_eq!(resp.status, 200);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(resp.index(), 11);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
 
     for (path, message) in [
         (

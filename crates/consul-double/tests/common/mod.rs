@@ -191,6 +191,57 @@ impl Double {
         let resp = self.put(&format!("/v1/kv/{key}"), value).await;
         assert_eq!((resp.status, resp.text()), (200, "true"), "PUT {key}");
     }
+
+    /// `PUT /v1/session/create` with this JSON body, which must succeed:
+    /// the new session's ID.
+    pub async fn create_session(&self, body: &serde_json::Value) -> String {
+        let resp = self
+            .put("/v1/session/create", &serde_json::to_vec(body).unwrap())
+            .await;
+        assert_eq!(resp.status, 200, "create {body}: {}", resp.text());
+        resp.json()["ID"].as_str().unwrap().to_owned()
+    }
+
+    /// `PUT /v1/kv/<key>?acquire=<session>`, which must answer 200: whether
+    /// it locked.
+    pub async fn acquire(&self, key: &str, session: &str, value: &[u8]) -> bool {
+        self.lock_op(key, "acquire", session, value).await
+    }
+
+    /// `PUT /v1/kv/<key>?release=<session>`, which must answer 200: whether
+    /// it released.
+    pub async fn release(&self, key: &str, session: &str, value: &[u8]) -> bool {
+        self.lock_op(key, "release", session, value).await
+    }
+
+    async fn lock_op(&self, key: &str, op: &str, session: &str, value: &[u8]) -> bool {
+        let resp = self
+            .put(&format!("/v1/kv/{key}?{op}={session}"), value)
+            .await;
+        assert_eq!(resp.status, 200, "{op} {key}: {}", resp.text());
+        match resp.text() {
+            "true" => true,
+            "false" => false,
+            other => panic!("{op} {key}: {other:?}"),
+        }
+    }
+
+    /// A key's entry as JSON (the key must be there).
+    pub async fn entry(&self, key: &str) -> serde_json::Value {
+        let resp = self.get(&format!("/v1/kv/{key}")).await;
+        assert_eq!(resp.status, 200, "GET {key}");
+        resp.json()[0].clone()
+    }
+}
+
+/// A configuration for session tests: TTLs expire right at the TTL
+/// (multiplier 1) and may be as short as 100ms.
+pub fn quick_sessions() -> Config {
+    Config {
+        session_ttl_multiplier: 1.0,
+        min_session_ttl: Duration::from_millis(100),
+        ..Config::default()
+    }
 }
 
 /// A raw HTTP/1.1 connection: exact request bytes, responses framed by
