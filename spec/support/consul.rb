@@ -91,7 +91,9 @@ module LibKVTest
 
       def start(kind)
         certs = Certs.files
-        args = [binary, '--port', '0']
+        # Sessions as short as 1 s (a Consul agent's session_ttl_min: "1s"), so
+        # that the examples of ttl keys and locks wait seconds, not tens of them.
+        args = [binary, '--port', '0', '--min-session-ttl', '1']
         args += ['--token', TOKEN] if kind == :token
         args += ['--tls-cert', certs[:server], '--tls-key', certs[:server_key]] if %i[tls noverify mtls].include?(kind)
         args += ['--client-ca', certs[:ca]] if kind == :mtls

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::go;
 use crate::session;
 use crate::store::{Behavior, NewSession, Session, Store, TxnEntry};
-use crate::txn::{self, TxnError, Verb, MAX_TXN_OPS};
+use crate::txn::{self, TxnError, MAX_TXN_OPS};
 use crate::{Config, CONSUL_VERSION, MAX_VALUE_SIZE};
 
 type Reply = Response<Full<Bytes>>;
@@ -928,7 +928,7 @@ impl Ctx<'_> {
         if let Some(reply) = self.check_acl(permission, resource) {
             return reply;
         }
-        let outcome = self.state.store().apply_txn(&kv_ops);
+        let outcome = self.state.store().apply_txn(&kv_ops, Instant::now());
         match outcome {
             Ok(entries) => self.json(&TxnReply {
                 results: Some(
@@ -1024,8 +1024,8 @@ impl Ctx<'_> {
 }
 
 /// A transaction's operations once decoded: KV ones only, each value within
-/// the limit (Consul's check, though the body limit is reached first), no
-/// session verbs (`lock`, `unlock`, `check-session`). The error is the status and text of the answer.
+/// the limit (Consul's check, though the body limit is reached first). The
+/// error is the status and text of the answer.
 fn kv_ops(ops: Vec<txn::Op>) -> Result<Vec<txn::KvOp>, (StatusCode, String)> {
     let mut kv_ops = Vec::with_capacity(ops.len());
     for (i, op) in ops.into_iter().enumerate() {
@@ -1048,15 +1048,6 @@ fn kv_ops(ops: Vec<txn::Op>) -> Result<Vec<txn::KvOp>, (StatusCode, String)> {
                     "Value for key {:?} is too large ({} > {MAX_VALUE_SIZE} bytes)",
                     op.key,
                     op.value.len()
-                ),
-            ));
-        }
-        if let Verb::Session(verb) = &op.verb {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "consul-double does not implement the KV verb {verb:?} (operation {i}) \
-                     in transactions (sessions in transactions are not supported)"
                 ),
             ));
         }
@@ -1318,11 +1309,12 @@ mod tests {
     fn txn_values_over_the_limit_are_413() {
         let op = |value: Vec<u8>| {
             txn::Op::Kv(txn::KvOp {
-                verb: Verb::Set,
+                verb: txn::Verb::Set,
                 key: "big".to_owned(),
                 value,
                 flags: 0,
                 index: 0,
+                session: String::new(),
             })
         };
         assert!(kv_ops(vec![op(vec![b'x'; MAX_VALUE_SIZE])]).is_ok());

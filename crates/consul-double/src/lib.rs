@@ -32,7 +32,8 @@
 //!   `PUT /v1/session/renew/<id>`, `GET /v1/session/info/<id>`,
 //!   `GET /v1/session/node/<node>` and `GET /v1/session/list` (see
 //!   [Sessions and locks](#sessions-and-locks)).
-//! * `PUT /v1/txn` with **KV operations only** (see
+//! * `PUT /v1/txn` with **KV operations only**, the session verbs `lock`,
+//!   `unlock` and `check-session` included (see
 //!   [Transactions](#transactions)).
 //! * `?dc=`: the configured datacenter (or none) is served; any other one is
 //!   answered 500 `No path to datacenter`, as Consul answers for a
@@ -162,8 +163,8 @@
 //! `PUT /v1/txn` takes a JSON array of `{"KV": {"Verb", "Key", "Value",
 //! "Flags", "Index", "Session"}}` operations, read as Consul's Go decoder
 //! reads them (member names in any case, unknown members ignored, `Value`
-//! base64 or null, `Session` ignored), and applies them as Consul's
-//! `Txn.Apply` does:
+//! base64 or null; `Session` is used by the session verbs only), and
+//! applies them as Consul's `Txn.Apply` does:
 //!
 //! * Verbs `set`, `cas` (`Index` 0: only if absent), `get` (fails if
 //!   absent), `get-or-empty`, `get-tree`, `check-index`, `check-not-exists`,
@@ -172,14 +173,32 @@
 //!   absent key is nothing to delete). Another verb fails its operation
 //!   (`unknown KV verb "x"`), as in Consul; an empty `Key` fails every verb
 //!   but `delete-tree` (`Must provide key`) before anything runs.
+//! * The session verbs, as Consul's `kvsLockTxn`, `kvsUnlockTxn` and
+//!   `kvsCheckSessionTxn`:
+//!   * `lock`: as `PUT ?acquire=<Session>` with the operation's `Value`
+//!     and `Flags` (see [Sessions and locks](#sessions-and-locks)); a key
+//!     another session holds fails it, `failed to lock key "k", lock is
+//!     already held`; an empty or unknown `Session` fails it with
+//!     `missing session` / `invalid session "<id>"`; a key whose
+//!     lock-delay runs fails it before anything runs (Consul's pre-check),
+//!     `failed to lock key "k" due to lock delay`.
+//!   * `unlock`: as `PUT ?release=<Session>`; a key that is absent or not
+//!     held by that session fails it, `failed to unlock key "k", lock
+//!     isn't held, or is held by another session`; an empty `Session` is
+//!     `missing session`.
+//!   * `check-session`: fails unless the key is held by `Session` (an
+//!     empty `Session`: held by none), `failed session check for key "k",
+//!     current session "<held>" != "<given>"`, or `failed to check
+//!     session, key "k" doesn't exist`.
 //! * All or nothing, under the store's lock: each operation sees the ones
 //!   before it; if any fails, nothing is kept and the answer is `409` with
 //!   `{"Results":null,"Errors":[{"OpIndex":i,"What":"..."}, ...]}`, every
 //!   failed operation listed with Consul's message. Otherwise `200` with
 //!   `{"Results":[{"KV":{...}}, ...],"Errors":null}`: `get`,
 //!   `get-or-empty` and `get-tree` give their entries with values; `set`,
-//!   `cas` and `check-index` give the entry with `"Value":null`; deletes
-//!   and `check-not-exists` give nothing (so `"Results":[]` is possible).
+//!   `cas`, `check-index`, `lock`, `unlock` and `check-session` give the
+//!   entry with `"Value":null`; deletes and `check-not-exists` give
+//!   nothing (so `"Results":[]` is possible).
 //! * All the writes of a transaction share one new index: the store index
 //!   grows by one for the whole transaction if it changed anything.
 //! * Limits, answered 413 as by Consul: the body is at most 512 KiB
@@ -195,16 +214,14 @@
 //!   drops the `get` results it may not read.
 //! * Not implemented, answered 400: `Node`, `Service`, `Check` and
 //!   `Session` operations (and an element without a `KV` member, which
-//!   Consul would skip), and the session verbs `lock`, `unlock`,
-//!   `check-session` (use `PUT /v1/kv/<key>?acquire=` and `?release=`).
+//!   Consul would skip).
 //! * Unlike recent Consul, a `set` that changes nothing still moves the
 //!   entry's `ModifyIndex` (as `PUT /v1/kv` does in the double).
 //!
 //! # What it leaves out
 //!
 //! Sessions tied to health checks (only a destroy or a TTL ends one),
-//! `?hash=` blocking queries, the session verbs and the non-KV operations
-//! of transactions, every endpoint not listed above (catalog, health, ...),
+//! `?hash=` blocking queries, the non-KV operations of transactions, every endpoint not listed above (catalog, health, ...),
 //! ACL policies and rules (one token can do everything; real Consul may
 //! instead filter list results, answering 404 rather than 403), namespaces
 //! and partitions, HTTP/2, gzip, persistence, more than one node. Keys must

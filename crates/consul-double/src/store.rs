@@ -256,36 +256,22 @@ impl Store {
         session: &str,
         now: Instant,
     ) -> Result<bool, String> {
-        if self.lock_delays.get(key).is_some_and(|until| *until > now) {
+        if self.lock_delayed(key, now) {
             return Ok(false);
         }
-        if session.is_empty() {
-            return Err("missing session".to_owned());
-        }
-        if !self.sessions.contains_key(session) {
-            // Go's %#v of a string.
-            return Err(format!("invalid session {session:?}"));
-        }
+        check_session(&self.sessions, session)?;
         let index = self.index + 1;
-        let (create_index, lock_index) = match self.entries.get(key) {
-            Some(entry) if entry.session == session => (entry.create_index, entry.lock_index),
-            Some(entry) if !entry.session.is_empty() => return Ok(false),
-            Some(entry) => (entry.create_index, entry.lock_index + 1),
-            None => (index, 1),
+        let Some(entry) = locked(self.entries.get(key), value, flags, session, index) else {
+            return Ok(false);
         };
-        self.entries.insert(
-            key.to_owned(),
-            Entry {
-                value,
-                flags,
-                create_index,
-                modify_index: index,
-                lock_index,
-                session: session.to_owned(),
-            },
-        );
+        self.entries.insert(key.to_owned(), entry);
         self.set_index(index);
         Ok(true)
+    }
+
+    /// Whether the key's lock-delay still runs at `now`.
+    fn lock_delayed(&self, key: &str, now: Instant) -> bool {
+        self.lock_delays.get(key).is_some_and(|until| *until > now)
     }
 
     /// `PUT ?release=<session>`: `Ok(false)` unless the key exists and that
@@ -302,20 +288,9 @@ impl Store {
         if session.is_empty() {
             return Err("missing session".to_owned());
         }
-        let Some(existing) = self.entries.get(key) else {
-            return Ok(false);
-        };
-        if existing.session != session {
-            return Ok(false);
-        }
         let index = self.index + 1;
-        let entry = Entry {
-            value,
-            flags,
-            create_index: existing.create_index,
-            modify_index: index,
-            lock_index: existing.lock_index,
-            session: String::new(),
+        let Some(entry) = unlocked(self.entries.get(key), value, flags, session, index) else {
+            return Ok(false);
         };
         self.entries.insert(key.to_owned(), entry);
         self.set_index(index);
@@ -423,6 +398,67 @@ impl Store {
     }
 }
 
+/// The first checks of Consul's `kvsLockTxn`: a session is given, and
+/// exists.
+fn check_session(sessions: &BTreeMap<String, Session>, session: &str) -> Result<(), String> {
+    if session.is_empty() {
+        return Err("missing session".to_owned());
+    }
+    if !sessions.contains_key(session) {
+        // Go's %#v of a string.
+        return Err(format!("invalid session {session:?}"));
+    }
+    Ok(())
+}
+
+/// The entry a lock by `session` makes at `index` (Consul's `kvsLockTxn`
+/// once the session is checked), or `None` while another session holds
+/// the key. `LockIndex` grows by one unless the session already held it
+/// (a new key starts at 1).
+fn locked(
+    existing: Option<&Entry>,
+    value: Vec<u8>,
+    flags: u64,
+    session: &str,
+    index: u64,
+) -> Option<Entry> {
+    let (create_index, lock_index) = match existing {
+        Some(entry) if entry.session == session => (entry.create_index, entry.lock_index),
+        Some(entry) if !entry.session.is_empty() => return None,
+        Some(entry) => (entry.create_index, entry.lock_index + 1),
+        None => (index, 1),
+    };
+    Some(Entry {
+        value,
+        flags,
+        create_index,
+        modify_index: index,
+        lock_index,
+        session: session.to_owned(),
+    })
+}
+
+/// The entry a release by `session` makes at `index` (Consul's
+/// `kvsUnlockTxn`), or `None` unless the key exists and `session` holds
+/// it. `LockIndex` is kept.
+fn unlocked(
+    existing: Option<&Entry>,
+    value: Vec<u8>,
+    flags: u64,
+    session: &str,
+    index: u64,
+) -> Option<Entry> {
+    let existing = existing.filter(|entry| entry.session == session)?;
+    Some(Entry {
+        value,
+        flags,
+        create_index: existing.create_index,
+        modify_index: index,
+        lock_index: existing.lock_index,
+        session: String::new(),
+    })
+}
+
 impl Store {
     /// Applies a transaction's KV operations all or nothing, as Consul's
     /// `Txn.Apply` (its `preCheck`, then `TxnRW`): every write shares one
@@ -430,27 +466,41 @@ impl Store {
     /// operation sees the effects of those before it, and if any fails,
     /// nothing is kept and every failure is answered.
     ///
+    /// The pre-check (Consul's `kvsPreApply`, for every operation before
+    /// any runs): an empty key fails every verb but `delete-tree`, and a
+    /// `lock` of a key whose lock-delay runs at `now` fails.
+    ///
     /// Results, as Consul's `txnKVS`: `get`, `get-or-empty` and `get-tree`
-    /// give their entries with the value; `set`, `cas` and `check-index`
-    /// give the entry without it; deletes and `check-not-exists` give none.
-    pub(crate) fn apply_txn(&mut self, ops: &[KvOp]) -> Result<Vec<TxnEntry>, Vec<TxnError>> {
-        // Consul's preCheck (kvsPreApply), before anything runs.
-        let missing_keys: Vec<TxnError> = ops
+    /// give their entries with the value; `set`, `cas`, `check-index`,
+    /// `lock`, `unlock` and `check-session` give the entry without it;
+    /// deletes and `check-not-exists` give none.
+    pub(crate) fn apply_txn(
+        &mut self,
+        ops: &[KvOp],
+        now: Instant,
+    ) -> Result<Vec<TxnEntry>, Vec<TxnError>> {
+        let refused: Vec<TxnError> = ops
             .iter()
             .enumerate()
-            .filter(|(_, op)| op.key.is_empty() && op.verb != Verb::DeleteTree)
-            .map(|(op_index, _)| TxnError {
-                op_index,
-                what: "Must provide key".to_owned(),
+            .filter_map(|(op_index, op)| {
+                let what = if op.key.is_empty() && op.verb != Verb::DeleteTree {
+                    "Must provide key".to_owned()
+                } else if op.verb == Verb::Lock && self.lock_delayed(&op.key, now) {
+                    format!("failed to lock key {:?} due to lock delay", op.key)
+                } else {
+                    return None;
+                };
+                Some(TxnError { op_index, what })
             })
             .collect();
-        if !missing_keys.is_empty() {
-            return Err(missing_keys);
+        if !refused.is_empty() {
+            return Err(refused);
         }
 
         let index = self.index + 1;
         let mut scratch = Txn {
             entries: self.entries.clone(),
+            sessions: &self.sessions,
             index,
             changed: false,
             results: Vec::new(),
@@ -464,23 +514,31 @@ impl Store {
         if !errors.is_empty() {
             return Err(errors);
         }
-        if scratch.changed {
-            self.entries = scratch.entries;
+        let Txn {
+            entries,
+            changed,
+            results,
+            ..
+        } = scratch;
+        if changed {
+            self.entries = entries;
             self.set_index(index);
         }
-        Ok(scratch.results)
+        Ok(results)
     }
 }
 
 /// A transaction under way, on a copy of the entries.
-struct Txn {
+struct Txn<'a> {
     entries: BTreeMap<String, Entry>,
+    /// The sessions, which a transaction does not change.
+    sessions: &'a BTreeMap<String, Session>,
     index: u64,
     changed: bool,
     results: Vec<TxnEntry>,
 }
 
-impl Txn {
+impl Txn<'_> {
     fn report(&mut self, key: &str, entry: &Entry, with_value: bool) {
         let mut entry = entry.clone();
         if !with_value {
@@ -581,11 +639,54 @@ impl Txn {
                 }
                 Ok(())
             }
-            // The HTTP side refuses these before the store sees them.
-            Verb::Session(verb) => Err(format!(
-                "consul-double does not implement the KV verb {verb:?} in transactions \
-                 (sessions in transactions are not supported)"
-            )),
+            Verb::Lock => {
+                check_session(self.sessions, &op.session)?;
+                let entry = locked(
+                    existing,
+                    op.value.clone(),
+                    op.flags,
+                    &op.session,
+                    self.index,
+                )
+                .ok_or_else(|| format!("failed to lock key {key:?}, lock is already held"))?;
+                self.write(key, entry);
+                Ok(())
+            }
+            Verb::Unlock => {
+                if op.session.is_empty() {
+                    return Err("missing session".to_owned());
+                }
+                let entry = unlocked(
+                    existing,
+                    op.value.clone(),
+                    op.flags,
+                    &op.session,
+                    self.index,
+                )
+                .ok_or_else(|| {
+                    format!(
+                        "failed to unlock key {key:?}, lock isn't held, or is held by \
+                             another session"
+                    )
+                })?;
+                self.write(key, entry);
+                Ok(())
+            }
+            Verb::CheckSession => {
+                let Some(entry) = existing.cloned() else {
+                    return Err(format!(
+                        "failed to check session, key {key:?} doesn't exist"
+                    ));
+                };
+                if entry.session != op.session {
+                    return Err(format!(
+                        "failed session check for key {key:?}, current session {:?} != {:?}",
+                        entry.session, op.session
+                    ));
+                }
+                self.report(key, &entry, false);
+                Ok(())
+            }
             Verb::Unknown(verb) => Err(format!("unknown KV verb {verb:?}")),
         }
     }
@@ -607,16 +708,28 @@ impl Txn {
             lock_index: 0,
             session,
         };
-        self.report(&op.key, &entry, false);
-        self.entries.insert(op.key.clone(), entry);
-        self.changed = true;
+        self.write(&op.key, entry);
         Ok(())
+    }
+
+    /// Stores an entry the transaction wrote, and reports it without its
+    /// value.
+    fn write(&mut self, key: &str, entry: Entry) {
+        self.report(key, &entry, false);
+        self.entries.insert(key.to_owned(), entry);
+        self.changed = true;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Store {
+        fn apply_txn_now(&mut self, ops: &[KvOp]) -> Result<Vec<TxnEntry>, Vec<TxnError>> {
+            self.apply_txn(ops, Instant::now())
+        }
+    }
 
     fn store(keys: &[&str]) -> Store {
         let mut store = Store::new();
@@ -675,6 +788,7 @@ mod tests {
             value: b"new".to_vec(),
             flags: 3,
             index,
+            session: String::new(),
         }
     }
 
@@ -683,7 +797,7 @@ mod tests {
         let mut s = store(&["a", "d"]);
         let before = s.index();
         let results = s
-            .apply_txn(&[
+            .apply_txn_now(&[
                 op(Verb::Set, "a", 0),
                 op(Verb::Cas, "b", 0),
                 op(Verb::Delete, "d", 0),
@@ -713,7 +827,7 @@ mod tests {
         let mut s = store(&["a"]);
         let before = s.index();
         let errors = s
-            .apply_txn(&[
+            .apply_txn_now(&[
                 op(Verb::Set, "x", 0),
                 op(Verb::CheckIndex, "x", before),
                 op(Verb::DeleteTree, "", 0),
@@ -748,7 +862,7 @@ mod tests {
 
         // An empty key fails every verb but delete-tree, before anything runs.
         let errors = s
-            .apply_txn(&[op(Verb::DeleteTree, "", 0), op(Verb::GetTree, "", 0)])
+            .apply_txn_now(&[op(Verb::DeleteTree, "", 0), op(Verb::GetTree, "", 0)])
             .unwrap_err();
         assert_eq!(
             errors,
@@ -772,16 +886,24 @@ mod tests {
             op(Verb::CheckNotExists, "k", 0),
             op(Verb::CheckIndex, "absent", 0),
         ] {
-            assert!(s.apply_txn(std::slice::from_ref(&bad)).is_err(), "{bad:?}");
+            assert!(
+                s.apply_txn_now(std::slice::from_ref(&bad)).is_err(),
+                "{bad:?}"
+            );
         }
         assert_eq!(s.index(), index);
         // delete-cas of an absent key: nothing to do, and no write.
-        assert_eq!(s.apply_txn(&[op(Verb::DeleteCas, "absent", 5)]), Ok(vec![]));
+        assert_eq!(
+            s.apply_txn_now(&[op(Verb::DeleteCas, "absent", 5)]),
+            Ok(vec![])
+        );
         assert_eq!(s.index(), index);
-        let absent = s.apply_txn(&[op(Verb::GetOrEmpty, "absent", 9)]).unwrap();
+        let absent = s
+            .apply_txn_now(&[op(Verb::GetOrEmpty, "absent", 9)])
+            .unwrap();
         assert_eq!(absent[0].entry.modify_index, 9);
         assert_eq!(absent[0].entry.create_index, 0);
-        assert!(s.apply_txn(&[op(Verb::DeleteCas, "k", index)]).is_ok());
+        assert!(s.apply_txn_now(&[op(Verb::DeleteCas, "k", index)]).is_ok());
         assert!(s.get("k").is_none());
         assert_eq!(s.index(), index + 1);
     }

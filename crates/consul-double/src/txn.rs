@@ -32,8 +32,13 @@ pub(crate) enum Verb {
     Delete,
     DeleteTree,
     DeleteCas,
-    /// `check-session`, `lock`, `unlock`: the double has no sessions.
-    Session(&'static str),
+    /// `lock`: as `PUT ?acquire=` (Consul's `kvsLockTxn`).
+    Lock,
+    /// `unlock`: as `PUT ?release=` (Consul's `kvsUnlockTxn`).
+    Unlock,
+    /// `check-session`: fails unless the key is held by the operation's
+    /// `Session` (`""`: held by none).
+    CheckSession,
     /// Any other string: Consul fails the operation (`unknown KV verb`).
     Unknown(String),
 }
@@ -51,9 +56,9 @@ impl Verb {
             "delete" => Verb::Delete,
             "delete-tree" => Verb::DeleteTree,
             "delete-cas" => Verb::DeleteCas,
-            "check-session" => Verb::Session("check-session"),
-            "lock" => Verb::Session("lock"),
-            "unlock" => Verb::Session("unlock"),
+            "check-session" => Verb::CheckSession,
+            "lock" => Verb::Lock,
+            "unlock" => Verb::Unlock,
             other => Verb::Unknown(other.to_owned()),
         }
     }
@@ -68,7 +73,8 @@ impl Verb {
                 | Verb::Delete
                 | Verb::DeleteTree
                 | Verb::DeleteCas
-                | Verb::Session("lock" | "unlock")
+                | Verb::Lock
+                | Verb::Unlock
         )
     }
 
@@ -80,14 +86,15 @@ impl Verb {
             | Verb::GetTree
             | Verb::CheckIndex
             | Verb::CheckNotExists
-            | Verb::Session("check-session") => "key:read",
+            | Verb::CheckSession => "key:read",
             _ => "key:write",
         }
     }
 }
 
-/// One `{"KV": {...}}` operation. `Session`, `Namespace` and `Partition`
-/// are read (and type-checked) but not kept.
+/// One `{"KV": {...}}` operation. `Namespace` and `Partition` are read
+/// (and type-checked) but not kept; `Session` is used by the session verbs
+/// only (a `set` keeps the key's holder, as in Consul).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KvOp {
     pub(crate) verb: Verb,
@@ -95,6 +102,7 @@ pub(crate) struct KvOp {
     pub(crate) value: Vec<u8>,
     pub(crate) flags: u64,
     pub(crate) index: u64,
+    pub(crate) session: String,
 }
 
 /// One element of the request array.
@@ -204,7 +212,6 @@ fn decode_op(item: &Value) -> Result<Op, String> {
         Some(other) => return Err(type_error(other, &go_field("Value", "[]uint8"))),
     };
     // Type-checked like Consul's decoder, then not used.
-    string("Session")?;
     string("Namespace")?;
     string("Partition")?;
     Ok(Op::Kv(KvOp {
@@ -213,6 +220,7 @@ fn decode_op(item: &Value) -> Result<Op, String> {
         value,
         flags: uint("Flags")?,
         index: uint("Index")?,
+        session: string("Session")?,
     }))
 }
 
@@ -255,6 +263,7 @@ mod tests {
             value: Vec::new(),
             flags: 0,
             index: 0,
+            session: String::new(),
         }
     }
 
@@ -270,6 +279,7 @@ mod tests {
         let mut set = kv(Verb::Set, "a");
         set.value = b"bar".to_vec();
         set.flags = 7;
+        set.session = "s".to_owned();
         let mut check = kv(Verb::CheckIndex, "b");
         check.index = 12;
         assert_eq!(
@@ -362,6 +372,8 @@ mod tests {
         }
         assert_eq!(Verb::parse("SET"), Verb::Unknown("SET".to_owned()));
         assert_eq!(Verb::parse("get-tree").permission(), "key:read");
+        assert_eq!(Verb::parse("check-session").permission(), "key:read");
+        assert_eq!(Verb::parse("lock").permission(), "key:write");
         assert_eq!(Verb::parse("delete-tree").permission(), "key:write");
     }
 }

@@ -582,7 +582,7 @@ async fn the_body_limit_is_512_kib() {
 }
 
 #[tokio::test]
-async fn only_kv_operations_without_sessions() {
+async fn only_kv_operations() {
     let d = Double::plain();
     for (op, needle) in [
         (
@@ -613,13 +613,261 @@ async fn only_kv_operations_without_sessions() {
             resp.text()
         );
     }
-    for verb in ["lock", "unlock", "check-session"] {
-        let op = json!({"KV": {"Verb": verb, "Key": "k", "Session": "abc"}});
-        let resp = d.txn(&json!([op])).await;
-        assert_eq!(resp.status, 400, "{verb}");
-        assert!(resp.text().contains("sessions"), "{}", resp.text());
-    }
     assert_eq!(d.get("/v1/kv/k").await.status, 404, "nothing written");
+}
+
+/// A session verb: `lock`, `unlock` (with a value and flags) or
+/// `check-session`.
+fn kv_session(verb: &str, key: &str, session: &str, value: &[u8], flags: u64) -> Value {
+    json!({"KV": {"Verb": verb, "Key": key, "Value": b64(value), "Flags": flags, "Session": session}})
+}
+
+#[tokio::test]
+async fn lock_unlock_and_check_session_as_acquire_and_release() {
+    let d = Double::plain();
+    let s1 = d.create_session(&json!({"LockDelay": "0s"})).await;
+    let s2 = d.create_session(&json!({"LockDelay": "0s"})).await;
+
+    // lock of an absent key creates it, held, LockIndex 1; the result is
+    // the entry without its value.
+    let before = d.store_index().await;
+    let resp = d
+        .txn(&json!([kv_session("lock", "k", &s1, b"one", 7)]))
+        .await;
+    let results = results_of(&resp);
+    let index = before + 1;
+    assert_eq!(
+        results,
+        [
+            json!({"LockIndex": 1, "Key": "k", "Flags": 7, "Value": null, "Session": s1,
+                "CreateIndex": index, "ModifyIndex": index})
+        ]
+    );
+    let entry = d.entry("k").await;
+    assert_eq!(
+        (entry["Value"].as_str(), entry["Flags"].as_u64()),
+        (Some("b25l"), Some(7))
+    );
+    assert_eq!(entry["Session"], s1.as_str());
+
+    // check-session: the holder passes and gets the entry; another session,
+    // or none, fails with Consul's message.
+    let results = results_of(
+        &d.txn(&json!([kv_session("check-session", "k", &s1, b"", 0)]))
+            .await,
+    );
+    assert_eq!(results[0]["Session"], s1.as_str());
+    assert_eq!(results[0]["Value"], Value::Null);
+    assert_eq!(results[0]["ModifyIndex"], index);
+    for other in [s2.as_str(), ""] {
+        let resp = d
+            .txn(&json!([kv_session("check-session", "k", other, b"", 0)]))
+            .await;
+        assert_eq!(
+            errors_of(&resp),
+            [(
+                0,
+                format!(
+                    "failed session check for key \"k\", current session \"{s1}\" != \"{other}\""
+                )
+            )]
+        );
+    }
+    let resp = d
+        .txn(&json!([kv_session("check-session", "absent", "", b"", 0)]))
+        .await;
+    assert_eq!(
+        errors_of(&resp),
+        [(
+            0,
+            "failed to check session, key \"absent\" doesn't exist".to_owned()
+        )]
+    );
+
+    // Another session cannot lock or unlock it; nothing moves.
+    let resp = d
+        .txn(&json!([kv_session("lock", "k", &s2, b"two", 0)]))
+        .await;
+    assert_eq!(
+        errors_of(&resp),
+        [(
+            0,
+            "failed to lock key \"k\", lock is already held".to_owned()
+        )]
+    );
+    let resp = d
+        .txn(&json!([kv_session("unlock", "k", &s2, b"two", 0)]))
+        .await;
+    assert_eq!(
+        errors_of(&resp),
+        [(
+            0,
+            "failed to unlock key \"k\", lock isn't held, or is held by another session".to_owned()
+        )]
+    );
+    assert_eq!(d.store_index().await, index);
+
+    // The holder locks again: value and flags change, LockIndex does not.
+    let results = results_of(
+        &d.txn(&json!([kv_session("lock", "k", &s1, b"1b", 8)]))
+            .await,
+    );
+    assert_eq!(results[0]["LockIndex"], 1);
+    assert_eq!(results[0]["ModifyIndex"], index + 1);
+    // unlock then lock by another session in one transaction: the lock
+    // passes from one to the other, one index for both.
+    let resp = d
+        .txn(&json!([
+            kv_index("check-index", "k", index + 1),
+            kv_session("unlock", "k", &s1, b"between", 0),
+            kv_session("lock", "k", &s2, b"two", 9),
+        ]))
+        .await;
+    let results = results_of(&resp);
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results[1]["Session"],
+        Value::Null,
+        "unlocked: {}",
+        results[1]
+    );
+    assert_eq!(results[1]["LockIndex"], 1);
+    assert_eq!(results[2]["Session"], s2.as_str());
+    assert_eq!(results[2]["LockIndex"], 2);
+    // check-index reports the entry as it found it.
+    assert_eq!(results[0]["ModifyIndex"], index + 1);
+    for result in &results[1..] {
+        assert_eq!(result["ModifyIndex"], index + 2);
+    }
+    let entry = d.entry("k").await;
+    assert_eq!(
+        (entry["Value"].as_str(), entry["Flags"].as_u64()),
+        (Some("dHdv"), Some(9))
+    );
+    assert_eq!(entry["Session"], s2.as_str());
+
+    // unlock by the holder stores the value and flags and frees the key:
+    // a plain PUT ?acquire= by the other session then takes it.
+    let resp = d
+        .txn(&json!([kv_session("unlock", "k", &s2, b"free", 3)]))
+        .await;
+    let results = results_of(&resp);
+    assert_eq!(results[0]["Session"], Value::Null);
+    let entry = d.entry("k").await;
+    assert_eq!(
+        (entry["Value"].as_str(), entry["Flags"].as_u64()),
+        (Some("ZnJlZQ=="), Some(3))
+    );
+    assert!(entry.get("Session").is_none(), "{entry}");
+    results_of(
+        &d.txn(&json!([kv_session("check-session", "k", "", b"", 0)]))
+            .await,
+    );
+    let resp = d
+        .txn(&json!([kv_session("unlock", "k", &s2, b"", 0)]))
+        .await;
+    assert_eq!(errors_of(&resp).len(), 1, "no longer held");
+    assert!(d.acquire("k", &s1, b"again").await);
+    assert_eq!(d.entry("k").await["LockIndex"], 3);
+
+    // A key locked in a transaction goes with its session.
+    let resp = d.put(&format!("/v1/session/destroy/{s1}"), b"").await;
+    assert_eq!(resp.text(), "true");
+    assert!(d.entry("k").await.get("Session").is_none());
+}
+
+#[tokio::test]
+async fn session_verbs_fail_as_consuls_and_roll_back() {
+    let d = Double::plain();
+    let s = d.create_session(&json!({"LockDelay": "0s"})).await;
+    let unknown = "5e2c1a9b-0000-4000-8000-000000000000";
+    d.set("plain", b"p").await;
+    let before = d.store_index().await;
+    for (op, what) in [
+        (
+            kv_session("lock", "k", "", b"v", 0),
+            "missing session".to_owned(),
+        ),
+        (
+            kv_session("lock", "k", unknown, b"v", 0),
+            format!("invalid session \"{unknown}\""),
+        ),
+        (
+            kv_session("unlock", "k", "", b"v", 0),
+            "missing session".to_owned(),
+        ),
+        (
+            kv_session("unlock", "plain", &s, b"v", 0),
+            "failed to unlock key \"plain\", lock isn't held, or is held by another session"
+                .to_owned(),
+        ),
+    ] {
+        // A set before it is rolled back with it.
+        let resp = d.txn(&json!([kv_set("set", "other", b"x", 0), op])).await;
+        assert_eq!(errors_of(&resp), [(1, what)]);
+    }
+    // A lock after a failed check is not kept either.
+    let resp = d
+        .txn(&json!([
+            kv_index("check-index", "plain", before + 100),
+            kv_session("lock", "k", &s, b"v", 0),
+        ]))
+        .await;
+    assert_eq!(errors_of(&resp).len(), 1);
+    assert_eq!(d.store_index().await, before, "nothing written");
+    assert_eq!(d.get("/v1/kv/k").await.status, 404);
+    assert_eq!(d.get("/v1/kv/other").await.status, 404);
+
+    // A lock-delay fails the lock before anything runs, as Consul's
+    // pre-check.
+    let delayed = d.create_session(&json!({"LockDelay": "10s"})).await;
+    assert!(d.acquire("d", &delayed, b"v").await);
+    assert_eq!(
+        d.put(&format!("/v1/session/destroy/{delayed}"), b"")
+            .await
+            .text(),
+        "true"
+    );
+    let resp = d
+        .txn(&json!([
+            kv_set("set", "other", b"x", 0),
+            kv_session("lock", "d", &s, b"v", 0)
+        ]))
+        .await;
+    assert_eq!(
+        errors_of(&resp),
+        [(1, "failed to lock key \"d\" due to lock delay".to_owned())]
+    );
+    assert_eq!(d.get("/v1/kv/other").await.status, 404);
+    // unlock and check-session are not delayed.
+    results_of(
+        &d.txn(&json!([kv_session("check-session", "d", "", b"", 0)]))
+            .await,
+    );
+}
+
+#[tokio::test]
+async fn a_key_locked_in_a_transaction_is_deleted_with_its_session() {
+    let d = Double::start(common::quick_sessions());
+    let started = std::time::Instant::now();
+    let s = d
+        .create_session(&json!({"TTL": "300ms", "Behavior": "delete", "LockDelay": "0s"}))
+        .await;
+    let resp = d
+        .txn(&json!([
+            kv("check-not-exists", "ttl"),
+            kv_session("lock", "ttl", &s, b"v", 1)
+        ]))
+        .await;
+    let index = results_of(&resp)[0]["ModifyIndex"].as_u64().unwrap();
+    let resp = d.get(&format!("/v1/kv/ttl?index={index}&wait=5s")).await;
+    assert_eq!(resp.status, 404, "{}", resp.text());
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(300)
+            && waited < std::time::Duration::from_secs(2),
+        "{waited:?}"
+    );
 }
 
 #[tokio::test]

@@ -14,11 +14,50 @@
 //! - The `token` auth setting is sent as `X-Consul-Token`; URLs never hold it.
 //! - One HTTP client (with its connection pool) per URL and auth settings in a
 //!   process, made on the first call, dropped after a connection failure and after
-//!   `fork`. Every call ends within the store's timeout.
+//!   `fork`. Every request ends within the store's timeout, a lock's wait by its
+//!   deadline.
+//!
+//! Keys that expire and locks:
+//!
+//! - A write with a `ttl` makes a session (`TTL` = ttl, `Behavior: delete`,
+//!   `LockDelay: 0s`) and writes the key holding it, in one transaction (`lock`,
+//!   after `check-not-exists` or `check-index` for `atomic_create` and
+//!   `atomic_put`, and after an `unlock` of the session that held the key, whose
+//!   session is then destroyed when it was a ttl key's own). Consul ends such a
+//!   session, deleting the key, somewhere between ttl and 2 x ttl after it was
+//!   made; so the key's deadline is kept where every libkv reader sees it: its
+//!   `Flags` hold [`TTL_MARK`] in the high 16 bits and the deadline, in
+//!   milliseconds since the Unix epoch (the writer's clock), in the low 48. Every
+//!   read treats a marked entry past its deadline (the reader's clock) as absent,
+//!   and so do the conditions of the atomic writes. The deadline is taken before
+//!   the session is made, so Consul never deletes the key before it.
+//! - A plain write makes the key permanent again (Consul keeps a key's session
+//!   across a plain set): `put` is one transaction, `set` then `check-session`
+//!   with no session, which Consul refuses, writing nothing, when a session holds
+//!   the key; then the key is read and replaced in a transaction that checks its
+//!   `ModifyIndex` and `unlock`s its session with the new value. The atomic writes
+//!   do the same after their `check-index` or `check-not-exists`. So the new value
+//!   is never written under the old session, which could delete it. `put_many`
+//!   sets a batch in one transaction, whose results name any session a key kept;
+//!   each such key is written again as by `put`. Values larger than a
+//!   transaction carries go by `PUT ?cas=` and `PUT ?release=` after a read.
+//! - A lock is a session (`TTL` = ttl, `Behavior: release`, `LockDelay: 0s`)
+//!   holding the key (a transaction's `lock`, the owner as the value); its fence
+//!   is the key's `ModifyIndex` after the acquisition. A waiter reads the key and
+//!   waits for it to change with a blocking query (`?index=&wait=`), then tries
+//!   again; its session is renewed before each try. Renewing is
+//!   `PUT /v1/session/renew/` of the session that holds the key with the owner;
+//!   unlocking deletes the key in a transaction that checks it still holds the
+//!   owner and that session, then destroys the session.
+//! - Sessions are named `libkv ttl <Consul key>` and `libkv lock <Consul key>`.
+//!   Every session a call made and did not leave holding a key is destroyed
+//!   before it returns, and so is the session of a ttl key the call replaced. A
+//!   ttl key's session left without its key (`delete`, `deletetree`) ends at its
+//!   TTL, deleting nothing.
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -28,6 +67,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Deserialize;
+use serde_json::{json, Value as Json};
 
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -61,6 +101,25 @@ static CLIENTS: ClientCache<ClientKey, Client> = ClientCache::new();
 /// What to do when Consul refuses the token.
 const TOKEN_ADVICE: &str = "check the token in auth and its ACL policy";
 
+/// The mark in the high 16 bits of the `Flags` of a key written with a ttl ("LK");
+/// the low 48 bits hold its deadline, in milliseconds since the Unix epoch.
+pub const TTL_MARK: u64 = 0x4C4B;
+const DEADLINE_BITS: u32 = 48;
+const DEADLINE_MASK: u64 = (1 << DEADLINE_BITS) - 1;
+
+/// The ttl a Consul session takes, in seconds: from 1 (a server's own minimum,
+/// `session_ttl_min`, 10 s by default, refuses shorter ones when the session is
+/// made, before anything is written) to 24 h, Consul's fixed maximum.
+const SESSION_TTL: (u64, u64) = (1, 86400);
+
+/// How many times a write reads the key again and tries again when others changed
+/// it between its read and its write.
+const ATTEMPTS: usize = 10;
+
+/// How long a lock waiter sleeps while the key's lock-delay runs (set by another
+/// client's session: libkv's have none).
+const LOCK_DELAY_PAUSE: Duration = Duration::from_millis(250);
+
 /// One entry of Consul's JSON answers.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -68,20 +127,101 @@ struct KvPair {
     key: String,
     value: Option<String>,
     modify_index: u64,
+    #[serde(default)]
+    flags: u64,
+    /// The session holding the key, if any.
+    #[serde(default)]
+    session: Option<String>,
 }
 
-/// The errors of a transaction Consul did not apply.
+impl KvPair {
+    /// The session holding the key, or "".
+    fn session(&self) -> &str {
+        self.session.as_deref().unwrap_or("")
+    }
+
+    /// When a key written with a ttl expires, in milliseconds since the Unix epoch.
+    fn deadline(&self) -> Option<u64> {
+        (self.flags >> DEADLINE_BITS == TTL_MARK).then_some(self.flags & DEADLINE_MASK)
+    }
+
+    /// Whether its ttl has passed at `now` (milliseconds since the Unix epoch).
+    fn expired(&self, now: u64) -> bool {
+        self.deadline().is_some_and(|deadline| deadline <= now)
+    }
+
+    /// The session of a key written with a ttl: made for it alone, it goes when
+    /// the key is replaced.
+    fn ttl_session(&self) -> Option<&str> {
+        self.deadline()
+            .and(self.session.as_deref())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// What a write requires of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cond {
+    Any,
+    /// Absent, or past its ttl.
+    Absent,
+    /// Its sequence is this, and its ttl has not passed.
+    Index(u64),
+}
+
+impl Cond {
+    /// The function that writes with a ttl when this holds, as errors name it.
+    fn ttl_op(self) -> &'static str {
+        match self {
+            Cond::Any => "put",
+            Cond::Absent => "atomic_create",
+            Cond::Index(_) => "atomic_put",
+        }
+    }
+
+    /// Whether the key, as read, meets the condition at `now`.
+    fn holds(self, found: Option<&KvPair>, now: u64) -> bool {
+        let live = found.filter(|e| !e.expired(now));
+        match self {
+            Cond::Any => true,
+            Cond::Absent => live.is_none(),
+            Cond::Index(n) => live.is_some_and(|e| e.modify_index == n),
+        }
+    }
+}
+
+/// A transaction's answer: 200 with `Results`, or 409 with `Errors`.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
-struct TxnErrors {
+struct TxnAnswer {
     #[serde(default)]
-    errors: Vec<TxnError>,
+    results: Option<Vec<TxnResult>>,
+    #[serde(default)]
+    errors: Option<Vec<TxnError>>,
+}
+
+#[derive(Deserialize)]
+struct TxnResult {
+    #[serde(rename = "KV")]
+    kv: Option<KvPair>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct TxnError {
+    #[serde(default)]
+    op_index: usize,
     what: String,
+}
+
+/// The entries a transaction's operations reported, or the operations that
+/// failed their condition (nothing was written).
+type Txn = std::result::Result<Vec<KvPair>, Vec<TxnError>>;
+
+#[derive(Deserialize)]
+struct SessionCreated {
+    #[serde(rename = "ID")]
+    id: String,
 }
 
 impl ConsulStore {
@@ -242,6 +382,19 @@ impl ConsulStore {
         url: String,
         body: Option<&[u8]>,
     ) -> Result<(StatusCode, Vec<u8>)> {
+        self.request_within(op, key, method, url, body, self.timeout)
+    }
+
+    /// [`ConsulStore::request`] within `timeout`.
+    fn request_within(
+        &self,
+        op: &'static str,
+        key: &str,
+        method: Method,
+        url: String,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Vec<u8>)> {
         // The client the request went to, to drop that one only.
         let used = Cell::new(None);
         let sent = Cell::new(false);
@@ -281,7 +434,7 @@ impl ConsulStore {
                 s => Err(Failure::Refused(format!("{s}: {}", text(&body)))),
             }
         };
-        self.remote.run(op, key, self.timeout, &sent, request, || {
+        self.remote.run(op, key, timeout, &sent, request, || {
             CLIENTS.forget(&self.client_key, used.get())
         })
     }
@@ -329,7 +482,8 @@ impl ConsulStore {
         }
     }
 
-    /// Every key below `dir`: relative key and the pair, sorted.
+    /// Every key below `dir` but those past their ttl: relative key, value and
+    /// sequence, sorted.
     fn below(&self, op: &'static str, dir: &Key) -> Result<Vec<(String, Vec<u8>, u64)>> {
         let url = format!("{}?recurse&consistent", self.dir_url(dir));
         let body = match self.request(op, dir.as_str(), Method::GET, url, None)? {
@@ -338,8 +492,12 @@ impl ConsulStore {
             (status, body) => return Err(self.unexpected(op, dir.as_str(), status, &body)),
         };
         let start = self.consul_dir(dir);
+        let now = now_ms();
         let mut out = Vec::new();
         for pair in self.pairs(op, dir.as_str(), &body)? {
+            if pair.expired(now) {
+                continue;
+            }
             // Folder entries ("dir/") and names another client wrote that no key
             // can have are not listed.
             if let Some(rel) = pair.key.strip_prefix(&start).filter(|rel| dir.lists(rel)) {
@@ -354,38 +512,555 @@ impl ConsulStore {
         Ok(out)
     }
 
-    /// The key's value and ModifyIndex, for `op`.
-    fn versioned(&self, op: &'static str, key: &Key) -> Result<Option<Versioned>> {
+    /// The key's entry as Consul has it, also when its ttl has passed.
+    fn entry(&self, op: &'static str, key: &Key) -> Result<Option<KvPair>> {
         let url = format!("{}?consistent", self.kv_url(key.as_str()));
         let body = match self.request(op, key.as_str(), Method::GET, url, None)? {
             (StatusCode::OK, body) => body,
             (StatusCode::NOT_FOUND, _) => return Ok(None),
             (status, body) => return Err(self.unexpected(op, key.as_str(), status, &body)),
         };
-        let pairs = self.pairs(op, key.as_str(), &body)?;
-        let Some(pair) = pairs.first() else {
+        Ok(self.pairs(op, key.as_str(), &body)?.into_iter().next())
+    }
+
+    /// The key's entry, unless it is absent or past its ttl.
+    fn live(&self, op: &'static str, key: &Key) -> Result<Option<KvPair>> {
+        Ok(self.entry(op, key)?.filter(|e| !e.expired(now_ms())))
+    }
+
+    /// The key's value and ModifyIndex, for `op`.
+    fn versioned(&self, op: &'static str, key: &Key) -> Result<Option<Versioned>> {
+        let Some(pair) = self.live(op, key)? else {
             return Ok(None);
         };
         Ok(Some(Versioned {
-            value: self.value(op, key.as_str(), pair)?,
+            value: self.value(op, key.as_str(), &pair)?,
             sequence: pair.modify_index,
         }))
     }
 
-    fn put_cas(&self, op: &'static str, key: &Key, value: &[u8], cas: u64) -> Result<bool> {
-        let url = format!("{}?cas={cas}", self.kv_url(key.as_str()));
+    /// `PUT ?<query>` of the value: Consul's `true` or `false`.
+    fn put_query(&self, op: &'static str, key: &Key, value: &[u8], query: &str) -> Result<bool> {
+        let url = format!("{}?{query}", self.kv_url(key.as_str()));
         let (_, body) = self.request(op, key.as_str(), Method::PUT, url, Some(value))?;
         self.boolean(op, key.as_str(), &body)
     }
+
+    fn put_cas(&self, op: &'static str, key: &Key, value: &[u8], cas: u64) -> Result<bool> {
+        self.put_query(op, key, value, &format!("cas={cas}"))
+    }
+
+    /// Runs a transaction of `ops`: the entries they reported, or the operations
+    /// that failed only their condition (a check, a lock another session holds,
+    /// an unlock of a lock not held); any other refusal is an error.
+    fn txn(&self, op: &'static str, key: &str, ops: &[Json]) -> Result<Txn> {
+        let url = format!("{}/v1/txn", self.base);
+        let body = serde_json::to_vec(ops).expect("JSON values serialize");
+        let (status, body) = self.request(op, key, Method::PUT, url, Some(&body))?;
+        let read = |body: &[u8]| {
+            serde_json::from_slice::<TxnAnswer>(body).map_err(|e| {
+                self.failed(
+                    op,
+                    key,
+                    format_args!("cannot read Consul's answer to a transaction: {e}"),
+                )
+            })
+        };
+        match status {
+            StatusCode::OK => Ok(Ok(read(&body)?
+                .results
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|r| r.kv)
+                .collect())),
+            StatusCode::CONFLICT => {
+                let errors = read(&body)?.errors.unwrap_or_default();
+                let conflict = |e: &TxnError| {
+                    if e.what.contains("Permission denied") {
+                        return false;
+                    }
+                    let verb = ops.get(e.op_index).and_then(|o| o["KV"]["Verb"].as_str());
+                    match verb {
+                        Some("check-index" | "check-not-exists" | "check-session") => true,
+                        Some("lock") => e.what.contains("already held"),
+                        Some("unlock") => e.what.contains("isn't held"),
+                        _ => false,
+                    }
+                };
+                if !errors.is_empty() && errors.iter().all(conflict) {
+                    return Ok(Err(errors));
+                }
+                let what: Vec<&str> = errors.iter().map(|e| e.what.as_str()).collect();
+                let reason = format!("Consul refused the transaction: {}", what.join("; "));
+                Err(match what.iter().any(|w| w.contains("Permission denied")) {
+                    true => self.remote.fail(
+                        op,
+                        key,
+                        Failure::Auth {
+                            reason,
+                            advice: TOKEN_ADVICE.into(),
+                        },
+                    ),
+                    false => self.failed(op, key, reason),
+                })
+            }
+            status => Err(self.unexpected(op, key, status, &body)),
+        }
+    }
+
+    /// A write that found the key changed every time it tried.
+    fn kept_changing(&self, op: &'static str, key: &Key) -> Error {
+        self.failed(
+            op,
+            key.as_str(),
+            format_args!(
+                "the key changed between each of {ATTEMPTS} reads and the write that \
+                 followed it (other clients writing it): try again"
+            ),
+        )
+    }
+
+    /// The name of the session libkv makes for `key`: `kind` `ttl` for a key
+    /// written with a ttl, `lock` for a lock.
+    fn session_name(&self, kind: &str, key: &Key) -> String {
+        format!("libkv {kind} {}", self.consul_key(key.as_str()))
+    }
+
+    /// A new session for `key`: `Behavior: delete` for a key written with a ttl
+    /// (`kind` `ttl`), `release` for a lock (`lock`). Without lock-delay, so the
+    /// key can be taken again as soon as it is free.
+    fn create_session(
+        &self,
+        op: &'static str,
+        key: &Key,
+        ttl: Duration,
+        kind: &str,
+    ) -> Result<String> {
+        let ttl = match ttl.subsec_nanos() {
+            0 => format!("{}s", ttl.as_secs()),
+            _ => format!("{}ms", ttl.as_millis().max(1)),
+        };
+        let behavior = if kind == "ttl" { "delete" } else { "release" };
+        let body = json!({
+            "Name": self.session_name(kind, key),
+            "TTL": ttl,
+            "Behavior": behavior,
+            "LockDelay": "0s",
+        });
+        let url = format!("{}/v1/session/create", self.base);
+        let body = body.to_string().into_bytes();
+        let answer = match self.request(op, key.as_str(), Method::PUT, url, Some(&body)) {
+            // Below the server's session_ttl_min: Consul answers 500.
+            Err(Error::Store { reason, .. }) if reason.contains("Invalid Session TTL") => {
+                return Err(Error::InvalidArgument(format!(
+                    "ttl {ttl} is refused by {}: {reason} (the server's session_ttl_min, 10 s \
+                     by default); use a longer ttl",
+                    self.remote.url
+                )))
+            }
+            answer => answer?,
+        };
+        match answer {
+            (StatusCode::OK, body) => serde_json::from_slice::<SessionCreated>(&body)
+                .map(|created| created.id)
+                .map_err(|e| {
+                    self.failed(
+                        op,
+                        key.as_str(),
+                        format_args!("cannot read the session Consul made: {e}"),
+                    )
+                }),
+            (status, body) => Err(self.unexpected(op, key.as_str(), status, &body)),
+        }
+    }
+
+    fn session_url(&self, action: &str, id: &str) -> String {
+        let mut url = format!("{}/v1/session/{action}/", self.base);
+        encode_segment(&mut url, id);
+        url
+    }
+
+    /// Renews a session: false when Consul no longer has it.
+    fn renew_session(&self, op: &'static str, key: &Key, id: &str) -> Result<bool> {
+        let url = self.session_url("renew", id);
+        match self.request(op, key.as_str(), Method::PUT, url, None)? {
+            (StatusCode::OK, _) => Ok(true),
+            (StatusCode::NOT_FOUND, _) => Ok(false),
+            (status, body) => Err(self.unexpected(op, key.as_str(), status, &body)),
+        }
+    }
+
+    /// Destroys a session; best effort: one not destroyed ends after its TTL.
+    fn destroy_session(&self, op: &'static str, key: &Key, id: &str) {
+        let url = self.session_url("destroy", id);
+        let _ = self.request(op, key.as_str(), Method::PUT, url, None);
+    }
+
+    /// Destroys the session of a ttl key that was replaced.
+    fn end_ttl_session(&self, op: &'static str, key: &Key, replaced: &KvPair) {
+        if let Some(id) = replaced.ttl_session() {
+            self.destroy_session(op, key, id);
+        }
+    }
+
+    /// Destroys a session that held `key` when its name says libkv made it for
+    /// `key` written with a ttl (a write that replaced the key's flags no longer
+    /// tells); best effort.
+    fn end_named_ttl_session(&self, op: &'static str, key: &Key, id: &str) {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Named {
+            name: String,
+        }
+        let url = self.session_url("info", id);
+        if let Ok((StatusCode::OK, body)) = self.request(op, key.as_str(), Method::GET, url, None) {
+            let named: Vec<Named> = serde_json::from_slice(&body).unwrap_or_default();
+            if named
+                .first()
+                .is_some_and(|s| s.name == self.session_name("ttl", key))
+            {
+                self.destroy_session(op, key, id);
+            }
+        }
+    }
+
+    /// A write without ttl when `cond` holds: the key permanent, no session
+    /// holding it. False when the condition failed.
+    fn write_plain(&self, op: &'static str, key: &Key, value: &[u8], cond: Cond) -> Result<bool> {
+        if value.len() > TXN_BYTES {
+            return self.write_large(op, key, value, cond);
+        }
+        let k = self.consul_key(key.as_str());
+        // First as if no session held the key, which Consul then refuses.
+        let mut ops = match cond {
+            Cond::Any => vec![write(&k, "set", value, 0, ""), check_session(&k, "")],
+            Cond::Absent => vec![check_not_exists(&k), write(&k, "set", value, 0, "")],
+            Cond::Index(n) => vec![
+                check_index(&k, n),
+                check_session(&k, ""),
+                write(&k, "set", value, 0, ""),
+            ],
+        };
+        // What the write replaces, once read.
+        let mut replaced: Option<KvPair> = None;
+        for _ in 0..ATTEMPTS {
+            let failed = match self.txn(op, key.as_str(), &ops)? {
+                Ok(_) => {
+                    if let Some(replaced) = &replaced {
+                        self.end_ttl_session(op, key, replaced);
+                    }
+                    return Ok(true);
+                }
+                Err(failed) => failed,
+            };
+            // A stale sequence (the first operation checks it).
+            if matches!(cond, Cond::Index(_)) && failed.iter().any(|e| e.op_index == 0) {
+                return Ok(false);
+            }
+            // A session holds the key, or (atomic_create) it is there, maybe past
+            // its ttl, or it changed since it was read: read it, and replace what
+            // is there if the condition holds.
+            let found = self.entry(op, key)?;
+            if !cond.holds(found.as_ref(), now_ms()) {
+                return Ok(false);
+            }
+            ops = match &found {
+                None => vec![check_not_exists(&k), write(&k, "set", value, 0, "")],
+                Some(found) => vec![
+                    check_index(&k, found.modify_index),
+                    match found.session() {
+                        "" => write(&k, "set", value, 0, ""),
+                        session => write(&k, "unlock", value, 0, session),
+                    },
+                ],
+            };
+            replaced = found;
+        }
+        Err(self.kept_changing(op, key))
+    }
+
+    /// [`ConsulStore::write_plain`] of a value larger than a transaction carries:
+    /// after a read, `PUT ?cas=` (no session holds the key) or `PUT ?release=`
+    /// (one does: the value is stored as the session lets go of the key). A
+    /// conditional write of a key a session holds is a `?cas=`, then a
+    /// `?release=`; if the session deleted the key in between, it is written
+    /// again.
+    fn write_large(&self, op: &'static str, key: &Key, value: &[u8], cond: Cond) -> Result<bool> {
+        for _ in 0..ATTEMPTS {
+            let found = self.entry(op, key)?;
+            if !cond.holds(found.as_ref(), now_ms()) {
+                return Ok(false);
+            }
+            let Some(found) = found else {
+                if self.put_cas(op, key, value, 0)? {
+                    return Ok(true);
+                }
+                continue;
+            };
+            let session = found.session();
+            if session.is_empty() {
+                if self.put_cas(op, key, value, found.modify_index)? {
+                    return Ok(true);
+                }
+                if matches!(cond, Cond::Index(_)) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            let release = format!("release={}", query_value(session));
+            if let Cond::Index(n) = cond {
+                if !self.put_cas(op, key, value, n)? {
+                    return Ok(false);
+                }
+                if !self.put_query(op, key, value, &release)? && self.entry(op, key)?.is_none() {
+                    self.put_cas(op, key, value, 0)?;
+                }
+                self.end_ttl_session(op, key, &found);
+                return Ok(true);
+            }
+            if self.put_query(op, key, value, &release)? {
+                self.end_ttl_session(op, key, &found);
+                return Ok(true);
+            }
+        }
+        Err(self.kept_changing(op, key))
+    }
+
+    /// A write with a ttl when `cond` holds, with the session made for it: the
+    /// key's new sequence, or `None` when the condition failed. `found` is the
+    /// key as read before, if it was.
+    fn write_ttl(
+        &self,
+        key: &Key,
+        value: &[u8],
+        cond: Cond,
+        flags: u64,
+        session: &str,
+        mut found: Option<Option<KvPair>>,
+    ) -> Result<Option<u64>> {
+        let op = cond.ttl_op();
+        let k = self.consul_key(key.as_str());
+        for _ in 0..ATTEMPTS {
+            let mut ops = Vec::new();
+            match &found {
+                // Not read: as if it were absent, or (put) held by no session.
+                None if cond == Cond::Any => {}
+                None | Some(None) => ops.push(check_not_exists(&k)),
+                Some(Some(e)) => {
+                    ops.push(check_index(&k, e.modify_index));
+                    if !e.session().is_empty() {
+                        ops.push(write(&k, "unlock", value, flags, e.session()));
+                    }
+                }
+            }
+            ops.push(write(&k, "lock", value, flags, session));
+            match self.txn(op, key.as_str(), &ops)? {
+                Ok(written) => {
+                    if let Some(Some(replaced)) = &found {
+                        self.end_ttl_session(op, key, replaced);
+                    }
+                    // The lock's entry comes last.
+                    return match written.last() {
+                        Some(entry) => Ok(Some(entry.modify_index)),
+                        None => Err(self.failed(
+                            op,
+                            key.as_str(),
+                            "Consul's answer to the transaction has no entry",
+                        )),
+                    };
+                }
+                Err(_) => {
+                    let now_found = self.entry(op, key)?;
+                    if !cond.holds(now_found.as_ref(), now_ms()) {
+                        return Ok(None);
+                    }
+                    found = Some(now_found);
+                }
+            }
+        }
+        Err(self.kept_changing(op, key))
+    }
+
+    /// Takes the lock with a session of its own, made or renewed before each try
+    /// (the lock holds at least `ttl` from then), kept in `session`.
+    fn take_lock(
+        &self,
+        key: &Key,
+        owner: &str,
+        ttl: Duration,
+        deadline: Instant,
+        session: &mut Option<String>,
+    ) -> Result<Option<(u64, Instant)>> {
+        let op = "newlock";
+        let k = self.consul_key(key.as_str());
+        loop {
+            let sent = Instant::now();
+            let renewed = match session.as_deref() {
+                Some(id) => self.renew_session(op, key, id)?,
+                None => false,
+            };
+            if !renewed {
+                // Gone (waiting longer than its TTL), or not made yet.
+                *session = None;
+                *session = Some(self.create_session(op, key, ttl, "lock")?);
+            }
+            let id = session.as_deref().unwrap_or_default();
+            let ops = [write(&k, "lock", owner.as_bytes(), 0, id)];
+            let delayed = match self.txn_lock(op, key, &ops)? {
+                Ok(taken) => match taken.first() {
+                    Some(entry) => return Ok(Some((entry.modify_index, sent))),
+                    None => {
+                        return Err(self.failed(
+                            op,
+                            key.as_str(),
+                            "Consul's answer to the transaction has no entry",
+                        ))
+                    }
+                },
+                Err(delayed) => delayed,
+            };
+            let now = Instant::now();
+            if delayed {
+                // Another client's session held the key, with a lock-delay.
+                if now >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(LOCK_DELAY_PAUSE.min(deadline - now));
+            } else if !self.wait_until_free(op, key, deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A lock's transaction: the entries, or whether it failed for the key's
+    /// lock-delay (true) or because another session holds it (false).
+    fn txn_lock(
+        &self,
+        op: &'static str,
+        key: &Key,
+        ops: &[Json],
+    ) -> Result<std::result::Result<Vec<KvPair>, bool>> {
+        match self.txn(op, key.as_str(), ops) {
+            Ok(Ok(taken)) => Ok(Ok(taken)),
+            Ok(Err(_)) => Ok(Err(false)),
+            Err(Error::Store { reason, .. }) if reason.contains("due to lock delay") => {
+                Ok(Err(true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until the lock key is absent or no session holds it (true), or the
+    /// deadline has passed (false): reads it, then waits for its ModifyIndex to
+    /// move with a blocking query, again while a session still holds it.
+    fn wait_until_free(&self, op: &'static str, key: &Key, deadline: Instant) -> Result<bool> {
+        // The ModifyIndex seen, never 0 for a present key: 0 reads at once.
+        let mut seen = 0;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let held = match seen {
+                0 => self.entry(op, key)?,
+                index => self.watch(op, key, index, deadline - now)?,
+            };
+            match held {
+                Some(e) if !e.session().is_empty() => seen = e.modify_index,
+                _ => return Ok(true),
+            }
+        }
+    }
+
+    /// A blocking query: the key once its ModifyIndex is above `index`, or as it
+    /// is after about `left`.
+    fn watch(
+        &self,
+        op: &'static str,
+        key: &Key,
+        index: u64,
+        left: Duration,
+    ) -> Result<Option<KvPair>> {
+        // Consul waits up to a sixteenth longer than asked, at random.
+        let wait = (left - left / 16).max(Duration::from_millis(1));
+        let url = format!(
+            "{}?index={index}&wait={}ms",
+            self.kv_url(key.as_str()),
+            wait.as_millis()
+        );
+        let answer = self.request_within(
+            op,
+            key.as_str(),
+            Method::GET,
+            url,
+            None,
+            wait + self.timeout,
+        )?;
+        let body = match answer {
+            (StatusCode::OK, body) => body,
+            (StatusCode::NOT_FOUND, _) => return Ok(None),
+            (status, body) => return Err(self.unexpected(op, key.as_str(), status, &body)),
+        };
+        Ok(self.pairs(op, key.as_str(), &body)?.into_iter().next())
+    }
 }
 
-/// Appends a key segment, percent-encoding all but unreserved characters.
-/// The most operations one Consul transaction takes.
+/// Milliseconds since the Unix epoch, by this host's clock.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The `Flags` of a key written with a ttl that expires at `deadline` (ms).
+fn ttl_flags(deadline: u64) -> u64 {
+    (TTL_MARK << DEADLINE_BITS) | (deadline & DEADLINE_MASK)
+}
+
+/// A transaction's `check-index` of a key.
+fn check_index(key: &str, index: u64) -> Json {
+    json!({"KV": {"Verb": "check-index", "Key": key, "Index": index}})
+}
+
+fn check_not_exists(key: &str) -> Json {
+    json!({"KV": {"Verb": "check-not-exists", "Key": key}})
+}
+
+/// A transaction's check that `session` holds the key ("": none does).
+fn check_session(key: &str, session: &str) -> Json {
+    json!({"KV": {"Verb": "check-session", "Key": key, "Session": session}})
+}
+
+/// A transaction's `set`, `lock` or `unlock` of a value.
+fn write(key: &str, verb: &str, value: &[u8], flags: u64, session: &str) -> Json {
+    json!({"KV": {
+        "Verb": verb,
+        "Key": key,
+        "Value": BASE64.encode(value),
+        "Flags": flags,
+        "Session": session,
+    }})
+}
+
+fn delete_op(key: &str) -> Json {
+    json!({"KV": {"Verb": "delete", "Key": key}})
+}
+
+/// A query parameter's value, percent-encoded.
+fn query_value(value: &str) -> String {
+    let mut out = String::new();
+    encode_segment(&mut out, value);
+    out
+}
+
+/// The most operations one Consul transaction takes (64 before Consul 1.14).
 const TXN_OPS: usize = 64;
 /// The most value bytes one transaction carries (Consul's default
-/// `txn_max_req_len` is 512 KiB, base64 included).
+/// `txn_max_req_len` is 512 KiB, base64 included). A larger value goes by
+/// `PUT /v1/kv/`.
 const TXN_BYTES: usize = 256 << 10;
 
+/// Appends a key segment, percent-encoding all but unreserved characters.
 fn encode_segment(out: &mut String, segment: &str) {
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -482,19 +1157,17 @@ impl Store for ConsulStore {
         &self.remote.url
     }
 
+    /// The JSON entry (not `?raw`, which has no `Flags`): a key past its ttl is
+    /// absent.
     fn get(&self, key: &Key) -> Result<Option<Vec<u8>>> {
-        let url = format!("{}?raw&consistent", self.kv_url(key.as_str()));
-        match self.request("get", key.as_str(), Method::GET, url, None)? {
-            (StatusCode::OK, body) => Ok(Some(body)),
-            (StatusCode::NOT_FOUND, _) => Ok(None),
-            (status, body) => Err(self.unexpected("get", key.as_str(), status, &body)),
+        match self.live("get", key)? {
+            Some(pair) => Ok(Some(self.value("get", key.as_str(), &pair)?)),
+            None => Ok(None),
         }
     }
 
     fn put(&self, key: &Key, value: &[u8]) -> Result<()> {
-        let url = self.kv_url(key.as_str());
-        let (_, body) = self.request("put", key.as_str(), Method::PUT, url, Some(value))?;
-        match self.boolean("put", key.as_str(), &body)? {
+        match self.write_plain("put", key, value, Cond::Any)? {
             true => Ok(()),
             false => Err(self.failed("put", key.as_str(), "Consul did not store the value")),
         }
@@ -507,24 +1180,7 @@ impl Store for ConsulStore {
     }
 
     fn exists(&self, key: &Key) -> Result<bool> {
-        // ?keys answers the names that start with the key, cut after the next "/"
-        // (so not every key below it): the key exists if its own name is among them.
-        let url = format!("{}?keys&separator=/&consistent", self.kv_url(key.as_str()));
-        match self.request("exists", key.as_str(), Method::GET, url, None)? {
-            (StatusCode::OK, body) => {
-                let keys: Vec<String> = serde_json::from_slice(&body).map_err(|e| {
-                    self.failed(
-                        "exists",
-                        key.as_str(),
-                        format_args!("cannot read Consul's answer: {e}"),
-                    )
-                })?;
-                let wanted = self.consul_key(key.as_str());
-                Ok(keys.contains(&wanted))
-            }
-            (StatusCode::NOT_FOUND, _) => Ok(false),
-            (status, body) => Err(self.unexpected("exists", key.as_str(), status, &body)),
-        }
+        Ok(self.live("exists", key)?.is_some())
     }
 
     fn list(&self, dir: &Key) -> Result<Listing<Vec<u8>>> {
@@ -542,7 +1198,7 @@ impl Store for ConsulStore {
     }
 
     fn atomic_create(&self, key: &Key, value: &[u8]) -> Result<bool> {
-        self.put_cas("atomic_create", key, value, 0)
+        self.write_plain("atomic_create", key, value, Cond::Absent)
     }
 
     fn atomic_get(&self, key: &Key) -> Result<Option<Versioned>> {
@@ -550,88 +1206,200 @@ impl Store for ConsulStore {
     }
 
     fn atomic_put(&self, key: &Key, value: &[u8], previous: u64) -> Result<bool> {
-        self.put_cas("atomic_put", key, value, previous)
+        let cond = match previous {
+            0 => Cond::Absent,
+            n => Cond::Index(n),
+        };
+        self.write_plain("atomic_put", key, value, cond)
     }
 
     fn atomic_delete(&self, key: &Key, previous: u64) -> Result<bool> {
         let op = "atomic_delete";
         if previous == 0 {
             // Consul never deletes with ?cas=0: true when the key is absent.
-            return Ok(self.versioned(op, key)?.is_none());
+            return Ok(self.live(op, key)?.is_none());
         }
-        let consul_key = self.consul_key(key.as_str());
-        let txn = serde_json::json!([
-            {"KV": {"Verb": "check-index", "Key": consul_key, "Index": previous}},
-            {"KV": {"Verb": "delete", "Key": consul_key}},
-        ]);
-        let url = format!("{}/v1/txn", self.base);
-        let body = txn.to_string().into_bytes();
-        match self.request(op, key.as_str(), Method::PUT, url, Some(&body))? {
-            (StatusCode::OK, _) => Ok(true),
-            // A failed check is a stale previous; Consul also answers 409 when the
-            // token lacks a permission, which is no conflict at all.
-            (StatusCode::CONFLICT, body) => {
-                let errors: TxnErrors = serde_json::from_slice(&body).unwrap_or_default();
-                match errors
-                    .errors
-                    .iter()
-                    .find(|e| e.what.contains("Permission denied"))
-                {
-                    Some(e) => Err(self.remote.fail(
-                        op,
-                        key.as_str(),
-                        Failure::Auth {
-                            reason: e.what.clone(),
-                            advice: TOKEN_ADVICE.into(),
-                        },
-                    )),
-                    None => Ok(false),
-                }
+        let k = self.consul_key(key.as_str());
+        // One transaction when no session holds the key; else the key is read
+        // (a key past its ttl is absent) and deleted if it is still as read.
+        let ops = [
+            check_index(&k, previous),
+            check_session(&k, ""),
+            delete_op(&k),
+        ];
+        match self.txn(op, key.as_str(), &ops)? {
+            Ok(_) => return Ok(true),
+            Err(failed) if failed.iter().any(|e| e.op_index == 0) => return Ok(false),
+            Err(_) => {}
+        }
+        let Some(found) = self.entry(op, key)? else {
+            return Ok(false);
+        };
+        if !Cond::Index(previous).holds(Some(&found), now_ms()) {
+            return Ok(false);
+        }
+        let ops = [check_index(&k, previous), delete_op(&k)];
+        match self.txn(op, key.as_str(), &ops)? {
+            Ok(_) => {
+                self.end_ttl_session(op, key, &found);
+                Ok(true)
             }
-            (status, body) => Err(self.unexpected(op, key.as_str(), status, &body)),
+            Err(_) => Ok(false),
         }
     }
 
     /// Transactions of `set`s: Consul takes at most 64 operations in one, and
-    /// applies each whole or not at all.
+    /// applies each whole or not at all. A set keeps the session that held the
+    /// key, which its result names: such a key is written again as by `put`, which
+    /// releases the session, then destroyed if it was the key's own ttl session.
+    /// An entry larger than a transaction carries is a `put` of its own.
     fn put_many(&self, entries: &[(Key, Vec<u8>)]) -> Result<()> {
         let op = "put";
-        let url = format!("{}/v1/txn", self.base);
         for batch in batches(entries, TXN_OPS, TXN_BYTES) {
-            let first = batch[0].0.as_str();
-            let sets: Vec<serde_json::Value> = batch
-                .iter()
-                .map(|(key, value)| {
-                    serde_json::json!({"KV": {
-                        "Verb": "set",
-                        "Key": self.consul_key(key.as_str()),
-                        "Value": BASE64.encode(value),
-                    }})
-                })
-                .collect();
-            let body = serde_json::Value::Array(sets).to_string().into_bytes();
-            match self.request(op, first, Method::PUT, url.clone(), Some(&body))? {
-                (StatusCode::OK, _) => {}
-                (StatusCode::CONFLICT, body) => {
-                    let errors: TxnErrors = serde_json::from_slice(&body).unwrap_or_default();
-                    let what: Vec<&str> = errors.errors.iter().map(|e| e.what.as_str()).collect();
-                    let reason = format!("Consul refused the transaction: {}", what.join("; "));
-                    return Err(match what.iter().any(|w| w.contains("Permission denied")) {
-                        true => self.remote.fail(
-                            op,
-                            first,
-                            Failure::Auth {
-                                reason,
-                                advice: TOKEN_ADVICE.into(),
-                            },
-                        ),
-                        false => self.failed(op, first, reason),
-                    });
+            if let [(key, value)] = batch {
+                if value.len() > TXN_BYTES {
+                    self.put(key, value)?;
+                    continue;
                 }
-                (status, body) => return Err(self.unexpected(op, first, status, &body)),
+            }
+            let first = batch[0].0.as_str();
+            let sets: Vec<Json> = batch
+                .iter()
+                .map(|(key, value)| write(&self.consul_key(key.as_str()), "set", value, 0, ""))
+                .collect();
+            let written = match self.txn(op, first, &sets)? {
+                Ok(written) => written,
+                Err(failed) => {
+                    let what: Vec<&str> = failed.iter().map(|e| e.what.as_str()).collect();
+                    return Err(self.failed(
+                        op,
+                        first,
+                        format_args!("Consul refused the transaction: {}", what.join("; ")),
+                    ));
+                }
+            };
+            for entry in written.iter().filter(|e| !e.session().is_empty()) {
+                if let Some((key, value)) = batch
+                    .iter()
+                    .find(|(key, _)| self.consul_key(key.as_str()) == entry.key)
+                {
+                    self.put(key, value)?;
+                    self.end_named_ttl_session(op, key, entry.session());
+                }
             }
         }
         Ok(())
+    }
+
+    /// A session with the ttl, `Behavior: delete`, held by the key, whose `Flags`
+    /// carry the deadline (see the module's documentation). The session is
+    /// destroyed when the key was not written.
+    fn put_ttl(
+        &self,
+        key: &Key,
+        value: &[u8],
+        previous: Option<u64>,
+        ttl: Duration,
+    ) -> Result<Option<u64>> {
+        let cond = match previous {
+            None => Cond::Any,
+            Some(0) => Cond::Absent,
+            Some(n) => Cond::Index(n),
+        };
+        let op = cond.ttl_op();
+        if value.len() > TXN_BYTES {
+            return Err(Error::InvalidValue {
+                key: key.to_string(),
+                reason: format!(
+                    "the Consul store writes a value with a ttl in a transaction, which \
+                     carries at most {} KiB of value; this one is {} bytes: store it \
+                     without ttl, or make it smaller",
+                    TXN_BYTES >> 10,
+                    value.len()
+                ),
+            });
+        }
+        // A stale sequence needs no session.
+        let mut found = None;
+        if let Cond::Index(_) = cond {
+            let entry = self.entry(op, key)?;
+            if !cond.holds(entry.as_ref(), now_ms()) {
+                return Ok(None);
+            }
+            found = Some(entry);
+        }
+        // Taken before the session is made: Consul never ends it before.
+        let deadline = now_ms().saturating_add(ttl.as_millis() as u64);
+        let session = self.create_session(op, key, ttl, "ttl")?;
+        let written = self.write_ttl(key, value, cond, ttl_flags(deadline), &session, found);
+        if !matches!(written, Ok(Some(_))) {
+            self.destroy_session(op, key, &session);
+        }
+        written
+    }
+
+    /// Consul's session TTL bounds (its minimum is the server's: see
+    /// `SESSION_TTL`).
+    fn ttl_bounds(&self) -> (u64, u64) {
+        SESSION_TTL
+    }
+
+    /// A session with the ttl and `Behavior: release` takes the key (the owner
+    /// as its value); while another holds it, a blocking query waits for the key
+    /// to change. The session is destroyed when the lock was not taken.
+    fn lock(
+        &self,
+        key: &Key,
+        owner: &str,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<Option<(u64, Instant)>> {
+        let mut session = None;
+        let taken = self.take_lock(key, owner, ttl, deadline, &mut session);
+        if !matches!(taken, Ok(Some(_))) {
+            if let Some(id) = &session {
+                self.destroy_session("newlock", key, id);
+            }
+        }
+        taken
+    }
+
+    /// Renews the session that holds the key, when the key holds `owner`.
+    fn renew(&self, key: &Key, owner: &str, _ttl: Duration) -> Result<bool> {
+        let op = "renew";
+        let Some(held) = self.entry(op, key)? else {
+            return Ok(false);
+        };
+        if held.session().is_empty() || self.value(op, key.as_str(), &held)? != owner.as_bytes() {
+            return Ok(false);
+        }
+        self.renew_session(op, key, held.session())
+    }
+
+    /// Deletes the key in a transaction that checks it still holds `owner` and its
+    /// session, then destroys the session. A key left holding `owner` by a session
+    /// that ended (the lock was lost) is deleted too, and answers false.
+    fn unlock(&self, key: &Key, owner: &str) -> Result<bool> {
+        let op = "unlock";
+        let Some(held) = self.entry(op, key)? else {
+            return Ok(false);
+        };
+        if self.value(op, key.as_str(), &held)? != owner.as_bytes() {
+            return Ok(false);
+        }
+        let k = self.consul_key(key.as_str());
+        let session = held.session();
+        let mut ops = vec![check_index(&k, held.modify_index)];
+        if !session.is_empty() {
+            ops.push(check_session(&k, session));
+        }
+        ops.push(delete_op(&k));
+        let deleted = self.txn(op, key.as_str(), &ops);
+        if session.is_empty() {
+            return deleted.map(|_| false);
+        }
+        self.destroy_session(op, key, session);
+        Ok(deleted?.is_ok())
     }
 
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {

@@ -449,13 +449,25 @@ pub fn lists_only_keys(store: &dyn Store) {
 }
 
 /// The shortest ttl the store keeps, and how long after it the store may still
-/// show the key (etcd: its leader expires leases in rounds).
+/// show the key (etcd: its leader expires leases in rounds; Consul keeps a key's
+/// deadline in its flags, which every read checks).
 fn ttl_of(store: &dyn Store) -> (Duration, Duration) {
     let slack = match store.provider() {
         "etcd" => Duration::from_millis(1500),
         _ => Duration::from_millis(100),
     };
     (Duration::from_secs(store.ttl_bounds().0.max(1)), slack)
+}
+
+/// As `ttl_of`, for a lock not renewed: how long after its ttl it may stay
+/// taken. A Consul lock is a session, which Consul ends somewhere between its
+/// ttl and twice its ttl.
+fn lock_ttl_of(store: &dyn Store) -> (Duration, Duration) {
+    let (ttl, slack) = ttl_of(store);
+    match store.provider() {
+        "consul" => (ttl, ttl + slack),
+        _ => (ttl, slack),
+    }
 }
 
 fn sleep_until(at: Instant) {
@@ -598,7 +610,7 @@ pub fn locks_exclude_and_fences_grow(store: Arc<dyn Store>) {
 }
 
 pub fn locks_renewed_are_kept_and_unrenewed_expire(store: Arc<dyn Store>) {
-    let (ttl, slack) = ttl_of(&*store);
+    let (ttl, slack) = lock_ttl_of(&*store);
     let kept = acquire(&store, "/locks/kept", ttl, Duration::from_millis(100), true).unwrap();
     let loose = acquire(
         &store,
