@@ -23,6 +23,7 @@ else
   end
 end
 require "libkv/store"
+require "libkv/lock"
 
 # libkv: one key/value API over several stores, chosen by URL.
 #

@@ -6,7 +6,8 @@
 # the envelope DATA JSON the library takes (see crates/libkv-ffi/src/lib.rs) and
 # back, and the library's errors to the exceptions of libkv/errors.rb. It defines
 # what ext/libkv defines on MRI: LibKV::Store._open, the store's underscored
-# methods, provider, url, supports, info, and LibKV.binary_inside?.
+# methods, provider, url, supports, info, LibKV::Lock's methods, and
+# LibKV.binary_inside?.
 #
 # Puppet reloads function files on every compile, and a module's lib/ and the gem
 # may both hold this file: loaded again, it keeps the first definition. The guard
@@ -21,7 +22,8 @@ require 'json'
 require 'libkv/version'
 require 'libkv/errors'
 # In this order: the library (found and checked first: should that fail, nothing
-# else is defined), the values, the store.
+# else is defined), the values, the store, its locks.
 require_relative 'ffi/native'
 require_relative 'ffi/data'
 require_relative 'ffi/store'
+require_relative 'ffi/lock'

@@ -17,9 +17,11 @@ module LibKV
       _get(string(key, :key), boolean(serialize))
     end
 
+    # With +ttl+ (whole seconds), the key disappears once +ttl+ has passed
+    # without another write of it (see the README for each store's bounds).
     # @return [true]
-    def put(key, value, serialize: true)
-      _put(string(key, :key), value, boolean(serialize))
+    def put(key, value, serialize: true, ttl: nil)
+      _put(string(key, :key), value, boolean(serialize), ttl(ttl))
     end
 
     # @return [true] also when the key was absent
@@ -45,8 +47,8 @@ module LibKV
     end
 
     # @return [Boolean] true if created, false if the key existed
-    def atomic_create(key, value, serialize: true)
-      _atomic_create(string(key, :key), value, boolean(serialize))
+    def atomic_create(key, value, serialize: true, ttl: nil)
+      _atomic_create(string(key, :key), value, boolean(serialize), ttl(ttl))
     end
 
     # @return [Hash] { "value" => value, "sequence" => Integer }, or
@@ -58,8 +60,8 @@ module LibKV
     # Stores +value+ only if the key still has +previous+'s sequence.
     # @param previous [Hash, Integer] what atomic_get returned (or its sequence)
     # @return [Boolean]
-    def atomic_put(key, value, previous, serialize: true)
-      _atomic_put(string(key, :key), value, previous, boolean(serialize))
+    def atomic_put(key, value, previous, serialize: true, ttl: nil)
+      _atomic_put(string(key, :key), value, previous, boolean(serialize), ttl(ttl))
     end
 
     # Deletes the key only if it still has +previous+'s sequence; true when the key
@@ -74,6 +76,56 @@ module LibKV
       _atomic_list(string(dir, :dir), boolean(serialize))
     end
 
+    # Takes the lock at +key+, waiting at most +timeout+ seconds (0: one try)
+    # while another holds it. The store keeps it for +ttl+ seconds; with +renew+
+    # (the default) a thread of the core renews it while this process lives, until
+    # LibKV::Lock#unlock. The key holds the lock's owner meanwhile.
+    # @return [LibKV::Lock]
+    # @raise [LibKV::LockTimeoutError] not taken within +timeout+
+    def newlock(key, ttl: LOCK_TTL, timeout: LOCK_TIMEOUT, renew: true)
+      raise TypeError, "timeout must be a number of seconds, not #{timeout.class}" unless timeout.is_a?(Numeric)
+
+      _newlock(string(key, :key), ttl(ttl, required: true), timeout.to_f, boolean(renew, :renew))
+    end
+
+    # Runs the block holding the lock at +key+ (see #newlock), releases it (also
+    # when the block raises) and returns the block's value. A lock lost while the
+    # block ran (not renewed within +ttl+: the process stalled, the store was
+    # unreachable) raises LibKV::LockLostError once the block returns: its work
+    # may have overlapped another holder's.
+    # @yieldparam lock [LibKV::Lock]
+    def lock(key, ttl: LOCK_TTL, timeout: LOCK_TIMEOUT)
+      raise ArgumentError, 'LibKV::Store#lock needs a block' unless block_given?
+
+      held = newlock(key, ttl: ttl, timeout: timeout)
+      finished = false
+      begin
+        result = yield held
+        finished = true
+      ensure
+        if finished
+          held.unlock
+        else
+          # The block raised (or broke out): its own exception says more.
+          begin
+            held.unlock
+          rescue LibKV::Error
+            nil
+          end
+        end
+      end
+      result
+    end
+
+    # Releases the lock +owner+ holds at +key+: what LibKV::Lock#to_h tells, from
+    # any process. False when +owner+ no longer holds it.
+    # @return [Boolean]
+    def unlock(key, owner)
+      raise TypeError, "owner must be a String, not #{owner.class}" unless owner.is_a?(String)
+
+      _unlock(string(key, :key), owner)
+    end
+
     # @return [Hash] { "value" => nil, "sequence" => 0 }
     def empty_value
       LibKV.empty_value
@@ -84,12 +136,22 @@ module LibKV
     end
     alias to_s inspect
 
+    # A lock's defaults: kept 60 s by the store, waited for 30 s.
+    LOCK_TTL = 60
+    LOCK_TIMEOUT = 30
+
     private
 
-    def boolean(flag)
+    def boolean(flag, name = :serialize)
       return flag if flag == true || flag == false
 
-      raise TypeError, "serialize must be true or false, not #{flag.inspect}"
+      raise TypeError, "#{name} must be true or false, not #{flag.inspect}"
+    end
+
+    def ttl(ttl, required: false)
+      return ttl if ttl.is_a?(Integer) || (ttl.nil? && !required)
+
+      raise TypeError, "ttl must be a whole number of seconds (an Integer), not #{ttl.inspect}"
     end
 
     # A key or dir argument: a String (of any encoding that holds a valid key).

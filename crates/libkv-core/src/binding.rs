@@ -16,10 +16,13 @@
 //! and what each binding makes of its answer.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::key::{self, Key};
+use crate::lock::{self, Lock};
 use crate::op::{Op, Target};
 use crate::store::{Store, Versioned};
 use crate::value::{Refusal, Value};
@@ -68,9 +71,22 @@ pub struct Prepared {
     previous: u64,
     value: Vec<u8>,
     serialize: bool,
+    ttl: Option<Duration>,
 }
 
 impl Prepared {
+    /// Writes the value for `ttl` seconds, checked against what `store` keeps.
+    pub fn set_ttl(&mut self, store: &dyn Store, ttl: i64) -> Result<()> {
+        if !self.op.takes_ttl() {
+            return Err(Error::InvalidArgument(format!(
+                "ttl is an option of put, atomic_create and atomic_put, not of {}",
+                self.op.name()
+            )));
+        }
+        self.ttl = Some(lock::check_ttl(store, ttl)?);
+        Ok(())
+    }
+
     pub fn op(&self) -> Op {
         self.op
     }
@@ -137,6 +153,7 @@ pub fn prepare<'a, E>(
         previous,
         value,
         serialize,
+        ttl: None,
     })
 }
 
@@ -206,6 +223,18 @@ pub fn run(store: &dyn Store, call: &Prepared) -> Result<Answer> {
             codec::decode_plain(bytes)
         }
     };
+    if let Some(ttl) = call.ttl {
+        let previous = match call.op {
+            Op::AtomicCreate => Some(0),
+            Op::AtomicPut => Some(call.previous),
+            _ => None,
+        };
+        let written = store.put_ttl(key, &call.value, previous, ttl)?;
+        return Ok(match call.op {
+            Op::Put => Answer::Done,
+            _ => Answer::Bool(written.is_some()),
+        });
+    }
     Ok(match call.op {
         Op::Get => Answer::Value(store.get(key)?.map(decode)),
         Op::Put => {
@@ -244,13 +273,53 @@ pub fn run(store: &dyn Store, call: &Prepared) -> Result<Answer> {
                 .collect(),
         ),
         Op::Info => Answer::Info(store.info()?),
-        Op::EmptyValue | Op::Provider | Op::Supports => {
+        Op::EmptyValue | Op::Provider | Op::Supports | Op::Newlock | Op::Unlock | Op::WithLock => {
             return Err(Error::InvalidArgument(format!(
                 "{} is answered by the binding, not run on the store",
                 call.op.name()
             )))
         }
     })
+}
+
+/// Takes the lock at `key` (a binding's string, as `prepare` takes it) for `ttl`
+/// seconds, waiting at most `timeout` seconds (0: one attempt), renewed in the
+/// background when `renew`. `op` is `newlock` or `with_lock`.
+pub fn newlock(
+    store: Arc<dyn Store>,
+    op: Op,
+    key: &[u8],
+    ttl: i64,
+    timeout: f64,
+    renew: bool,
+) -> Result<Lock> {
+    let key = Key::new(key::text(key)?)?;
+    if !store.supports().contains(&Op::Newlock) {
+        return Err(Error::Unsupported {
+            op: op.name(),
+            provider: store.provider(),
+        });
+    }
+    let ttl = lock::check_ttl(&*store, ttl)?;
+    let timeout = if timeout == 0.0 {
+        Duration::ZERO
+    } else {
+        crate::timeout_from_secs(timeout)?
+    };
+    Lock::acquire(op.name(), store, key, ttl, timeout, renew)
+}
+
+/// Releases the lock `owner` holds at `key`, from what `newlock` told of it
+/// (another process may have taken it); false when `owner` no longer held it.
+pub fn unlock(store: &dyn Store, key: &[u8], owner: &str) -> Result<bool> {
+    let key = Key::new(key::text(key)?)?;
+    if !store.supports().contains(&Op::Unlock) {
+        return Err(Error::Unsupported {
+            op: "unlock",
+            provider: store.provider(),
+        });
+    }
+    store.unlock(&key, owner)
 }
 
 /// The class a binding gives a store of `provider`, below `LibKV`.

@@ -103,8 +103,7 @@ pub enum Error {
 
     #[error(
         "{op} {key} on {store}: the lock is held by another and was not released within \
-         {}: try again later, raise the timeout option, or see who holds it with \
-         libkv::get({key:?})",
+         {}: try again later, or raise the timeout option; the key holds its owner",
         fmt_secs(*.after)
     )]
     LockTimeout {

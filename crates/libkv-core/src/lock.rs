@@ -246,14 +246,16 @@ impl Lock {
         }
     }
 
-    /// Stops renewing and releases the lock on the store. Fails with `LockLost`
-    /// when it had been lost (the store is left to whoever holds it now);
-    /// releasing twice does nothing.
-    pub fn unlock(&self) -> Result<()> {
-        let was = {
-            let mut state = self.shared.current();
-            std::mem::replace(&mut *state, State::Released)
-        };
+    /// Stops renewing and leaves the lock on the store, held until its ttl has
+    /// passed or `Store::unlock` with its owner releases it (Puppet's `newlock`
+    /// hands the lock to what follows the compilation). Dropping it then does
+    /// nothing more.
+    pub fn detach(&self) {
+        *self.shared.state() = State::Released;
+        self.stop_renewing();
+    }
+
+    fn stop_renewing(&self) {
         self.shared.wake.notify_all();
         if let Some(handle) = self
             .renewer
@@ -263,6 +265,17 @@ impl Lock {
         {
             let _ = handle.join();
         }
+    }
+
+    /// Stops renewing and releases the lock on the store. Fails with `LockLost`
+    /// when it had been lost (the store is left to whoever holds it now);
+    /// releasing twice does nothing.
+    pub fn unlock(&self) -> Result<()> {
+        let was = {
+            let mut state = self.shared.current();
+            std::mem::replace(&mut *state, State::Released)
+        };
+        self.stop_renewing();
         match was {
             State::Released => Ok(()),
             State::Lost(reason) => Err(self.shared.lost(reason)),

@@ -19,10 +19,35 @@ pub enum Op {
     Info,
     Provider,
     Supports,
+    Newlock,
+    Unlock,
+    WithLock,
 }
 
 impl Op {
     pub const ALL: &'static [Op] = &[
+        Op::Get,
+        Op::Put,
+        Op::Delete,
+        Op::Exists,
+        Op::List,
+        Op::Deletetree,
+        Op::AtomicCreate,
+        Op::AtomicGet,
+        Op::AtomicPut,
+        Op::AtomicDelete,
+        Op::AtomicList,
+        Op::EmptyValue,
+        Op::Info,
+        Op::Provider,
+        Op::Supports,
+        Op::Newlock,
+        Op::Unlock,
+        Op::WithLock,
+    ];
+
+    /// The operations of a store without locks.
+    pub const WITHOUT_LOCKS: &'static [Op] = &[
         Op::Get,
         Op::Put,
         Op::Delete,
@@ -57,6 +82,9 @@ impl Op {
             Op::Info => "info",
             Op::Provider => "provider",
             Op::Supports => "supports",
+            Op::Newlock => "newlock",
+            Op::Unlock => "unlock",
+            Op::WithLock => "with_lock",
         }
     }
 
@@ -68,7 +96,13 @@ impl Op {
     /// What the operation takes beside its store, in the order bindings check it.
     pub fn arguments(self) -> Arguments {
         let (target, previous, value) = match self {
-            Op::Get | Op::Delete | Op::Exists | Op::AtomicGet => (Target::Key, false, false),
+            Op::Get
+            | Op::Delete
+            | Op::Exists
+            | Op::AtomicGet
+            | Op::Newlock
+            | Op::Unlock
+            | Op::WithLock => (Target::Key, false, false),
             Op::Put | Op::AtomicCreate => (Target::Key, false, true),
             Op::AtomicPut => (Target::Key, true, true),
             Op::AtomicDelete => (Target::Key, true, false),
@@ -82,6 +116,14 @@ impl Op {
         }
     }
 
+    /// Whether the operation takes a `ttl`.
+    pub fn takes_ttl(self) -> bool {
+        matches!(
+            self,
+            Op::Put | Op::AtomicCreate | Op::AtomicPut | Op::Newlock | Op::WithLock
+        )
+    }
+
     /// Whether the operation changes the store.
     pub fn writes(self) -> bool {
         matches!(
@@ -92,6 +134,9 @@ impl Op {
                 | Op::AtomicCreate
                 | Op::AtomicPut
                 | Op::AtomicDelete
+                | Op::Newlock
+                | Op::Unlock
+                | Op::WithLock
         )
     }
 }
@@ -120,7 +165,7 @@ mod tests {
     #[test]
     fn op_names_are_the_function_names() {
         let names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 18);
         assert!(names.contains(&"atomic_list"));
         // pop_error is a Puppet function about soft failures, not a store's operation.
         assert!(!names.contains(&"pop_error"));

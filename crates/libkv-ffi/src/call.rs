@@ -10,8 +10,8 @@ use libkv_core::binding::{self, Previous, Put, Refused};
 use libkv_core::{codec, timeout_from_secs, Auth, Op, OpenOptions, Refusal, Store, Value};
 
 use crate::{
-    Failure, LIBKV_PREVIOUS_MALFORMED, LIBKV_PREVIOUS_SEQUENCE, LIBKV_VALUE_DATA,
-    LIBKV_VALUE_NOT_STRING, LIBKV_VALUE_RAW, LIBKV_VALUE_REFUSED,
+    Failure, LIBKV_PREVIOUS_MALFORMED, LIBKV_PREVIOUS_SEQUENCE, LIBKV_TTL_NONE, LIBKV_TTL_SECONDS,
+    LIBKV_VALUE_DATA, LIBKV_VALUE_NOT_STRING, LIBKV_VALUE_RAW, LIBKV_VALUE_REFUSED,
 };
 
 /// The arguments of `libkv_call` beside the store and the operation.
@@ -21,6 +21,17 @@ pub struct Request<'a> {
     pub value: (i32, &'a [u8]),
     pub previous: (i32, u64),
     pub serialize: bool,
+    /// Seconds, unchecked: the core checks it against the operation and store.
+    pub ttl: Option<i64>,
+}
+
+/// The ttl of `libkv_call` by its form.
+pub fn ttl(form: i32, ttl: i64) -> Result<Option<i64>, Failure> {
+    match form {
+        LIBKV_TTL_NONE => Ok(None),
+        LIBKV_TTL_SECONDS => Ok(Some(ttl)),
+        other => Err(Failure::Internal(format!("ttl_form {other}"))),
+    }
 }
 
 /// Opens a store, and describes it: `{"provider", "url", "supports", "class"}` as
@@ -62,7 +73,7 @@ pub fn open(
 
 /// An argument the caller converted to UTF-8 (as the MRI binding's Strings are);
 /// other bytes are a broken contract, never decoded lossily.
-fn text<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Failure> {
+pub(crate) fn text<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, Failure> {
     std::str::from_utf8(bytes).map_err(|e| Failure::Internal(format!("{what} is not UTF-8 ({e})")))
 }
 
@@ -86,7 +97,7 @@ pub fn run(store: &dyn Store, op: &[u8], req: &Request<'_>) -> Result<Vec<u8>, F
                 String::from_utf8_lossy(op)
             ))
         })?;
-    let prepared = binding::prepare(
+    let mut prepared = binding::prepare(
         op,
         req.key,
         req.serialize,
@@ -97,6 +108,10 @@ pub fn run(store: &dyn Store, op: &[u8], req: &Request<'_>) -> Result<Vec<u8>, F
         Refused::Core(e) => Failure::Core(e),
         Refused::Binding(failure) => failure,
     })?;
+    // After the key, value and previous, as the MRI extension checks it.
+    if let Some(ttl) = req.ttl {
+        prepared.set_ttl(store, ttl)?;
+    }
     data(binding::run(store, &prepared)?.into_value()?)
 }
 

@@ -21,8 +21,24 @@
 //!                          const uint8_t *key, size_t key_len,    // the key or dir, UTF-8
 //!                          int32_t value_form, const uint8_t *value, size_t value_len,
 //!                          int32_t previous_form, uint64_t previous,
-//!                          int32_t serialize);                    // 0 or 1
+//!                          int32_t serialize,                     // 0 or 1
+//!                          int32_t ttl_form, int64_t ttl);        // LIBKV_TTL_*; seconds
 //! void          libkv_store_free(uint64_t store);
+//!
+//! libkv_result *libkv_lock(uint64_t store,                        // a handle from libkv_open
+//!                          const uint8_t *key, size_t key_len,    // UTF-8
+//!                          int64_t ttl,                           // whole seconds
+//!                          double timeout,                        // seconds; 0: one try
+//!                          int32_t renew);                        // 0 or 1
+//! int32_t       libkv_lock_held(uint64_t lock);    // 1 held, 0 not; -1 no such handle
+//! libkv_result *libkv_lock_lost(uint64_t lock);    // why it was lost: JSON String, or null
+//! libkv_result *libkv_lock_unlock(uint64_t lock);  // true, or LIBKV_E_LOCK_LOST
+//! libkv_result *libkv_lock_detach(uint64_t lock);  // true
+//! void          libkv_lock_free(uint64_t lock);
+//! libkv_result *libkv_unlock(uint64_t store,                      // a handle from libkv_open
+//!                            const uint8_t *key, size_t key_len,  // UTF-8
+//!                            const uint8_t *owner, size_t owner_len);  // UTF-8
+//!
 //! void          libkv_result_free(libkv_result *result);
 //! ```
 //!
@@ -32,13 +48,15 @@
 //!
 //! # Results
 //!
-//! `libkv_open` and `libkv_call` always return a [`LibkvResult`] (never NULL),
-//! which the caller frees with `libkv_result_free` once it has copied what it
-//! needs. `status` is [`LIBKV_OK`] or the class of error (`LIBKV_E_*`, whose
-//! exception class `libkv_error_name` names). On success
-//! `data` is a JSON document in the encoding below; on error it is the message
-//! (UTF-8, never holding a secret) and `key` the key the error is about, or NULL.
-//! `libkv_open` also sets `store`, the handle of the store it opened.
+//! Every function that returns a `libkv_result *` always returns a
+//! [`LibkvResult`] (never NULL), which the caller frees with `libkv_result_free`
+//! once it has copied what it needs. `status` is [`LIBKV_OK`] or the class of
+//! error (`LIBKV_E_*`, whose exception class `libkv_error_name` names). On
+//! success `data` is a JSON document in the encoding below; on error it is the
+//! message (UTF-8, never holding a secret) and `key` the key the error is about,
+//! or NULL.
+//! `libkv_open` also sets `handle`, the handle of the store it opened, and
+//! `libkv_lock` the handle of the lock it took; it is 0 in every other result.
 //!
 //! # Store handles
 //!
@@ -64,11 +82,72 @@
 //!
 //! A store may be used by many threads at once.
 //!
-//! `url`, `vardir`, `environment` and `key` are UTF-8 text: the caller converts
-//! them first, and refuses what does not convert, as the MRI binding does
-//! (`lib/libkv/ffi.rb` raises the same `EncodingError`s). A `url`, `vardir` or
-//! `environment` that is not UTF-8 is a broken contract ([`LIBKV_E_INTERNAL`]),
-//! never decoded lossily; a `key` that is not is an invalid key, as on MRI.
+//! `url`, `vardir`, `environment`, `key` and `owner` are UTF-8 text: the caller
+//! converts them first, and refuses what does not convert, as the MRI binding
+//! does (`lib/libkv/ffi.rb` raises the same `EncodingError`s). A `url`, `vardir`,
+//! `environment` or `owner` that is not UTF-8 is a broken contract
+//! ([`LIBKV_E_INTERNAL`]), never decoded lossily; a `key` that is not is an
+//! invalid key, as on MRI.
+//!
+//! # Keys that expire: `ttl`
+//!
+//! `libkv_call` writes the value for `ttl` whole seconds when `ttl_form` is
+//! [`LIBKV_TTL_SECONDS`]: the key disappears once `ttl` has passed without another
+//! write of it. With [`LIBKV_TTL_NONE`] (`ttl` ignored) it writes as always. Only
+//! `put`, `atomic_create` and `atomic_put` take a ttl, and it must be within the
+//! store's bounds (from its shortest, 1 s on most stores, to ten years), which
+//! the message refusing another states. Any other `ttl` (whatever number the
+//! caller was given: 0, negative) fails with [`LIBKV_E_INVALID_ARGUMENT`] before
+//! anything is written, after the key, the value and `previous` have been
+//! checked, as by the MRI extension. A store without keys that expire fails with
+//! [`LIBKV_E_UNSUPPORTED`] (`ttl is not supported by the ... store`).
+//!
+//! # Locks
+//!
+//! `libkv_lock` takes the lock at `key` for `ttl` seconds, waiting at most
+//! `timeout` seconds (0: one try; else as a store's timeout, above 0 and at most
+//! `libkv_max_timeout`) while another holds it: the call blocks that long. With
+//! `renew` a thread of the library renews it every third of its ttl while it is
+//! held, needing nothing from the caller. It answers
+//! `{"key": ..., "owner": ..., "fence": n, "ttl": seconds}` and sets `handle`. It
+//! fails with [`LIBKV_E_LOCK_TIMEOUT`] (and `key`) when the lock was not taken
+//! within `timeout`, [`LIBKV_E_UNSUPPORTED`] on a store without locks, and
+//! [`LIBKV_E_INVALID_ARGUMENT`] for a `ttl` or `timeout` out of bounds. While it
+//! is held, the lock key's value is the owner (a `get` of it says who holds it).
+//!
+//! - `libkv_lock_held`: 1 while this process holds the lock for certain, 0 once
+//!   it was released, detached or lost; -1 for a handle that is not open (freed,
+//!   never made), -2 should the library panic (a bug).
+//! - `libkv_lock_lost`: why the lock was lost, as a JSON String, or `null`.
+//! - `libkv_lock_unlock`: stops renewing and releases the lock on the store:
+//!   `true`, or [`LIBKV_E_LOCK_LOST`] (with the reason and `key`) when it had
+//!   been lost before (work done under it may have overlapped another holder's;
+//!   the store is left to whoever holds it now). Unlocking again answers `true`.
+//! - `libkv_lock_detach`: stops renewing and leaves the lock on the store, held
+//!   until its ttl passes or `libkv_unlock` releases it; `true`. After it,
+//!   `libkv_lock_held` is 0 and unlocking or freeing does nothing more.
+//! - `libkv_lock_free`: removes the handle (see below). A lock freed while held
+//!   (or lost with its renewing thread running) is released on a thread of its
+//!   own: the free never waits on the store, so a garbage collector's finalizer
+//!   thread may call it.
+//! - `libkv_unlock`: releases the lock `owner` holds at `key` (what `libkv_lock`
+//!   answered, from any process): `true`, or `false` when `owner` no longer holds
+//!   it. It needs no lock handle.
+//!
+//! The lock functions on a handle that is not open fail with [`LIBKV_E_INTERNAL`]
+//! (`lock handle N is closed`, or `was never opened`). A lock keeps its store
+//! open: freeing the store's handle while a lock of it is held leaves the lock
+//! working.
+//!
+//! # Lock handles
+//!
+//! A lock handle is an opaque number like a store handle, from a registry of its
+//! own: from 1 up, never reused, 0 no lock, never a pointer. As for stores, a call
+//! takes its own reference to the lock and runs without the registry's lock, so
+//! `libkv_lock_free` may run on any thread (a finalizer's) while others use the
+//! handle: their calls finish normally, and the lock is released (on a thread of
+//! its own, when still held) as the last of them returns. Freeing a freed or
+//! unknown handle (or 0) does nothing; a panic while freeing is ignored.
 //!
 //! # Values: the envelope's DATA
 //!
@@ -109,23 +188,29 @@
 //! # Safety of the boundary
 //!
 //! No panic crosses it: every function body runs inside `catch_unwind`, and a panic
-//! becomes a [`LIBKV_E_INTERNAL`] result (in `libkv_store_free`, is ignored). Calls block the calling thread until the
-//! store answers or its timeout passes; the core's runtime lets any number of
-//! threads (JRuby threads, several JRuby instances in one JVM) call at once.
+//! becomes a [`LIBKV_E_INTERNAL`] result (-2 from `libkv_lock_held`; in
+//! `libkv_store_free` and `libkv_lock_free`, is ignored). Calls block the calling
+//! thread until the store answers or its timeout passes (`libkv_lock` up to its
+//! own `timeout` besides); the core's runtime lets any number of threads (JRuby
+//! threads, several JRuby instances in one JVM) call at once. No call holds a
+//! lock of the library while it waits on a store.
 
 mod call;
+mod locks;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
+use locks::Registered;
+
 use libkv_core::{Error as CoreError, ErrorClass, Store};
 
 /// Bumped whenever a signature, a struct or an encoding above changes.
-pub const LIBKV_ABI_VERSION: u32 = 4;
+pub const LIBKV_ABI_VERSION: u32 = 5;
 
 pub const LIBKV_OK: i32 = 0;
 // The error statuses are the core's `ErrorClass` numbers; `libkv_error_name`
@@ -144,6 +229,10 @@ pub const LIBKV_E_AUTH: i32 = ErrorClass::Auth.code();
 pub const LIBKV_E_INTERNAL: i32 = ErrorClass::Internal.code();
 /// A call on a store its binding closed. `LibKV::ClosedError`.
 pub const LIBKV_E_CLOSED: i32 = ErrorClass::Closed.code();
+/// A lock not taken within the timeout. `LibKV::LockTimeoutError`.
+pub const LIBKV_E_LOCK_TIMEOUT: i32 = ErrorClass::LockTimeout.code();
+/// A lock that had been lost when it was released. `LibKV::LockLostError`.
+pub const LIBKV_E_LOCK_LOST: i32 = ErrorClass::LockLost.code();
 
 pub const LIBKV_VALUE_NONE: i32 = 0;
 pub const LIBKV_VALUE_DATA: i32 = 1;
@@ -155,48 +244,85 @@ pub const LIBKV_PREVIOUS_NONE: i32 = 0;
 pub const LIBKV_PREVIOUS_SEQUENCE: i32 = 1;
 pub const LIBKV_PREVIOUS_MALFORMED: i32 = 2;
 
-/// The open stores by handle; see "Store handles" in the crate documentation.
-static STORES: LazyLock<RwLock<HashMap<u64, Arc<dyn Store>>>> = LazyLock::new(Default::default);
-/// The next handle: from 1 up, never reused.
-static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
+/// `libkv_call`'s `ttl_form`: no ttl (`ttl` is ignored).
+pub const LIBKV_TTL_NONE: i32 = 0;
+/// `libkv_call`'s `ttl_form`: `ttl` is the ttl in whole seconds, to be checked.
+pub const LIBKV_TTL_SECONDS: i32 = 1;
 
-/// Registers an open store; returns its new handle.
-fn register(store: Arc<dyn Store>) -> u64 {
-    let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
-    // A panic while the lock was held cannot leave the map half-changed (insert,
-    // remove and get are each whole), so a poisoned lock is used as it is.
-    let mut stores = STORES.write().unwrap_or_else(PoisonError::into_inner);
-    stores.insert(handle, store);
-    handle
+/// Open handles of one kind (stores, locks): numbers from 1 up, never reused (0
+/// is none); see "Store handles" in the crate documentation.
+pub(crate) struct Registry<T: ?Sized> {
+    /// What a handle is of, for errors: "store", "lock".
+    what: &'static str,
+    entries: RwLock<BTreeMap<u64, Arc<T>>>,
+    next: AtomicU64,
 }
 
-/// The store of `handle`: a reference of the caller's own, taken under the read
-/// lock, which is released before the caller uses it.
-fn lookup(handle: u64) -> Result<Arc<dyn Store>, Failure> {
-    let found = STORES
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&handle)
-        .cloned();
-    found.ok_or_else(|| {
-        if handle == 0 || handle >= NEXT_HANDLE.load(Ordering::Relaxed) {
-            Failure::Internal(format!("store handle {handle} was never opened"))
-        } else {
-            Failure::Internal(format!("store handle {handle} is closed"))
+impl<T: ?Sized> Registry<T> {
+    const fn new(what: &'static str) -> Registry<T> {
+        Registry {
+            what,
+            entries: RwLock::new(BTreeMap::new()),
+            next: AtomicU64::new(1),
         }
-    })
+    }
+
+    /// Registers an entry; returns its new handle.
+    pub(crate) fn register(&self, entry: Arc<T>) -> u64 {
+        let handle = self.next.fetch_add(1, Ordering::Relaxed);
+        // A panic while the lock was held cannot leave the map half-changed
+        // (insert, remove and get are each whole), so a poisoned lock is used as
+        // it is.
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        entries.insert(handle, entry);
+        handle
+    }
+
+    /// The entry of `handle`: a reference of the caller's own, taken under the
+    /// read lock, which is released before the caller uses it.
+    pub(crate) fn lookup(&self, handle: u64) -> Result<Arc<T>, Failure> {
+        let found = self
+            .entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&handle)
+            .cloned();
+        found.ok_or_else(|| {
+            let what = self.what;
+            if handle == 0 || handle >= self.next.load(Ordering::Relaxed) {
+                Failure::Internal(format!("{what} handle {handle} was never opened"))
+            } else {
+                Failure::Internal(format!("{what} handle {handle} is closed"))
+            }
+        })
+    }
+
+    /// Removes `handle`; its entry, if the registry held the last reference
+    /// (dropped by the caller once the lock is released). A handle that is not
+    /// there is ignored.
+    pub(crate) fn unregister(&self, handle: u64) -> Option<Arc<T>> {
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&handle)
+    }
+
+    /// Removes `handle` and drops its entry after the registry's lock is
+    /// released, ignoring a panic (the entry leaks; no unwind reaches the caller,
+    /// nothing aborts).
+    fn free(&self, handle: u64) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(self.unregister(handle)))) {
+            std::mem::forget(payload);
+        }
+    }
 }
 
-/// Removes `handle` from the registry; its store, if the registry held the last
-/// reference. A handle that is not there is ignored.
-fn unregister(handle: u64) -> Option<Arc<dyn Store>> {
-    STORES
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&handle)
-}
+/// The open stores.
+pub(crate) static STORES: Registry<dyn Store> = Registry::new("store");
+/// The locks taken, released or not, until their handles are freed.
+pub(crate) static LOCKS: Registry<Registered> = Registry::new("lock");
 
-/// What `libkv_open` and `libkv_call` return; see the crate documentation.
+/// What the functions return; see "Results" in the crate documentation.
 #[repr(C)]
 pub struct LibkvResult {
     pub status: i32,
@@ -204,8 +330,8 @@ pub struct LibkvResult {
     pub data_len: usize,
     pub key: *mut u8,
     pub key_len: usize,
-    /// The handle `libkv_open` opened; 0 otherwise.
-    pub store: u64,
+    /// The store `libkv_open` opened or the lock `libkv_lock` took; 0 otherwise.
+    pub handle: u64,
 }
 
 /// Why a call failed: a core error, or a broken contract (a bug somewhere).
@@ -236,8 +362,8 @@ unsafe fn free_bytes(ptr: *mut u8, len: usize) {
 }
 
 fn result(outcome: Result<(Vec<u8>, u64), Failure>) -> *mut LibkvResult {
-    let (status, data, key, store) = match outcome {
-        Ok((data, store)) => (LIBKV_OK, data, None, store),
+    let (status, data, key, handle) = match outcome {
+        Ok((data, handle)) => (LIBKV_OK, data, None, handle),
         Err(Failure::Core(e)) => (
             e.class().code(),
             e.to_string().into_bytes(),
@@ -259,7 +385,7 @@ fn result(outcome: Result<(Vec<u8>, u64), Failure>) -> *mut LibkvResult {
         data_len,
         key,
         key_len,
-        store,
+        handle,
     }))
 }
 
@@ -378,7 +504,7 @@ pub unsafe extern "C" fn libkv_open(
             )
         };
         let (store, answer) = call::open(url, auth, timeout, vardir, environment)?;
-        Ok((answer, register(store)))
+        Ok((answer, STORES.register(store)))
     })
 }
 
@@ -401,6 +527,8 @@ pub unsafe extern "C" fn libkv_call(
     previous_form: i32,
     previous: u64,
     serialize: i32,
+    ttl_form: i32,
+    ttl: i64,
 ) -> *mut LibkvResult {
     guarded(|| {
         // SAFETY: the caller's promise, above.
@@ -412,12 +540,13 @@ pub unsafe extern "C" fn libkv_call(
             )
         };
         // This call's own reference: a free meanwhile cannot drop the store under it.
-        let store = lookup(store)?;
+        let store = STORES.lookup(store)?;
         let request = call::Request {
             key,
             value: (value_form, value),
             previous: (previous_form, previous),
             serialize: serialize != 0,
+            ttl: call::ttl(ttl_form, ttl)?,
         };
         Ok((call::run(&*store, op, &request)?, 0))
     })
@@ -428,17 +557,113 @@ pub unsafe extern "C" fn libkv_call(
 /// see "Store handles" in the crate documentation.
 #[no_mangle]
 pub extern "C" fn libkv_store_free(store: u64) {
-    // The lock is released before the store is dropped, and a panic in either is
-    // ignored: the store leaks, no unwind reaches the caller, nothing aborts.
-    if let Err(payload) = catch_unwind(|| drop(unregister(store))) {
-        std::mem::forget(payload);
+    // The registry's lock is released before the store is dropped, and a panic
+    // in either is ignored: the store leaks, no unwind reaches the caller,
+    // nothing aborts.
+    STORES.free(store);
+}
+
+/// Takes the lock at `key` on a store. See "Locks" in the crate documentation.
+///
+/// # Safety
+/// `key` is NULL or points at `key_len` readable bytes. `store` may be any
+/// number: a handle that is not open is an error.
+#[no_mangle]
+pub unsafe extern "C" fn libkv_lock(
+    store: u64,
+    key: *const u8,
+    key_len: usize,
+    ttl: i64,
+    timeout: f64,
+    renew: i32,
+) -> *mut LibkvResult {
+    guarded(|| {
+        // SAFETY: the caller's promise, above.
+        let key = unsafe { required(key, key_len, "key")? };
+        let store = STORES.lookup(store)?;
+        let (lock, described) = locks::take(store, key, ttl, timeout, renew != 0)?;
+        Ok((described, LOCKS.register(Arc::new(lock))))
+    })
+}
+
+/// 1 while the lock is held, 0 once released, detached or lost; -1 for a handle
+/// that is not open, -2 for a panic.
+#[no_mangle]
+pub extern "C" fn libkv_lock_held(lock: u64) -> i32 {
+    let held = catch_unwind(|| LOCKS.lookup(lock).map(|l| i32::from(l.lock().held())));
+    match held {
+        Ok(Ok(held)) => held,
+        Ok(Err(_)) => -1,
+        Err(payload) => {
+            std::mem::forget(payload);
+            -2
+        }
     }
 }
 
-/// Frees a result, its data and key (not its store). NULL is ignored.
+/// Why the lock was lost: a JSON String, or `null`.
+#[no_mangle]
+pub extern "C" fn libkv_lock_lost(lock: u64) -> *mut LibkvResult {
+    guarded(|| Ok((locks::lost(&*LOCKS.lookup(lock)?)?, 0)))
+}
+
+/// Releases the lock: `true`, or `LIBKV_E_LOCK_LOST` when it had been lost.
+#[no_mangle]
+pub extern "C" fn libkv_lock_unlock(lock: u64) -> *mut LibkvResult {
+    guarded(|| {
+        LOCKS.lookup(lock)?.lock().unlock()?;
+        Ok((b"true".to_vec(), 0))
+    })
+}
+
+/// Stops renewing the lock and leaves it on the store: `true`.
+#[no_mangle]
+pub extern "C" fn libkv_lock_detach(lock: u64) -> *mut LibkvResult {
+    guarded(|| {
+        LOCKS.lookup(lock)?.lock().detach();
+        Ok((b"true".to_vec(), 0))
+    })
+}
+
+/// Frees a lock handle from `libkv_lock`; a lock still held is released on a
+/// thread of its own. A handle that is not open is ignored. See "Lock handles"
+/// in the crate documentation.
+#[no_mangle]
+pub extern "C" fn libkv_lock_free(lock: u64) {
+    LOCKS.free(lock);
+}
+
+/// Releases the lock `owner` holds at `key` on a store: `true`, or `false` when
+/// `owner` no longer held it.
 ///
 /// # Safety
-/// `result` came from `libkv_open` or `libkv_call` and is freed once.
+/// Every pointer is NULL or points at its length of readable bytes. `store` may
+/// be any number: a handle that is not open is an error.
+#[no_mangle]
+pub unsafe extern "C" fn libkv_unlock(
+    store: u64,
+    key: *const u8,
+    key_len: usize,
+    owner: *const u8,
+    owner_len: usize,
+) -> *mut LibkvResult {
+    guarded(|| {
+        // SAFETY: the caller's promise, above.
+        let (key, owner) = unsafe {
+            (
+                required(key, key_len, "key")?,
+                required(owner, owner_len, "owner")?,
+            )
+        };
+        let store = STORES.lookup(store)?;
+        Ok((locks::unlock(&*store, key, owner)?, 0))
+    })
+}
+
+/// Frees a result, its data and key (not its handle). NULL is ignored.
+///
+/// # Safety
+/// `result` came from a function of this library and is freed once.
 #[no_mangle]
 pub unsafe extern "C" fn libkv_result_free(result: *mut LibkvResult) {
     if result.is_null() {

@@ -10,7 +10,7 @@ struct Answer {
     status: i32,
     data: String,
     key: Option<String>,
-    store: u64,
+    handle: u64,
 }
 
 fn take(result: *mut LibkvResult) -> Answer {
@@ -25,7 +25,7 @@ fn take(result: *mut LibkvResult) -> Answer {
             status: r.status,
             data: copy(r.data, r.data_len),
             key: (!r.key.is_null()).then(|| copy(r.key, r.key_len)),
-            store: r.store,
+            handle: r.handle,
         };
         libkv_result_free(result);
         answer
@@ -61,7 +61,7 @@ impl Drop for Opened {
 fn mock() -> Opened {
     let a = open("mock://", "[]");
     assert_eq!(a.status, LIBKV_OK, "{}", a.data);
-    Opened(a.store)
+    Opened(a.handle)
 }
 
 fn call(store: &Opened, op: &str, key: &str, value: (i32, &[u8]), previous: (i32, u64)) -> Answer {
@@ -74,6 +74,17 @@ fn call_handle(
     key: &str,
     value: (i32, &[u8]),
     previous: (i32, u64),
+) -> Answer {
+    call_ttl(store, op, key, value, previous, (LIBKV_TTL_NONE, 0))
+}
+
+fn call_ttl(
+    store: u64,
+    op: &str,
+    key: &str,
+    value: (i32, &[u8]),
+    previous: (i32, u64),
+    ttl: (i32, i64),
 ) -> Answer {
     // SAFETY: every pointer points at its length of bytes.
     take(unsafe {
@@ -89,6 +100,8 @@ fn call_handle(
             previous.0,
             previous.1,
             1,
+            ttl.0,
+            ttl.1,
         )
     })
 }
@@ -114,7 +127,7 @@ fn versions() {
 fn every_status_names_a_declared_exception_class() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lib/libkv/errors.rb");
     let ruby = std::fs::read_to_string(file).unwrap();
-    for status in LIBKV_E_INVALID_ARGUMENT..=LIBKV_E_CLOSED {
+    for status in LIBKV_E_INVALID_ARGUMENT..=LIBKV_E_LOCK_LOST {
         // SAFETY: a static NUL-terminated string, or NULL.
         let name = unsafe { std::ffi::CStr::from_ptr(libkv_error_name(status)) };
         let name = name.to_str().unwrap();
@@ -122,7 +135,7 @@ fn every_status_names_a_declared_exception_class() {
         assert!(declared, "status {status}: LibKV::{name} is not in {file}");
     }
     assert!(libkv_error_name(LIBKV_OK).is_null());
-    assert!(libkv_error_name(LIBKV_E_CLOSED + 1).is_null());
+    assert!(libkv_error_name(LIBKV_E_LOCK_LOST + 1).is_null());
 }
 
 /// The library refuses to load beside Ruby code of another version, so the
@@ -151,11 +164,11 @@ fn open_describes_the_store() {
     assert!(a
         .data
         .starts_with(r#"{"provider":"mock","url":"mock://name","supports":["get","#));
-    drop(Opened(a.store));
+    drop(Opened(a.handle));
     let bad = open("ftp://x", "[]");
     assert_eq!(bad.status, LIBKV_E_INVALID_ARGUMENT);
     assert!(bad.data.contains("unknown scheme"), "{}", bad.data);
-    assert!(bad.store == 0 && bad.key.is_none());
+    assert!(bad.handle == 0 && bad.key.is_none());
 }
 
 #[test]
@@ -244,6 +257,8 @@ fn values_round_trip_as_data() {
             0,
             0,
             0,
+            LIBKV_TTL_NONE,
+            0,
         )
     });
     assert!(
@@ -315,6 +330,8 @@ fn the_key_is_checked_first_and_errors_carry_it() {
             0,
             0,
             1,
+            LIBKV_TTL_NONE,
+            0,
         )
     });
     assert_eq!(a.status, LIBKV_E_INVALID_KEY);
@@ -333,13 +350,13 @@ fn store_errors_map_to_their_kinds() {
     let dir = std::env::temp_dir().join(format!("libkv-ffi-test-{}", std::process::id()));
     std::fs::write(&dir, "a file, not a directory").unwrap();
     let a = open(&format!("file://{}/store", dir.display()), "[]");
-    let s = Opened(a.store);
+    let s = Opened(a.handle);
     let a = call(&s, "put", "/k", data("1"), NO_PREVIOUS);
     std::fs::remove_file(&dir).unwrap();
     assert_eq!(a.status, LIBKV_E_STORE, "{}", a.data);
     assert_eq!(a.key.as_deref(), Some("/k"));
     let a = open("etcd://127.0.0.1:1/p", "[]");
-    let s = Opened(a.store);
+    let s = Opened(a.handle);
     let a = call(&s, "get", "/k", NONE, NO_PREVIOUS);
     assert_eq!(a.status, LIBKV_E_CONNECTION, "{}", a.data);
 }
@@ -360,6 +377,8 @@ fn a_null_store_or_pointer_is_an_internal_error_not_a_crash() {
             0,
             0,
             1,
+            LIBKV_TTL_NONE,
+            0,
         )
     });
     assert_eq!(a.status, LIBKV_E_INTERNAL);
@@ -383,6 +402,8 @@ fn a_null_store_or_pointer_is_an_internal_error_not_a_crash() {
             0,
             0,
             1,
+            LIBKV_TTL_NONE,
+            0,
         )
     });
     assert_eq!(a.status, LIBKV_E_INTERNAL);
@@ -555,57 +576,67 @@ impl Drop for PanicsOnDrop {
     }
 }
 
+/// The methods of a store that holds nothing and never fails.
+macro_rules! inert_store {
+    () => {
+        fn provider(&self) -> &'static str {
+            "mock"
+        }
+        fn url(&self) -> &str {
+            "mock://"
+        }
+        fn get(&self, _: &libkv_core::Key) -> libkv_core::Result<Option<Vec<u8>>> {
+            Ok(None)
+        }
+        fn put(&self, _: &libkv_core::Key, _: &[u8]) -> libkv_core::Result<()> {
+            Ok(())
+        }
+        fn delete(&self, _: &libkv_core::Key) -> libkv_core::Result<()> {
+            Ok(())
+        }
+        fn exists(&self, _: &libkv_core::Key) -> libkv_core::Result<bool> {
+            Ok(false)
+        }
+        fn list(&self, _: &libkv_core::Key) -> libkv_core::Result<libkv_core::Listing<Vec<u8>>> {
+            Ok(Default::default())
+        }
+        fn deletetree(&self, _: &libkv_core::Key) -> libkv_core::Result<()> {
+            Ok(())
+        }
+        fn atomic_create(&self, _: &libkv_core::Key, _: &[u8]) -> libkv_core::Result<bool> {
+            Ok(true)
+        }
+        fn atomic_get(
+            &self,
+            _: &libkv_core::Key,
+        ) -> libkv_core::Result<Option<libkv_core::Versioned>> {
+            Ok(None)
+        }
+        fn atomic_put(&self, _: &libkv_core::Key, _: &[u8], _: u64) -> libkv_core::Result<bool> {
+            Ok(true)
+        }
+        fn atomic_delete(&self, _: &libkv_core::Key, _: u64) -> libkv_core::Result<bool> {
+            Ok(true)
+        }
+        fn atomic_list(
+            &self,
+            _: &libkv_core::Key,
+        ) -> libkv_core::Result<libkv_core::Listing<libkv_core::Versioned>> {
+            Ok(Default::default())
+        }
+        fn info(&self) -> libkv_core::Result<libkv_core::Value> {
+            Ok(libkv_core::Value::Undef)
+        }
+    };
+}
+
 impl Store for PanicsOnDrop {
-    fn provider(&self) -> &'static str {
-        "mock"
-    }
-    fn url(&self) -> &str {
-        "mock://"
-    }
-    fn get(&self, _: &libkv_core::Key) -> libkv_core::Result<Option<Vec<u8>>> {
-        Ok(None)
-    }
-    fn put(&self, _: &libkv_core::Key, _: &[u8]) -> libkv_core::Result<()> {
-        Ok(())
-    }
-    fn delete(&self, _: &libkv_core::Key) -> libkv_core::Result<()> {
-        Ok(())
-    }
-    fn exists(&self, _: &libkv_core::Key) -> libkv_core::Result<bool> {
-        Ok(false)
-    }
-    fn list(&self, _: &libkv_core::Key) -> libkv_core::Result<libkv_core::Listing<Vec<u8>>> {
-        Ok(Default::default())
-    }
-    fn deletetree(&self, _: &libkv_core::Key) -> libkv_core::Result<()> {
-        Ok(())
-    }
-    fn atomic_create(&self, _: &libkv_core::Key, _: &[u8]) -> libkv_core::Result<bool> {
-        Ok(true)
-    }
-    fn atomic_get(&self, _: &libkv_core::Key) -> libkv_core::Result<Option<libkv_core::Versioned>> {
-        Ok(None)
-    }
-    fn atomic_put(&self, _: &libkv_core::Key, _: &[u8], _: u64) -> libkv_core::Result<bool> {
-        Ok(true)
-    }
-    fn atomic_delete(&self, _: &libkv_core::Key, _: u64) -> libkv_core::Result<bool> {
-        Ok(true)
-    }
-    fn atomic_list(
-        &self,
-        _: &libkv_core::Key,
-    ) -> libkv_core::Result<libkv_core::Listing<libkv_core::Versioned>> {
-        Ok(Default::default())
-    }
-    fn info(&self) -> libkv_core::Result<libkv_core::Value> {
-        Ok(libkv_core::Value::Undef)
-    }
+    inert_store!();
 }
 
 #[test]
 fn a_store_whose_drop_panics_is_freed_without_unwinding_or_aborting() {
-    let handle = register(Arc::new(PanicsOnDrop));
+    let handle = STORES.register(Arc::new(PanicsOnDrop));
     assert_eq!(
         call_handle(handle, "get", "/k", NONE, NO_PREVIOUS).data,
         "null"
@@ -616,4 +647,359 @@ fn a_store_whose_drop_panics_is_freed_without_unwinding_or_aborting() {
     // The registry still works.
     let s = mock();
     assert_eq!(call(&s, "put", "/k", data("1"), NO_PREVIOUS).data, "true");
+}
+
+// Keys that expire and locks.
+
+const TTL: i32 = LIBKV_TTL_SECONDS;
+
+fn lock(store: u64, key: &str, ttl: i64, timeout: f64, renew: bool) -> Answer {
+    // SAFETY: the key points at its length of bytes.
+    take(unsafe {
+        libkv_lock(
+            store,
+            key.as_ptr(),
+            key.len(),
+            ttl,
+            timeout,
+            i32::from(renew),
+        )
+    })
+}
+
+fn unlock(store: u64, key: &str, owner: &[u8]) -> Answer {
+    // SAFETY: every pointer points at its length of bytes.
+    take(unsafe { libkv_unlock(store, key.as_ptr(), key.len(), owner.as_ptr(), owner.len()) })
+}
+
+/// A lock handle; freed when dropped.
+struct Locked {
+    handle: u64,
+    described: serde_json::Value,
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        libkv_lock_free(self.handle)
+    }
+}
+
+impl Locked {
+    fn owner(&self) -> String {
+        self.described["owner"].as_str().unwrap().to_owned()
+    }
+
+    fn fence(&self) -> u64 {
+        self.described["fence"].as_u64().unwrap()
+    }
+}
+
+fn locked(store: &Opened, key: &str, ttl: i64, renew: bool) -> Locked {
+    let a = lock(store.0, key, ttl, 0.0, renew);
+    assert_eq!(a.status, LIBKV_OK, "{}", a.data);
+    assert!(a.handle >= 1);
+    Locked {
+        handle: a.handle,
+        described: serde_json::from_str(&a.data).unwrap(),
+    }
+}
+
+fn millis(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
+#[test]
+fn ttl_is_carried_and_checked_by_the_core() {
+    let s = mock();
+    let put = |key: &str, ttl| call_ttl(s.0, "put", key, data("1"), NO_PREVIOUS, (TTL, ttl));
+    assert_eq!(put("/t", 1).data, "true");
+    assert_eq!(call(&s, "get", "/t", NONE, NO_PREVIOUS).data, "1");
+    let created = call_ttl(s.0, "atomic_create", "/c", data("2"), NO_PREVIOUS, (TTL, 1));
+    assert_eq!(created.data, "true");
+    let again = call_ttl(s.0, "atomic_create", "/c", data("3"), NO_PREVIOUS, (TTL, 1));
+    assert_eq!(again.data, "false");
+    let got = call(&s, "atomic_get", "/c", NONE, NO_PREVIOUS).data;
+    let seq: u64 = got
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('}')
+        .parse()
+        .unwrap();
+    let replaced = call_ttl(
+        s.0,
+        "atomic_put",
+        "/c",
+        data("4"),
+        (LIBKV_PREVIOUS_SEQUENCE, seq),
+        (TTL, 60),
+    );
+    assert_eq!(replaced.data, "true");
+    // Out of the store's bounds, or on an operation without one: refused before
+    // anything is written.
+    for ttl in [0, -1, i64::MIN, 315_360_001, i64::MAX] {
+        let a = put("/refused", ttl);
+        assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT, "{ttl}: {}", a.data);
+        assert!(
+            a.data.contains(&format!("not {ttl}")) && a.data.contains("mock"),
+            "{}",
+            a.data
+        );
+    }
+    assert_eq!(
+        call(&s, "exists", "/refused", NONE, NO_PREVIOUS).data,
+        "false"
+    );
+    let a = call_ttl(s.0, "get", "/t", NONE, NO_PREVIOUS, (TTL, 5));
+    assert_eq!(a.status, LIBKV_E_INVALID_ARGUMENT, "{}", a.data);
+    assert!(a.data.contains("not of get"), "{}", a.data);
+    // The key is checked first, as on MRI.
+    let a = call_ttl(s.0, "put", "bad", data("1"), NO_PREVIOUS, (TTL, 0));
+    assert_eq!(a.status, LIBKV_E_INVALID_KEY, "{}", a.data);
+    let a = call_ttl(s.0, "put", "/k", data("1"), NO_PREVIOUS, (7, 5));
+    assert_eq!(a.status, LIBKV_E_INTERNAL, "{}", a.data);
+    assert!(a.data.contains("ttl_form 7"), "{}", a.data);
+    // The shortest ttl passes: gone, where put with ttl 60 is not.
+    millis(1300);
+    assert_eq!(call(&s, "get", "/t", NONE, NO_PREVIOUS).data, "null");
+    assert_eq!(call(&s, "get", "/c", NONE, NO_PREVIOUS).data, "4");
+}
+
+#[test]
+fn a_lock_is_held_refused_to_another_then_unlocked() {
+    let s = mock();
+    let l = locked(&s, "/l", 30, true);
+    assert_eq!(l.described["key"], "/l");
+    assert_eq!(l.described["ttl"], 30);
+    assert!(l.fence() >= 1);
+    assert_eq!(libkv_lock_held(l.handle), 1);
+    assert_eq!(take(libkv_lock_lost(l.handle)).data, "null");
+    // The lock key holds the owner.
+    let owner = l.owner();
+    assert_eq!(
+        call(&s, "get", "/l", NONE, NO_PREVIOUS).data,
+        serde_json::to_string(&owner).unwrap()
+    );
+    // Another attempt waits its timeout, then fails with the key.
+    let started = std::time::Instant::now();
+    let a = lock(s.0, "/l", 30, 0.2, true);
+    let waited = started.elapsed().as_secs_f64();
+    assert_eq!(a.status, LIBKV_E_LOCK_TIMEOUT, "{}", a.data);
+    assert_eq!((a.key.as_deref(), a.handle), (Some("/l"), 0));
+    assert!(a.data.contains("/l"), "{}", a.data);
+    assert!((0.2..3.0).contains(&waited), "{waited}");
+    // Released: not held, the key is free, and unlocking again is harmless.
+    let a = take(libkv_lock_unlock(l.handle));
+    assert_eq!((a.status, a.data.as_str()), (LIBKV_OK, "true"));
+    assert_eq!(libkv_lock_held(l.handle), 0);
+    assert_eq!(take(libkv_lock_unlock(l.handle)).data, "true");
+    assert_eq!(call(&s, "exists", "/l", NONE, NO_PREVIOUS).data, "false");
+    let next = locked(&s, "/l", 30, true);
+    assert!(
+        next.fence() > l.fence(),
+        "{} then {}",
+        l.fence(),
+        next.fence()
+    );
+    assert!(next.handle > l.handle);
+    // Released by owner, from what libkv_lock answered: once.
+    let owner = next.owner();
+    assert_eq!(unlock(s.0, "/l", owner.as_bytes()).data, "true");
+    assert_eq!(unlock(s.0, "/l", owner.as_bytes()).data, "false");
+    let a = unlock(s.0, "/l", b"\xff");
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert!(a.data.contains("owner is not UTF-8"), "{}", a.data);
+    let a = unlock(s.0, "bad", b"o");
+    assert_eq!(
+        (a.status, a.key.as_deref()),
+        (LIBKV_E_INVALID_KEY, Some("bad"))
+    );
+}
+
+/// A store without locks nor keys that expire.
+struct Lockless;
+
+impl Store for Lockless {
+    inert_store!();
+
+    fn supports(&self) -> &'static [libkv_core::Op] {
+        use libkv_core::Op::*;
+        &[
+            Get,
+            Put,
+            Delete,
+            Exists,
+            List,
+            Deletetree,
+            AtomicCreate,
+            AtomicGet,
+            AtomicPut,
+        ]
+    }
+}
+
+#[test]
+fn lock_arguments_are_checked_by_the_core() {
+    let s = mock();
+    for (key, ttl, timeout, status) in [
+        ("bad", 30, 0.0, LIBKV_E_INVALID_KEY),
+        ("/l", 0, 0.0, LIBKV_E_INVALID_ARGUMENT),
+        ("/l", -1, 0.0, LIBKV_E_INVALID_ARGUMENT),
+        ("/l", 30, -1.0, LIBKV_E_INVALID_ARGUMENT),
+        ("/l", 30, f64::NAN, LIBKV_E_INVALID_ARGUMENT),
+    ] {
+        let a = lock(s.0, key, ttl, timeout, true);
+        assert_eq!(a.status, status, "{key} {ttl} {timeout}: {}", a.data);
+        assert_eq!(a.handle, 0);
+    }
+    assert_eq!(call(&s, "exists", "/l", NONE, NO_PREVIOUS).data, "false");
+    // A store without locks (its supports lacks newlock and unlock): refused,
+    // naming the operation, before the store is asked.
+    let lockless = Opened(STORES.register(Arc::new(Lockless)));
+    let a = lock(lockless.0, "/l", 30, 0.0, true);
+    assert_eq!(a.status, LIBKV_E_UNSUPPORTED, "{}", a.data);
+    assert_eq!(a.data, "newlock is not supported by the mock store");
+    let a = unlock(lockless.0, "/l", b"owner");
+    assert_eq!(a.status, LIBKV_E_UNSUPPORTED, "{}", a.data);
+    assert_eq!(a.data, "unlock is not supported by the mock store");
+    let a = call_ttl(lockless.0, "put", "/k", data("1"), NO_PREVIOUS, (TTL, 60));
+    assert_eq!(a.status, LIBKV_E_UNSUPPORTED, "{}", a.data);
+    assert_eq!(a.data, "ttl is not supported by the mock store");
+    let a = lock(123_456_789, "/l", 30, 0.0, true);
+    assert_eq!(a.status, LIBKV_E_INTERNAL);
+    assert!(a.data.contains("store handle 123456789 was never opened"));
+}
+
+#[test]
+fn a_lost_lock_says_why_and_its_unlock_fails_with_lock_lost() {
+    let s = mock();
+    let l = locked(&s, "/lost", 1, false);
+    assert_eq!(libkv_lock_held(l.handle), 1);
+    millis(1300);
+    assert_eq!(libkv_lock_held(l.handle), 0);
+    let lost = take(libkv_lock_lost(l.handle));
+    let reason: Option<String> = serde_json::from_str(&lost.data).unwrap();
+    assert!(reason.unwrap().contains("ttl"), "{}", lost.data);
+    let a = take(libkv_lock_unlock(l.handle));
+    assert_eq!(a.status, LIBKV_E_LOCK_LOST, "{}", a.data);
+    assert_eq!(a.key.as_deref(), Some("/lost"));
+    assert!(a.data.contains("/lost"), "{}", a.data);
+    // Twice is harmless.
+    assert_eq!(take(libkv_lock_unlock(l.handle)).status, LIBKV_OK);
+}
+
+#[test]
+fn a_detached_lock_stays_on_the_store() {
+    let s = mock();
+    let l = locked(&s, "/d", 30, true);
+    let a = take(libkv_lock_detach(l.handle));
+    assert_eq!((a.status, a.data.as_str()), (LIBKV_OK, "true"));
+    assert_eq!(libkv_lock_held(l.handle), 0);
+    drop(l);
+    assert_eq!(lock(s.0, "/d", 30, 0.0, true).status, LIBKV_E_LOCK_TIMEOUT);
+}
+
+#[test]
+fn lock_handles_are_never_reused_and_freeing_twice_is_harmless() {
+    let s = mock();
+    let a = locked(&s, "/a", 30, true);
+    let b = locked(&s, "/b", 30, true);
+    assert!(b.handle > a.handle);
+    let id = a.handle;
+    libkv_lock_free(id);
+    libkv_lock_free(id);
+    libkv_lock_free(u64::MAX);
+    libkv_lock_free(0);
+    assert_eq!(libkv_lock_held(id), -1);
+    assert_eq!(libkv_lock_held(0), -1);
+    for f in [libkv_lock_lost, libkv_lock_unlock, libkv_lock_detach] {
+        let closed = take(f(id));
+        assert_eq!(closed.status, LIBKV_E_INTERNAL);
+        assert_eq!(
+            closed.data,
+            format!("libkv internal error: lock handle {id} is closed")
+        );
+        let never = take(f(u64::MAX));
+        assert!(never.data.ends_with("was never opened"), "{}", never.data);
+    }
+    // Locked's drop frees it a third time.
+    drop(a);
+    // Store and lock handles are of separate registries.
+    assert_eq!(
+        call_handle(b.handle, "get", "/k", NONE, NO_PREVIOUS).status,
+        LIBKV_E_INTERNAL
+    );
+    let c = locked(&s, "/c", 30, true);
+    assert!(c.handle > b.handle);
+}
+
+/// A lock freed while held (by a finalizer) is released, without the free
+/// waiting on the store; one whose store handle was freed keeps working.
+#[test]
+fn a_lock_freed_while_held_is_released_in_the_background() {
+    let s = mock();
+    let l = locked(&s, "/f", 30, true);
+    libkv_lock_free(l.handle);
+    let again = lock(s.0, "/f", 30, 3.0, true);
+    assert_eq!(again.status, LIBKV_OK, "{}", again.data);
+    let again = Locked {
+        handle: again.handle,
+        described: serde_json::from_str(&again.data).unwrap(),
+    };
+    drop(s);
+    assert_eq!(libkv_lock_held(again.handle), 1);
+    assert_eq!(take(libkv_lock_unlock(again.handle)).data, "true");
+}
+
+/// A lock freed while threads use its handle: every call answers or says the
+/// handle is closed, and the lock is released once the last call returns.
+#[test]
+fn freeing_a_lock_while_threads_use_it_never_crashes() {
+    use std::sync::atomic::AtomicBool;
+    let s = mock();
+    for round in 0..50 {
+        let l = locked(&s, "/t", 30, true);
+        let id = l.handle;
+        let started = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let started = &started;
+                scope.spawn(move || {
+                    let mut closed = 0;
+                    while closed < 3 {
+                        started.store(true, Ordering::Relaxed);
+                        if t % 2 == 0 {
+                            match libkv_lock_held(id) {
+                                1 => {}
+                                -1 => closed += 1,
+                                other => panic!("round {round}: held {other}"),
+                            }
+                        } else {
+                            let a = take(libkv_lock_lost(id));
+                            match a.status {
+                                LIBKV_OK => assert_eq!(a.data, "null"),
+                                LIBKV_E_INTERNAL if a.data.ends_with("is closed") => closed += 1,
+                                _ => panic!("round {round}: {} {}", a.status, a.data),
+                            }
+                        }
+                    }
+                });
+            }
+            while !started.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+            let freer = scope.spawn(move || libkv_lock_free(id));
+            libkv_lock_free(id);
+            freer.join().unwrap();
+        });
+        drop(l);
+        let next = lock(s.0, "/t", 30, 3.0, true);
+        assert_eq!(next.status, LIBKV_OK, "round {round}: {}", next.data);
+        libkv_lock_free(next.handle);
+        // Released in the background: wait for it before the next round.
+        let free = lock(s.0, "/t", 30, 3.0, true);
+        assert_eq!(free.status, LIBKV_OK, "round {round}: {}", free.data);
+        assert_eq!(take(libkv_lock_unlock(free.handle)).data, "true");
+        libkv_lock_free(free.handle);
+    }
 }

@@ -4,6 +4,7 @@
 
 mod convert;
 mod errors;
+mod lock;
 mod nogvl;
 mod store;
 

@@ -42,16 +42,19 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     class.define_method("close", method!(RbStore::close, 0))?;
     class.define_method("closed?", method!(RbStore::is_closed, 0))?;
     class.define_method("_get", method!(RbStore::get, 2))?;
-    class.define_method("_put", method!(RbStore::put, 3))?;
+    class.define_method("_put", method!(RbStore::put, 4))?;
     class.define_method("_delete", method!(RbStore::delete, 1))?;
     class.define_method("_exists", method!(RbStore::exists, 1))?;
     class.define_method("_list", method!(RbStore::list, 2))?;
     class.define_method("_deletetree", method!(RbStore::deletetree, 1))?;
-    class.define_method("_atomic_create", method!(RbStore::atomic_create, 3))?;
+    class.define_method("_atomic_create", method!(RbStore::atomic_create, 4))?;
     class.define_method("_atomic_get", method!(RbStore::atomic_get, 2))?;
-    class.define_method("_atomic_put", method!(RbStore::atomic_put, 4))?;
+    class.define_method("_atomic_put", method!(RbStore::atomic_put, 5))?;
     class.define_method("_atomic_delete", method!(RbStore::atomic_delete, 2))?;
     class.define_method("_atomic_list", method!(RbStore::atomic_list, 2))?;
+    class.define_method("_newlock", method!(RbStore::newlock, 4))?;
+    class.define_method("_unlock", method!(RbStore::unlock, 2))?;
+    crate::lock::init(ruby, module)?;
     Ok(())
 }
 
@@ -210,6 +213,7 @@ impl RbStore {
     /// Runs `op` through the core: its arguments checked and converted (with the
     /// GVL), the store called (without it, when the store may wait), the answer
     /// converted back.
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
         ruby: &Ruby,
@@ -218,9 +222,10 @@ impl RbStore {
         serialize: bool,
         previous: Option<magnus::Value>,
         value: Option<magnus::Value>,
+        ttl: Option<i64>,
     ) -> Result<magnus::Value, Error> {
         let target = target(ruby, key);
-        let prepared = binding::prepare(
+        let mut prepared = binding::prepare(
             op,
             &target,
             serialize,
@@ -233,6 +238,11 @@ impl RbStore {
         })?;
         let store = self.store().map_err(|e| errors::to_ruby(ruby, e))?;
         let store = &*store;
+        if let Some(ttl) = ttl {
+            prepared
+                .set_ttl(store, ttl)
+                .map_err(|e| errors::to_ruby(ruby, e))?;
+        }
         let answer = if store.waits() {
             nogvl(|| binding::run(store, &prepared))
         } else {
@@ -273,11 +283,11 @@ impl RbStore {
 
     fn info(ruby: &Ruby, rb_self: &Self) -> Result<magnus::Value, Error> {
         let root = ruby.str_new("/");
-        rb_self.call(ruby, Op::Info, root, true, None, None)
+        rb_self.call(ruby, Op::Info, root, true, None, None, None)
     }
 
     fn get(ruby: &Ruby, rb_self: &Self, k: RString, ser: bool) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::Get, k, ser, None, None)
+        rb_self.call(ruby, Op::Get, k, ser, None, None, None)
     }
 
     fn put(
@@ -286,24 +296,25 @@ impl RbStore {
         k: RString,
         value: magnus::Value,
         ser: bool,
+        ttl: Option<i64>,
     ) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::Put, k, ser, None, Some(value))
+        rb_self.call(ruby, Op::Put, k, ser, None, Some(value), ttl)
     }
 
     fn delete(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::Delete, k, true, None, None)
+        rb_self.call(ruby, Op::Delete, k, true, None, None, None)
     }
 
     fn exists(ruby: &Ruby, rb_self: &Self, k: RString) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::Exists, k, true, None, None)
+        rb_self.call(ruby, Op::Exists, k, true, None, None, None)
     }
 
     fn list(ruby: &Ruby, rb_self: &Self, d: RString, ser: bool) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::List, d, ser, None, None)
+        rb_self.call(ruby, Op::List, d, ser, None, None, None)
     }
 
     fn deletetree(ruby: &Ruby, rb_self: &Self, d: RString) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::Deletetree, d, true, None, None)
+        rb_self.call(ruby, Op::Deletetree, d, true, None, None, None)
     }
 
     fn atomic_create(
@@ -312,8 +323,9 @@ impl RbStore {
         k: RString,
         value: magnus::Value,
         ser: bool,
+        ttl: Option<i64>,
     ) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::AtomicCreate, k, ser, None, Some(value))
+        rb_self.call(ruby, Op::AtomicCreate, k, ser, None, Some(value), ttl)
     }
 
     fn atomic_get(
@@ -322,7 +334,7 @@ impl RbStore {
         k: RString,
         ser: bool,
     ) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::AtomicGet, k, ser, None, None)
+        rb_self.call(ruby, Op::AtomicGet, k, ser, None, None, None)
     }
 
     fn atomic_put(
@@ -332,8 +344,17 @@ impl RbStore {
         value: magnus::Value,
         previous: magnus::Value,
         ser: bool,
+        ttl: Option<i64>,
     ) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::AtomicPut, k, ser, Some(previous), Some(value))
+        rb_self.call(
+            ruby,
+            Op::AtomicPut,
+            k,
+            ser,
+            Some(previous),
+            Some(value),
+            ttl,
+        )
     }
 
     fn atomic_delete(
@@ -342,7 +363,7 @@ impl RbStore {
         k: RString,
         previous: magnus::Value,
     ) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::AtomicDelete, k, true, Some(previous), None)
+        rb_self.call(ruby, Op::AtomicDelete, k, true, Some(previous), None, None)
     }
 
     fn atomic_list(
@@ -351,6 +372,29 @@ impl RbStore {
         d: RString,
         ser: bool,
     ) -> Result<magnus::Value, Error> {
-        rb_self.call(ruby, Op::AtomicList, d, ser, None, None)
+        rb_self.call(ruby, Op::AtomicList, d, ser, None, None, None)
+    }
+
+    /// `_newlock(key, ttl, timeout, renew)`: a `LibKV::Lock`, taken without the GVL.
+    fn newlock(
+        ruby: &Ruby,
+        rb_self: &Self,
+        k: RString,
+        ttl: i64,
+        timeout: f64,
+        renew: bool,
+    ) -> Result<crate::lock::RbLock, Error> {
+        let target = target(ruby, k);
+        let store = rb_self.store().map_err(|e| errors::to_ruby(ruby, e))?;
+        nogvl(|| binding::newlock(store, Op::Newlock, &target, ttl, timeout, renew))
+            .map(crate::lock::RbLock::new)
+            .map_err(|e| errors::to_ruby(ruby, e))
+    }
+
+    /// `_unlock(key, owner)`: releases the lock `owner` holds at `key`.
+    fn unlock(ruby: &Ruby, rb_self: &Self, k: RString, owner: String) -> Result<bool, Error> {
+        let target = target(ruby, k);
+        let store = rb_self.store().map_err(|e| errors::to_ruby(ruby, e))?;
+        nogvl(|| binding::unlock(&*store, &target, &owner)).map_err(|e| errors::to_ruby(ruby, e))
     }
 }

@@ -1,16 +1,16 @@
 # frozen_string_literal: true
 
 # The C ABI library of libkv (crates/libkv-ffi), for lib/libkv/ffi.rb: where it is,
-# whether it is of this libkv version, and its functions, results and store
-# handles. Until the library is found and checked, this defines no constant in
-# LibKV::Native: a load that failed leaves nothing behind but the empty module.
+# whether it is of this libkv version, and its functions, results, and store and
+# lock handles. Until the library is found and checked, this defines no constant
+# in LibKV::Native: a load that failed leaves nothing behind but the empty module.
 
 module LibKV
   # The C ABI library and its functions.
   module Native
     extend ::FFI::Library
 
-    abi_version = 4 # what this Ruby code speaks; the library tells its own
+    abi_version = 5 # what this Ruby code speaks; the library tells its own
     library = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
 
     # Where the library may be, in order: LIBKV_FFI_LIBRARY; beside libkv/ffi.rb (in
@@ -72,7 +72,7 @@ module LibKV
     # Mirrors LibkvResult.
     class Result < ::FFI::Struct
       layout :status, :int32, :data, :pointer, :data_len, :size_t, :key, :pointer, :key_len, :size_t,
-             :store, :uint64
+             :handle, :uint64
     end
 
     attach_function :libkv_abi_version, [], :uint32
@@ -83,8 +83,17 @@ module LibKV
     attach_function :libkv_open, %i[buffer_in size_t buffer_in size_t double buffer_in size_t buffer_in size_t],
                     :pointer, blocking: true
     attach_function :libkv_call, %i[uint64 buffer_in size_t buffer_in size_t int32 buffer_in size_t int32
-                                    uint64 int32], :pointer, blocking: true
+                                    uint64 int32 int32 int64], :pointer, blocking: true
     attach_function :libkv_store_free, [:uint64], :void
+    # Taking a lock waits up to its timeout; unlocking, detaching and releasing by
+    # owner wait on the store. None holds anything of JRuby's meanwhile.
+    attach_function :libkv_lock, %i[uint64 buffer_in size_t int64 double int32], :pointer, blocking: true
+    attach_function :libkv_lock_held, [:uint64], :int32
+    attach_function :libkv_lock_lost, [:uint64], :pointer
+    attach_function :libkv_lock_unlock, [:uint64], :pointer, blocking: true
+    attach_function :libkv_lock_detach, [:uint64], :pointer, blocking: true
+    attach_function :libkv_lock_free, [:uint64], :void
+    attach_function :libkv_unlock, %i[uint64 buffer_in size_t buffer_in size_t], :pointer, blocking: true
     attach_function :libkv_result_free, [:pointer], :void
 
     # The exception of each error status, which the library names (see
@@ -105,6 +114,8 @@ module LibKV
     PREVIOUS_NONE = 0
     PREVIOUS_SEQUENCE = 1
     PREVIOUS_MALFORMED = 2
+    TTL_NONE = 0
+    TTL_SECONDS = 1
 
     # One open store's handle in the library (a number, never a pointer: see
     # "Store handles" in crates/libkv-ffi/src/lib.rs), closed when this object is
@@ -116,7 +127,7 @@ module LibKV
 
       def initialize(id)
         @id = id
-        ::ObjectSpace.define_finalizer(self, Handle.closer(id))
+        ::ObjectSpace.define_finalizer(self, self.class.closer(id))
       end
 
       # The finalizer: it must not hold the Handle itself.
@@ -125,13 +136,23 @@ module LibKV
       end
     end
 
-    # The data of a result (a JSON document), and the Handle of the store it
-    # opened (nil if none), freeing the result; raises the result's error.
-    def self.take(pointer)
+    # One lock's handle (see "Lock handles" in crates/libkv-ffi/src/lib.rs), freed
+    # when this object is garbage, as a store's: a lock still held then is
+    # released on a thread of the library's own, never the finalizer's.
+    class LockHandle < Handle
+      def self.closer(id)
+        proc { Native.libkv_lock_free(id) }
+      end
+    end
+
+    # The data of a result (a JSON document), and the handle the call made (a
+    # +kind+: Handle for a store, LockHandle for a lock; nil if none), freeing the
+    # result; raises the result's error.
+    def self.take(pointer, kind = Handle)
       result = Result.new(pointer)
       # Wrapped first, so that nothing after (here or in the caller) can leak it.
-      store = result[:store]
-      handle = Handle.new(store) unless store.zero?
+      id = result[:handle]
+      handle = kind.new(id) unless id.zero?
       data = bytes(result[:data], result[:data_len])
       status = result[:status]
       return [data, handle] if status.zero?

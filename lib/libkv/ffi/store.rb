@@ -2,7 +2,8 @@
 
 # LibKV::Store over the C ABI library, for lib/libkv/ffi.rb: what ext/libkv
 # defines on MRI (LibKV::Store._open, the store's underscored methods, provider,
-# url, supports, info, close) and LibKV.binary_inside?.
+# url, supports, info, close) and LibKV.binary_inside?. LibKV::Lock, which
+# _newlock returns, is in lock.rb.
 
 module LibKV
   # The core's timeouts, in seconds.
@@ -19,6 +20,7 @@ module LibKV
   class Store
     ALLOCATE = ::Class.instance_method(:allocate)
     NO_KEY = ''
+    INT64 = (-2**63..2**63 - 1).freeze
 
     class << self
       # As on MRI, stores come only from LibKV.open.
@@ -118,8 +120,8 @@ module LibKV
       call('get', key, serialize)
     end
 
-    def _put(key, value, serialize)
-      call('put', key, serialize, value)
+    def _put(key, value, serialize, ttl)
+      call('put', key, serialize, value, NO_VALUE, ttl)
     end
 
     def _delete(key)
@@ -138,16 +140,16 @@ module LibKV
       call('deletetree', dir, true)
     end
 
-    def _atomic_create(key, value, serialize)
-      call('atomic_create', key, serialize, value)
+    def _atomic_create(key, value, serialize, ttl)
+      call('atomic_create', key, serialize, value, NO_VALUE, ttl)
     end
 
     def _atomic_get(key, serialize)
       call('atomic_get', key, serialize)
     end
 
-    def _atomic_put(key, value, previous, serialize)
-      call('atomic_put', key, serialize, value, previous)
+    def _atomic_put(key, value, previous, serialize, ttl)
+      call('atomic_put', key, serialize, value, previous, ttl)
     end
 
     def _atomic_delete(key, previous)
@@ -156,6 +158,27 @@ module LibKV
 
     def _atomic_list(dir, serialize)
       call('atomic_list', dir, serialize)
+    end
+
+    # _newlock(key, ttl, timeout, renew): a LibKV::Lock. Waits up to +timeout+
+    # seconds in the library, holding nothing of JRuby's.
+    def _newlock(key, ttl, timeout, renew)
+      ttl = native_int64(ttl)
+      timeout = native_float(timeout)
+      key = key_text(key)
+      data, lock = Native.take(Native.libkv_lock(open_handle.id, key, key.bytesize, ttl, timeout, renew ? 1 : 0),
+                               Native::LockHandle)
+      keep_alive
+      Lock.send(:_new, lock, ::JSON.parse(data))
+    end
+
+    # _unlock(key, owner): whether the lock +owner+ held at +key+ was released.
+    def _unlock(key, owner)
+      owner = Store.send(:text, native_string(owner))
+      key = key_text(key)
+      data, = Native.take(Native.libkv_unlock(open_handle.id, key, key.bytesize, owner, owner.bytesize))
+      keep_alive
+      data == 'true'
     end
 
     private
@@ -174,14 +197,21 @@ module LibKV
       @supports = described.fetch('supports').map(&:freeze).freeze
     end
 
-    def call(op, key, serialize, value = NO_VALUE, previous = NO_VALUE)
+    def open_handle
+      @handle or raise ClosedError, "the store object for #{@url} is closed; open the store again"
+    end
+
+    # +ttl+ is nil or an Integer (lib/libkv/store.rb checked it); the store's
+    # bounds are the library's to check.
+    def call(op, key, serialize, value = NO_VALUE, previous = NO_VALUE, ttl = nil)
+      ttl_form, seconds = ttl.nil? ? [Native::TTL_NONE, 0] : [Native::TTL_SECONDS, native_int64(ttl)]
       key = key_text(key)
       value_form, value_bytes = value.equal?(NO_VALUE) ? [Native::VALUE_NONE, nil] : marshal(value, serialize)
       previous_form, sequence = previous.equal?(NO_VALUE) ? [Native::PREVIOUS_NONE, 0] : sequence_of(previous)
-      handle = @handle or raise ClosedError, "the store object for #{@url} is closed; open the store again"
+      handle = open_handle
       data, = Native.take(Native.libkv_call(handle.id, op, op.bytesize, key, key.bytesize,
                                             value_form, value_bytes, value_bytes ? value_bytes.bytesize : 0,
-                                            previous_form, sequence, serialize ? 1 : 0))
+                                            previous_form, sequence, serialize ? 1 : 0, ttl_form, seconds))
       # Using the store after the call keeps it reachable until the call has
       # returned: otherwise a store that is garbage once its handle is read
       # (LibKV.open(url).get(key)) could have its handle freed by its finalizer
@@ -203,6 +233,29 @@ module LibKV
       key.encode(Encoding::UTF_8)
     rescue EncodingError
       key
+    end
+
+    # An Integer argument as ext/libkv takes an i64 (magnus): the same errors for
+    # what is not one or is out of range.
+    def native_int64(n)
+      raise TypeError, "no implicit conversion of #{n.nil? ? 'nil' : n.class} into Integer" unless n.is_a?(Integer)
+      raise RangeError, "bignum too big to convert into `long long'" unless INT64.cover?(n)
+
+      n
+    end
+
+    # A Float argument as ext/libkv takes an f64.
+    def native_float(f)
+      raise TypeError, "no implicit conversion to float from #{f.nil? ? 'nil' : f.class}" unless f.is_a?(Numeric)
+
+      f.to_f
+    end
+
+    # A String argument (ext/libkv takes a Rust String).
+    def native_string(s)
+      raise TypeError, "no implicit conversion of #{s.nil? ? 'nil' : s.class} into String" unless s.is_a?(String)
+
+      s
     end
 
     def marshal(value, serialize)
