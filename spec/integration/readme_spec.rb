@@ -52,6 +52,34 @@ RSpec.describe 'README.md' do
     expect(File.read(File.join(autofiles, 'app', 'counter'))).to eq('{"libkv":1,"value":1}')
   end
 
+  it 'the locks block runs with puppet apply: the node registered for a while, one server ID per node, kept' do
+    code = block.call('Locks and keys that expire', 'puppet')
+    checks = <<~'PP'
+      # Appended by the test.
+      unless $nodes[$trusted['certname']] == $facts['networking']['ip'] { fail("nodes: ${nodes}") }
+      unless $server_id =~ Integer and $server_id >= 1 { fail("server id ${server_id}") }
+      notice("readme locks: server id ${server_id}")
+    PP
+    manifest = File.join(tmp, 'locks.pp')
+    File.write(manifest, code + checks)
+    ids = Array.new(2) do
+      out, err, status = puppet_apply_file(root, manifest)
+      expect(status).to be_success, err
+      out[/readme locks: server id (\d+)/, 1]
+    end
+    expect(ids).to eq(%w[1 1])
+    autofiles = File.join(puppet_vardir_of, 'simp', 'environments', 'production', 'simp_autofiles')
+    # The lock was released (the file store removes the directories it empties).
+    expect(File.exist?(File.join(autofiles, 'locks', 'server-ids'))).to be(false)
+    certname = Dir.children(File.join(autofiles, 'app', 'nodes')).first
+    expiry = File.read(File.join(autofiles, '.libkv@expiry'))
+    # The registry entry's line (a released lock's may stay until its own deadline).
+    line = expiry.lines.find { |l| l.end_with?(" /app/nodes/#{certname}\n") }
+    expect(line).to match(/\A\d+ \d+ /), expiry
+    deadline_ms = line.split[1].to_i
+    expect(deadline_ms / 1000.0 - Time.now.to_f).to be_within(120).of(7200)
+  end
+
   it "the sample error messages are libkv's own" do
     samples = block.call('Usage', 'text').lines.map(&:chomp)
     expect(samples.size).to eq(2)

@@ -185,6 +185,30 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
     end
   end
 
+  it 'keeps sections apart when two JRuby instances compile at once, each taking one lock with libkv::with_lock' do
+    racers = %w[node-lockrace-1 node-lockrace-2]
+    sections = 50
+    race_facts = facts('lockrace', 'libkv_e2e_racers' => racers.size, 'libkv_e2e_sections' => sections)
+    catalogs = racers.map { |certname| Thread.new { run_agent(certname, race_facts).last } }.map(&:value)
+    instances = catalogs.map { |c| message(c, 'libkv-e2e runtime')['instance'] }
+    expect(instances.uniq.size).to eq(2), "both catalogs came from JRuby instance #{instances.first}"
+    races = catalogs.map { |c| message(c, 'libkv-e2e lockrace') }
+    stores.each do |name, url|
+      intervals = races.flat_map { |race| race.fetch('stores').fetch(name) }.sort_by(&:first)
+      expect(intervals.size).to eq(racers.size * sections)
+      overlaps = intervals.each_cons(2).select { |(_, ended, _), (started, _, _)| started < ended }
+      expect(overlaps).to be_empty, "sections on #{name} overlap: #{overlaps.first(3).inspect}"
+      fences = intervals.map(&:last)
+      expect(fences).to eq(fences.sort.uniq), "fences on #{name} grow with every acquisition"
+      expect(LibKV.open(url).get('/e2e/lockrace/counter')).to eq(racers.size * sections), "the count on #{name}"
+      both = races.map { |race| race.fetch('stores').fetch(name).map(&:first) }
+      # The racers' sections interleaved: each ran some while the other was between its own.
+      expect(both.map(&:min).max).to be < both.map(&:max).min, "the racers did not contend on #{name}"
+      warn format('lock race on %<name>s: %<n>d sections under libkv::with_lock in %<s>.3fs from two JRuby instances',
+                  name: name, n: intervals.size, s: intervals.last[1] - intervals.first.first)
+    end
+  end
+
   # Prints, per store, how the racers' increments went.
   def report_race(name, racers, increments, reports)
     windows = reports.map { |r| r['monotonic'] }

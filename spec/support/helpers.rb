@@ -66,12 +66,12 @@ module LibKVTest
   module FunctionHelpers
     # Calls libkv::<name>. rspec-puppet points Puppet[:vardir] at a new temp dir
     # whenever it loads a function, so it is pinned to the example's own here.
-    def libkv(name, *args)
+    def libkv(name, *args, &block)
       function = (@libkv_functions ||= {})[name] ||= find_function("libkv::#{name}")
       raise "no function libkv::#{name}" unless function
 
       Puppet[:vardir] = puppet_vardir
-      function.execute(*args)
+      function.execute(*args, &block)
     end
 
     def puppet_vardir

@@ -32,35 +32,67 @@ module PuppetX
       'key' => 'String',
       'value' => 'Any',
       'previous' => 'Libkv::Previous', # types/previous.pp
+      'lock' => 'Libkv::Lock', # types/lock.pp
+    }.freeze
+
+    # Options of some functions only, beside OPTION_TYPES. For newlock and
+    # with_lock, `timeout` is how long to wait for the lock (0: one try); each
+    # request to the store keeps the store's timeout (Hiera libkv::timeout, else
+    # the default).
+    TTL_OPTION = { 'ttl' => 'Integer[1]' }.freeze
+    LOCK_OPTIONS = {
+      'ttl' => 'Integer[1]',
+      'timeout' => "Variant[Integer[0, #{::LibKV::MAX_TIMEOUT.to_i}], Float[0, #{::LibKV::MAX_TIMEOUT}]]",
     }.freeze
 
     # A function: its parameters, what it does with a store (given the store, the
-    # arguments by name and serialize), and the value softfail returns when the
-    # store fails.
-    Function = Struct.new(:params, :operation, :safe)
+    # arguments by name and serialize), the value softfail returns when the store
+    # fails, and its own options.
+    Function = Struct.new(:params, :operation, :safe, :options)
 
     FUNCTIONS = {
       'get' => Function.new(%w[key], ->(s, a, ser) { s.get(a['key'], serialize: ser) }, nil),
-      'put' => Function.new(%w[key value], ->(s, a, ser) { s.put(a['key'], a['value'], serialize: ser) }, false),
+      'put' => Function.new(%w[key value], ->(s, a, ser) { s.put(a['key'], a['value'], serialize: ser, ttl: a['ttl']) },
+                            false, TTL_OPTION),
       'delete' => Function.new(%w[key], ->(s, a, _) { s.delete(a['key']) }, false),
       'exists' => Function.new(%w[key], ->(s, a, _) { s.exists(a['key']) }, false),
       'list' => Function.new(%w[key], ->(s, a, ser) { s.list(a['key'], serialize: ser) }, {}),
       'deletetree' => Function.new(%w[key], ->(s, a, _) { s.deletetree(a['key']) }, false),
       'atomic_create' => Function.new(%w[key value],
-                                      ->(s, a, ser) { s.atomic_create(a['key'], a['value'], serialize: ser) }, false),
+                                      lambda { |s, a, ser|
+                                        s.atomic_create(a['key'], a['value'], serialize: ser, ttl: a['ttl'])
+                                      }, false, TTL_OPTION),
       'atomic_get' => Function.new(%w[key], ->(s, a, ser) { s.atomic_get(a['key'], serialize: ser) },
                                    ::LibKV.empty_value),
       'atomic_put' => Function.new(%w[key value previous],
                                    lambda { |s, a, ser|
-                                     s.atomic_put(a['key'], a['value'], a['previous'], serialize: ser)
-                                   }, false),
+                                     s.atomic_put(a['key'], a['value'], a['previous'], serialize: ser, ttl: a['ttl'])
+                                   }, false, TTL_OPTION),
       'atomic_delete' => Function.new(%w[key previous], ->(s, a, _) { s.atomic_delete(a['key'], a['previous']) },
                                       false),
       'atomic_list' => Function.new(%w[key], ->(s, a, ser) { s.atomic_list(a['key'], serialize: ser) }, {}),
       'info' => Function.new([], ->(s, _, _) { s.info }, {}),
       'provider' => Function.new([], ->(s, _, _) { s.provider }, nil),
       'supports' => Function.new([], ->(s, _, _) { s.supports }, []),
+      # Puppet's locks are not renewed: the compilation hands them on (to the
+      # agent's run, say), and they hold until their ttl passes or libkv::unlock.
+      'newlock' => Function.new(%w[key],
+                                lambda { |s, a, _|
+                                  lock = s.newlock(a['key'], ttl: a['ttl'], timeout: a['wait'], renew: false)
+                                  lock.detach
+                                  lock.to_h
+                                }, nil, LOCK_OPTIONS),
+      'unlock' => Function.new(%w[lock], ->(s, a, _) { s.unlock(a['lock']['key'], a['lock']['owner']) }, false),
+      # Renewed while the block runs; a lock lost meanwhile fails the call (with
+      # softfail: undef, and pop_error says why) after the block.
+      'with_lock' => Function.new(%w[key],
+                                  lambda { |s, a, _|
+                                    s.lock(a['key'], ttl: a['ttl'], timeout: a['wait']) { |l| a['block'].call(l.to_h) }
+                                  }, nil, LOCK_OPTIONS),
     }.freeze
+
+    # A lock's defaults in Puppet, as in the Ruby API.
+    LOCK_DEFAULTS = { 'ttl' => ::LibKV::Store::LOCK_TTL, 'timeout' => ::LibKV::Store::LOCK_TIMEOUT }.freeze
 
     # Per catalog compilation: the mock stores (their data lives for one compile),
     # the Hiera defaults (looked up once), for each distinct options Hash the
@@ -91,8 +123,8 @@ module PuppetX
 
     class << self
       # Runs libkv::<name> with +args+ (parameter name => value) and +options+.
-      def call(func, name, args, options)
-        run(func, name, args, options || {}, true)
+      def call(func, name, args, options, &block)
+        run(func, name, args, options || {}, true, &block)
       end
 
       # Runs libkv::<name> given one Hash of named parameters and options.
@@ -104,8 +136,9 @@ module PuppetX
           raise ArgumentError, "libkv::#{name}: the Hash of parameters has no '#{param}' entry"
         end
         # The options were checked with the parameters just above.
+        own = FUNCTIONS.fetch(name).options || {}
         run(func, name, params.select { |k, _| params_of(name).include?(k) },
-            params.select { |k, _| OPTION_TYPES.key?(k) }, false)
+            params.select { |k, _| OPTION_TYPES.key?(k) || own.key?(k) }, false)
       end
 
       # The message of the last soft-failed call in this compilation (outside one:
@@ -153,27 +186,29 @@ module PuppetX
         FUNCTIONS.fetch(name).params
       end
 
-      def run(func, name, args, options, check_options)
+      def run(func, name, args, options, check_options, &block)
         function = FUNCTIONS.fetch(name)
         state = compile_state(func)
+        key = args['key'] || (args['lock'].is_a?(Hash) ? args['lock']['key'] : nil)
         begin
           # Opening a store touches nothing: only bad input (a URL, auth) fails here.
           opts, store = prepare(func, state, name, options, check_options)
         rescue ::LibKV::InvalidArgumentError, TypeError => e
-          raise ArgumentError, message(name, args['key'], e)
+          raise ArgumentError, message(name, key, e)
         end
         started = Process.clock_gettime(Process::CLOCK_MONOTONIC) if opts['debug']
-        key = args['key']
         # Input is converted (and refused) before the store is touched (opening a
         # store touches nothing); the binding then checks the key and encodes the
         # value before any I/O.
-        args = to_libkv_args(name, args, opts)
+        args = own_options(function, options, to_libkv_args(name, args, opts))
+        args['block'] = block if block
         begin
           result = from_libkv(function.operation.call(store, args, opts['serialize']))
           log_debug(name, key, store, started, 'ok') if opts['debug']
           result
         rescue ::LibKV::StoreError => e
-          forget(state, store)
+          # A lock held by another, or lost, is no failure of the store.
+          forget(state, store) unless e.is_a?(::LibKV::LockTimeoutError) || e.is_a?(::LibKV::LockLostError)
           log_debug(name, key, store, started, "failed: #{e.class}") if opts['debug']
           raise Puppet::Error, message(name, key, e) unless opts['softfail']
 
@@ -187,6 +222,22 @@ module PuppetX
         rescue ::LibKV::Error => e
           raise Puppet::Error, message(name, key, e)
         end
+      end
+
+      # +args+ with the function's own options: `ttl`, and for the lock functions
+      # `timeout` as `wait` (with the lock defaults).
+      def own_options(function, options, args)
+        own = function.options
+        return args unless own
+
+        args = args.dup
+        if own.key?('timeout')
+          args['ttl'] = options['ttl'] || LOCK_DEFAULTS['ttl']
+          args['wait'] = options['timeout'] || LOCK_DEFAULTS['timeout']
+        else
+          args['ttl'] = options['ttl']
+        end
+        args
       end
 
       # "libkv::get: <what failed>", naming the key when the error is not about it.
@@ -211,20 +262,24 @@ module PuppetX
       # The resolved options and the store for +options+, worked out once per
       # distinct options Hash in a compilation.
       def prepare(func, state, name, options, check_options)
-        found = state && state.prepared[options]
+        # Keyed by function too: options one function takes another may refuse.
+        memo = [name, options]
+        found = state && state.prepared[memo]
         return found if found
 
         assert_options(name, options) if check_options
-        opts = resolve(func, options)
+        opts = resolve(func, name, options)
         prepared = [opts, store_for(state, opts)].freeze
-        state.prepared[options.dup.freeze] = prepared if state
+        state.prepared[[name, options.dup.freeze].freeze] = prepared if state
         prepared
       end
 
       # Call options, then Hiera libkv::<option>, then defaults. An option given as
       # undef takes its default.
-      def resolve(func, options)
-        opts = options.reject { |_, v| v.nil? }
+      def resolve(func, name, options)
+        own = FUNCTIONS.key?(name) ? FUNCTIONS[name].options || {} : {}
+        # A function's own options are not the store's (a lock's timeout is its wait).
+        opts = options.reject { |k, v| v.nil? || own.key?(k) }
         check_mode(opts.delete('mode'))
         missing = HIERA_OPTIONS.reject { |o| opts.key?(o) }
         unless missing.empty?
@@ -425,7 +480,7 @@ module PuppetX
       end
 
       def assert_options(name, options)
-        assert_type("libkv::#{name} options", options_type, hide_auth(options))
+        assert_type("libkv::#{name} options", options_type(name), hide_auth(options))
       end
 
       # +options+ as type checks see them: every auth value Sensitive. A mismatch
@@ -452,8 +507,9 @@ module PuppetX
         raise ArgumentError, e.message
       end
 
-      def options_type
-        @options_type ||= parse_type(struct(option_entries))
+      def options_type(name)
+        @options_types ||= {}
+        @options_types[name] ||= parse_type(struct(option_entries(name)))
       end
 
       # The type of the named-parameter Hash, per compilation: it names the module's
@@ -461,12 +517,14 @@ module PuppetX
       def named_type(func, name)
         state = compile_state(func)
         types = state ? state.named_types : {}
-        types[name] ||= parse_type(struct(params_of(name).map { |p| [p, PARAM_TYPES[p]] } + option_entries), func.loader)
+        types[name] ||= parse_type(struct(params_of(name).map { |p| [p, PARAM_TYPES[p]] } + option_entries(name)),
+                                   func.loader)
       end
 
       # Every option may be left out, or given as undef (its default).
-      def option_entries
-        OPTION_TYPES.map { |o, t| ["Optional[#{o}]", "Optional[#{t}]"] }
+      def option_entries(name = nil)
+        own = name ? FUNCTIONS.fetch(name).options || {} : {}
+        OPTION_TYPES.merge(own).map { |o, t| ["Optional[#{o}]", "Optional[#{t}]"] }
       end
 
       def struct(entries)

@@ -94,6 +94,31 @@ case $facts['libkv_e2e_test'] {
     }
     notify { 'libkv-e2e race': message => { 'arrived' => $arrived, 'stores' => $race } }
   }
+  'lockrace': {
+    # Racers as above, each running sections under one lock with libkv::with_lock:
+    # a plain get and put of a counter (no compare-and-swap), each section's
+    # interval on the JVM's monotonic clock and its fence reported.
+    $etcd = $stores['etcd']
+    $racers = Integer($facts['libkv_e2e_racers'])
+    $sections = Integer($facts['libkv_e2e_sections'])
+    $arrived = libkv_e2e::barrier('/e2e/lockrace/arrived', $node, $runtime['instance'], $racers, $etcd)
+    $race = $stores.reduce({}) |$done, $store| {
+      $name = $store[0]
+      $opts = $store[1]
+      libkv_e2e::barrier("/e2e/lockrace/go/${name}", $node, true, $racers, $etcd)
+      $intervals = Integer[1, $sections].map |$i| {
+        libkv::with_lock('/e2e/lockrace/lock', $opts + { 'ttl' => 30, 'timeout' => 120 }) |$lock| {
+          $start = libkv_e2e::clock()
+          $count = libkv::get('/e2e/lockrace/counter', $opts)
+          libkv::put('/e2e/lockrace/counter', ($count ? { undef => 0, default => $count }) + 1, $opts)
+          $end = libkv_e2e::clock()
+          [$start['monotonic'], $end['monotonic'], $lock['fence']]
+        }
+      }
+      $done + { $name => $intervals }
+    }
+    notify { 'libkv-e2e lockrace': message => { 'arrived' => $arrived, 'stores' => $race } }
+  }
   'hiera': {
     # The environment's hiera.yaml reads libkv_e2e::* keys from etcd through
     # libkv::lookup (the test writes it).

@@ -21,6 +21,7 @@ Puppet::Functions.create_function(:'libkv::atomic_create') do
   # @option options [Boolean] serialize Keep the Puppet type of values (default true).
   # @option options [Numeric] timeout Seconds for connecting and each request (default 5); default Hiera libkv::timeout.
   # @option options [String] mode SIMP libkv's option: only 'puppet', which is what libkv does.
+  # @option options [Integer] ttl Seconds the key lives without another write (see the README for each store's bounds).
   # @return [Boolean] true if this call created the key, false if it existed. With softfail: false.
   dispatch :positional do
     param 'String', :key
