@@ -442,6 +442,45 @@ end
 
 result =
   case ARGV.first
+  when 'lock-sections'
+    # Sections under one lock until the file input['stop'] exists: a plain get
+    # and put of a counter (no compare-and-swap), each logged once done with its
+    # interval (monotonic, the same clock in every process) and fence.
+    store = open_store(input)
+    log = File.open(input['log'], File::WRONLY | File::APPEND | File::CREAT)
+    random = Random.new(input['seed'])
+    sections = 0
+    until File.exist?(input['stop'])
+      store.lock(input['key'], ttl: input['ttl'], timeout: 120) do |lock|
+        started = monotonic
+        count = store.get(input['counter']).to_i
+        sleep(random.rand * 0.003)
+        store.put(input['counter'], count + 1)
+        log.syswrite("#{started} #{monotonic} #{lock.fence}\n")
+      end
+      sections += 1
+    end
+    { 'sections' => sections }
+  when 'ttl-writer'
+    # Keys written with a ttl again and again, some lapsing between writes, each
+    # put logged once it returned:
+    # key, generation, and the wall-clock time (ms) by which its ttl ends at the latest.
+    store = open_store(input)
+    log = File.open(input['log'], File::WRONLY | File::APPEND | File::CREAT)
+    gen = 0
+    until File.exist?(input['stop'])
+      gen += 1
+      input['keys'].times do |i|
+        # Each key written every input['every'] rounds only: written again, or lapsing.
+        next unless ((gen + i) % input['every']).zero?
+
+        key = "#{input['dir']}/k#{i}"
+        store.put(key, "#{i} #{gen}", ttl: input['ttl'])
+        log.syswrite("#{key} #{gen} #{(Time.now.to_f * 1000).ceil + input['ttl'] * 1000}\n")
+      end
+      sleep(input['pause'])
+    end
+    { 'generations' => gen }
   when 'counter'
     # atomic_get/atomic_put increments of one key, retrying on a conflict.
     store = open_store(input)
