@@ -721,7 +721,10 @@ fn expiry_is_kept_beside_plain_values_and_survives_reopening() {
     let (store, dir) = file_store();
     let root = dir.path().join("root");
     let ttl = Duration::from_secs(1);
-    let seq = store.put_ttl(&k("/reg/web01"), b"10.0.0.1", None, ttl).unwrap().unwrap();
+    let seq = store
+        .put_ttl(&k("/reg/web01"), b"10.0.0.1", None, ttl)
+        .unwrap()
+        .unwrap();
     // The key's file holds its value alone; the index names its sequence.
     assert_eq!(fs::read(root.join("reg/web01")).unwrap(), b"10.0.0.1");
     let index = fs::read_to_string(root.join(".libkv@expiry")).unwrap();
@@ -744,7 +747,9 @@ fn expiry_is_kept_beside_plain_values_and_survives_reopening() {
     assert_eq!(again.list(&d("/reg")).unwrap(), vec![]);
     // The file stays until the next write with a ttl removes it.
     assert!(root.join("reg/web01").exists());
-    again.put_ttl(&k("/other"), b"x", None, Duration::from_secs(60)).unwrap();
+    again
+        .put_ttl(&k("/other"), b"x", None, Duration::from_secs(60))
+        .unwrap();
     assert!(!root.join("reg/web01").exists());
     let index = fs::read_to_string(root.join(".libkv@expiry")).unwrap();
     assert!(!index.contains("/reg/web01"), "{index}");
