@@ -15,6 +15,10 @@
 //! - [`Lock::unlock`] releases it on the store; it says so when the lock was lost
 //!   before, since work done under it may then have overlapped another holder's.
 //!   Dropping a held lock releases it too.
+//! - A lock belongs to the process that took it. A forked child holds none of
+//!   its parent's locks: `held` is false there, `unlock` refuses, and dropping the
+//!   child's copy touches neither the store nor the parent's renewing thread (which
+//!   the child does not have).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -22,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
+use crate::fork;
 use crate::key::Key;
 use crate::store::{Store, MAX_TTL};
 
@@ -69,11 +74,18 @@ struct Shared {
     owner: String,
     fence: u64,
     ttl: Duration,
+    /// The process that took it.
+    pid: u32,
     state: Mutex<State>,
     wake: Condvar,
 }
 
 impl Shared {
+    /// Whether this is a forked child of the process that took the lock.
+    fn in_child(&self) -> bool {
+        fork::pid() != self.pid
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -179,6 +191,7 @@ impl Lock {
             owner,
             fence,
             ttl,
+            pid: fork::pid(),
             state: Mutex::new(State::Held { until: sent + ttl }),
             wake: Condvar::new(),
         });
@@ -227,7 +240,7 @@ impl Lock {
 
     /// Whether this process still holds the lock for certain.
     pub fn held(&self) -> bool {
-        matches!(*self.shared.current(), State::Held { .. })
+        !self.shared.in_child() && matches!(*self.shared.current(), State::Held { .. })
     }
 
     /// Why the lock was lost, once it was.
@@ -263,7 +276,12 @@ impl Lock {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
-            let _ = handle.join();
+            if self.shared.in_child() {
+                // The parent's thread: not in this process, never to be joined.
+                std::mem::forget(handle);
+            } else {
+                let _ = handle.join();
+            }
         }
     }
 
@@ -271,6 +289,16 @@ impl Lock {
     /// when it had been lost (the store is left to whoever holds it now);
     /// releasing twice does nothing.
     pub fn unlock(&self) -> Result<()> {
+        if self.shared.in_child() {
+            *self.shared.state() = State::Released;
+            self.stop_renewing();
+            return Err(Error::InvalidArgument(format!(
+                "the lock {} on {} was taken by process {}: a forked child cannot release it",
+                self.shared.key,
+                self.shared.store.url(),
+                self.shared.pid
+            )));
+        }
         let was = {
             let mut state = self.shared.current();
             std::mem::replace(&mut *state, State::Released)
