@@ -46,25 +46,6 @@ impl Op {
         Op::WithLock,
     ];
 
-    /// The operations of a store without locks.
-    pub const WITHOUT_LOCKS: &'static [Op] = &[
-        Op::Get,
-        Op::Put,
-        Op::Delete,
-        Op::Exists,
-        Op::List,
-        Op::Deletetree,
-        Op::AtomicCreate,
-        Op::AtomicGet,
-        Op::AtomicPut,
-        Op::AtomicDelete,
-        Op::AtomicList,
-        Op::EmptyValue,
-        Op::Info,
-        Op::Provider,
-        Op::Supports,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Op::Get => "get",

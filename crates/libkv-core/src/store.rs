@@ -31,6 +31,15 @@ pub struct Page {
     pub remaining: u64,
 }
 
+/// The function a `put_ttl` with this `previous` does, as errors name it.
+pub fn ttl_write_op(previous: Option<u64>) -> &'static str {
+    match previous {
+        None => "put",
+        Some(0) => "atomic_create",
+        Some(_) => "atomic_put",
+    }
+}
+
 /// The longest `ttl` libkv takes anywhere: ten years, in seconds.
 pub const MAX_TTL: u64 = 10 * 365 * 24 * 3600;
 

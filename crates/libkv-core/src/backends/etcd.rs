@@ -797,11 +797,7 @@ impl Store for EtcdStore {
         previous: Option<u64>,
         ttl: Duration,
     ) -> Result<Option<u64>> {
-        let op = match previous {
-            None => "put",
-            Some(0) => "atomic_create",
-            Some(_) => "atomic_put",
-        };
+        let op = crate::store::ttl_write_op(previous);
         let lease = self.grant(op, key, ttl)?;
         let k = self.etcd_key(key);
         let repeat = if previous.is_some() {

@@ -1581,11 +1581,7 @@ impl Store for FileStore {
         previous: Option<u64>,
         ttl: Duration,
     ) -> Result<Option<u64>> {
-        let op = match previous {
-            None => "put",
-            Some(0) => "atomic_create",
-            Some(_) => "atomic_put",
-        };
+        let op = crate::store::ttl_write_op(previous);
         let create = previous.is_none_or(|p| p == 0);
         let Some(root) = self.root_or_none(op, key.as_str(), create)? else {
             return Ok(None);
