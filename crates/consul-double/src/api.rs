@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::go;
 use crate::session;
-use crate::store::{Behavior, NewSession, Session, Store, TxnEntry};
+use crate::store::{Behavior, NewSession, Session, Snapshot, Store, TxnEntry};
 use crate::txn::{self, TxnError, MAX_TXN_OPS};
 use crate::{Config, CONSUL_VERSION, MAX_VALUE_SIZE};
 
@@ -29,6 +29,7 @@ const LEADER: &str = "127.0.0.1:8300";
 const KV_METHODS: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
 const READ_METHODS: &[Method] = &[Method::GET];
 const WRITE_METHODS: &[Method] = &[Method::PUT];
+const SNAPSHOT_METHODS: &[Method] = &[Method::GET, Method::PUT];
 
 /// Consul's `SessionTTLMax`: the longest TTL a session may have.
 const MAX_SESSION_TTL: Duration = Duration::from_secs(86400);
@@ -165,6 +166,7 @@ enum Endpoint<'a> {
     AgentSelf,
     StatusLeader,
     StatusPeers,
+    Snapshot,
 }
 
 async fn route(state: &Arc<State>, parts: &Parts, body: Body) -> Reply {
@@ -211,6 +213,7 @@ async fn route(state: &Arc<State>, parts: &Parts, body: Body) -> Reply {
             "/v1/agent/self" => (Endpoint::AgentSelf, READ_METHODS),
             "/v1/status/leader" => (Endpoint::StatusLeader, READ_METHODS),
             "/v1/status/peers" => (Endpoint::StatusPeers, READ_METHODS),
+            "/v1/snapshot" => (Endpoint::Snapshot, SNAPSHOT_METHODS),
             _ => return empty(StatusCode::NOT_FOUND),
         }
     };
@@ -249,6 +252,10 @@ async fn route(state: &Arc<State>, parts: &Parts, body: Body) -> Reply {
         Endpoint::AgentSelf => request.agent_self(),
         Endpoint::StatusLeader => request.status(serde_json::json!(LEADER)),
         Endpoint::StatusPeers => request.status(serde_json::json!([LEADER])),
+        Endpoint::Snapshot => match parts.method {
+            Method::GET => request.snapshot_save(),
+            _ => request.snapshot_restore(body),
+        },
     }
 }
 
@@ -1008,6 +1015,66 @@ impl Ctx<'_> {
             },
             "Meta": { "consul-network-segment": "" },
         }))
+    }
+
+    /// `GET /v1/snapshot`: the state, in the double's own format (see
+    /// `store::Snapshot`), with its index as `X-Consul-Index`. As Consul, it
+    /// takes the read options and needs a token that may do everything.
+    fn snapshot_save(&self) -> Reply {
+        if let Some(reply) = self.check_read_options() {
+            return reply;
+        }
+        if let Some(reply) = self.check_datacenter() {
+            return reply;
+        }
+        if let Some(reply) = self.check_acl("acl:write", "") {
+            return reply;
+        }
+        let (saved, index) = {
+            let store = self.state.store();
+            (store.snapshot(), store.index())
+        };
+        let mut reply = self.json(&saved);
+        reply
+            .headers_mut()
+            .insert("x-consul-index", HeaderValue::from(index));
+        reply
+    }
+
+    /// `PUT /v1/snapshot`: restores a snapshot `GET /v1/snapshot` saved (see
+    /// `Store::restore`); 200 with an empty body. A body the double cannot
+    /// read is a 500, as Consul answers an archive it cannot read.
+    fn snapshot_restore(&self, body: Body) -> Reply {
+        if let Some(reply) = self.check_datacenter() {
+            return reply;
+        }
+        if let Some(reply) = self.check_acl("acl:write", "") {
+            return reply;
+        }
+        let body = match body {
+            Body::Value(body) => body,
+            Body::TooLarge => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("consul-double: a snapshot is at most {MAX_VALUE_SIZE} bytes"),
+                )
+            }
+            Body::Broken => return text(StatusCode::BAD_REQUEST, "400 Bad Request"),
+        };
+        let saved: Snapshot = match serde_json::from_slice(&body) {
+            Ok(saved) => saved,
+            Err(error) => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("failed to read snapshot: {error}"),
+                )
+            }
+        };
+        let timed = self.state.store().restore(saved, Instant::now());
+        for id in timed {
+            tokio::spawn(session_timer(self.state.clone(), id));
+        }
+        empty(StatusCode::OK)
     }
 
     fn status(&self, answer: serde_json::Value) -> Reply {

@@ -38,8 +38,18 @@
 //! * `?dc=`: the configured datacenter (or none) is served; any other one is
 //!   answered 500 `No path to datacenter`, as Consul answers for a
 //!   datacenter it does not know.
+//! * Snapshots: `GET /v1/snapshot` saves the KV entries, the sessions and
+//!   the index, and `PUT /v1/snapshot` (with that body) restores them, so
+//!   tests can make the index go **backwards** as Consul's blocking-query
+//!   documentation warns it can ("a raft snapshot is restored on the
+//!   servers with older version of the data"). The body is the double's
+//!   own JSON, not Consul's gzipped archive, and at most 512 KiB; one it
+//!   cannot read is a 500. After a restore the index is the snapshot's and
+//!   later writes go on from it (in Consul the raft index goes on, but the
+//!   table indexes reads give go back: the double has one index); every
+//!   session TTL starts again, and lock-delays are gone.
 //! * ACL tokens: when [`Config::acl_token`] is set, every known endpoint
-//!   (KV, `txn`, `session/*`, `agent/self`, `status/*`) requires exactly
+//!   (KV, `txn`, `session/*`, `snapshot`, `agent/self`, `status/*`) requires exactly
 //!   that token, taken (in Consul's order) from `?token=`, the
 //!   `X-Consul-Token` header, or `Authorization: Bearer <token>`. No token:
 //!   403 `Permission denied: anonymous token lacks permission ...`; another

@@ -8,6 +8,7 @@ use std::hash::BuildHasher as _;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::txn::{KvOp, TxnError, Verb};
@@ -20,7 +21,7 @@ pub(crate) const FIRST_INDEX: u64 = 10;
 /// this long, whatever it says.
 pub(crate) const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) value: Vec<u8>,
     pub(crate) flags: u64,
@@ -34,7 +35,7 @@ pub(crate) struct Entry {
 }
 
 /// What happens to the keys a session holds when it is invalidated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Behavior {
     Release,
     Delete,
@@ -51,7 +52,7 @@ impl Behavior {
 
 /// A session as created (Consul's `structs.Session`, less what the double
 /// ignores), and when it expires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) name: String,
@@ -65,8 +66,20 @@ pub(crate) struct Session {
     /// How long after a renewal the session is invalidated (its TTL times
     /// the multiplier); `None` for a session without TTL.
     pub(crate) renew_period: Option<Duration>,
-    /// When the session is invalidated unless renewed first.
+    /// When the session is invalidated unless renewed first (not saved in a
+    /// snapshot: a restore starts it again).
+    #[serde(skip)]
     pub(crate) expires: Option<Instant>,
+}
+
+/// What `GET /v1/snapshot` saves and `PUT /v1/snapshot` restores: the `kvs`
+/// and `sessions` tables and the index. The double's own format (JSON), not
+/// Consul's archive: only the double reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    index: u64,
+    entries: BTreeMap<String, Entry>,
+    sessions: BTreeMap<String, Session>,
 }
 
 /// A session to create: what the request asked for, checked.
@@ -236,6 +249,42 @@ impl Store {
             self.set_index(self.index + 1);
         }
         true
+    }
+}
+
+/// Snapshots, as Consul's `GET` and `PUT /v1/snapshot`.
+impl Store {
+    /// The tables and the index as they are.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            index: self.index,
+            entries: self.entries.clone(),
+            sessions: self.sessions.clone(),
+        }
+    }
+
+    /// Replaces the tables with a snapshot's, and the index with its index:
+    /// the index goes back, as the indexes of the tables a Consul restores
+    /// do (blocking queries are told it moved). Every session with a TTL
+    /// starts its TTL again from `now`, as Consul's leader arms its session
+    /// timers anew after a restore; lock-delays, which Consul keeps in
+    /// memory only, are gone. Answers the IDs of the sessions with a TTL,
+    /// whose timers the caller starts.
+    pub(crate) fn restore(&mut self, saved: Snapshot, now: Instant) -> Vec<String> {
+        self.entries = saved.entries;
+        self.sessions = saved.sessions;
+        for session in self.sessions.values_mut() {
+            session.expires = session
+                .renew_period
+                .and_then(|period| now.checked_add(period));
+        }
+        self.lock_delays.clear();
+        self.set_index(saved.index);
+        self.sessions
+            .values()
+            .filter(|session| session.expires.is_some())
+            .map(|session| session.id.clone())
+            .collect()
     }
 }
 
@@ -1057,6 +1106,37 @@ mod tests {
         assert_eq!(renewed.expires, Some(later + Duration::from_secs(20)));
         assert_eq!(s.index(), index);
         assert!(s.renew_session("nope", later).is_none());
+    }
+
+    #[test]
+    fn a_restore_takes_the_index_back_and_starts_ttls_again() {
+        let mut s = store(&["a"]);
+        let t0 = Instant::now();
+        let mut new = new_session(Behavior::Delete, Duration::from_secs(15));
+        new.renew_period = Some(Duration::from_secs(20));
+        let id = s.create_session(new, t0).id.clone();
+        let saved = s.snapshot();
+        let at = s.index();
+        assert!(s.put("a", b"w".to_vec(), 0, None));
+        assert!(s.put("b", b"v".to_vec(), 0, None));
+        assert!(s.destroy_session(&id, t0));
+        let changes = s.subscribe();
+        // Through the snapshot's own format.
+        let saved: Snapshot = serde_json::from_slice(&serde_json::to_vec(&saved).unwrap()).unwrap();
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(s.restore(saved, later), std::slice::from_ref(&id));
+        assert_eq!(s.index(), at);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(s.get("a").unwrap().value, b"v");
+        assert_eq!(s.get("b"), None);
+        assert_eq!(
+            s.session(&id).unwrap().expires,
+            Some(later + Duration::from_secs(20))
+        );
+        assert!(!s.lock_delayed("a", later));
+        // Writes go on from the snapshot's index.
+        assert!(s.put("a", b"x".to_vec(), 0, None));
+        assert_eq!(s.get("a").unwrap().modify_index, at + 1);
     }
 
     #[test]

@@ -11,13 +11,17 @@
 //!   [`Answer::into_value`] for one that takes the core's `Value`s.
 //! - [`class_name`]: the class a binding gives a store of each provider; errors
 //!   carry theirs ([`crate::Error::class`]).
+//! - [`newlock`], [`unlock`]: locks; [`watch`] (a [`Watch`] a binding drives in
+//!   short waits, so it can stop between them) and [`changed`] (Puppet's
+//!   `watch`: one bounded wait for a change).
 //!
 //! A new operation is an [`Op`] (with its [`Op::arguments`]), an arm in [`run`],
 //! and what each binding makes of its answer.
 
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::codec;
 use crate::error::{Error, Result};
@@ -26,6 +30,7 @@ use crate::lock::{self, Lock};
 use crate::op::{Op, Target};
 use crate::store::{Store, Versioned};
 use crate::value::{Refusal, Value};
+use crate::watch::{self, EventKind, Target as WatchTarget, Watcher};
 
 /// `previous`, as a binding found it in what its caller passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,7 +278,14 @@ pub fn run(store: &dyn Store, call: &Prepared) -> Result<Answer> {
                 .collect(),
         ),
         Op::Info => Answer::Info(store.info()?),
-        Op::EmptyValue | Op::Provider | Op::Supports | Op::Newlock | Op::Unlock | Op::WithLock => {
+        Op::EmptyValue
+        | Op::Provider
+        | Op::Supports
+        | Op::Newlock
+        | Op::Unlock
+        | Op::WithLock
+        | Op::Watch
+        | Op::Watchtree => {
             return Err(Error::InvalidArgument(format!(
                 "{} is answered by the binding, not run on the store",
                 call.op.name()
@@ -320,6 +332,210 @@ pub fn unlock(store: &dyn Store, key: &[u8], owner: &str) -> Result<bool> {
         });
     }
     store.unlock(&key, owner)
+}
+
+/// The key or directory of `watch` or `watchtree` (a binding's string), on a
+/// store that has them.
+fn watch_target(store: &dyn Store, op: Op, target: &[u8]) -> Result<WatchTarget> {
+    let text = key::text(target)?;
+    let target = match op {
+        Op::Watch => WatchTarget {
+            key: Key::new(text)?,
+            tree: false,
+        },
+        Op::Watchtree => WatchTarget {
+            key: Key::dir(text)?,
+            tree: true,
+        },
+        other => unreachable!("{} is not a watch", other.name()),
+    };
+    if !store.supports().contains(&op) {
+        return Err(Error::Unsupported {
+            op: op.name(),
+            provider: store.provider(),
+        });
+    }
+    Ok(target)
+}
+
+/// One change a [`Watch`] hands out, its value decoded (`None` for a delete).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub key: String,
+    pub value: Option<Value>,
+    pub sequence: u64,
+}
+
+/// A watch of the Ruby API (`watch`, `watchtree`): its events in order, each wait
+/// as long as the binding asks, so that it can stop (or let its interpreter
+/// interrupt) between waits. A stop from any thread ends it after the wait
+/// under way.
+pub struct Watch {
+    watcher: Mutex<Box<dyn Watcher>>,
+    coalesces: bool,
+    serialize: bool,
+    stopped: AtomicBool,
+}
+
+/// Watches `target` (a binding's string: a key for `Op::Watch`, a directory for
+/// `Op::Watchtree`) from the sequence `from` (`None`: from now), its values
+/// decoded as `serialize` says.
+pub fn watch(
+    store: &Arc<dyn Store>,
+    op: Op,
+    target: &[u8],
+    from: Option<u64>,
+    serialize: bool,
+) -> Result<Watch> {
+    let target = watch_target(&**store, op, target)?;
+    let watcher = watch::open(store, target, from)?;
+    Ok(Watch {
+        coalesces: watcher.coalesces(),
+        watcher: Mutex::new(watcher),
+        serialize,
+        stopped: AtomicBool::new(false),
+    })
+}
+
+impl Watch {
+    /// The changes that came, waiting at most `wait` for some; none once stopped.
+    pub fn next(&self, wait: Duration) -> Result<Vec<WatchEvent>> {
+        if self.stopped() {
+            return Ok(Vec::new());
+        }
+        let mut watcher = self.watcher.lock().unwrap_or_else(PoisonError::into_inner);
+        let events = watcher.next(Instant::now() + wait)?;
+        Ok(events
+            .into_iter()
+            .map(|e| WatchEvent {
+                value: match e.kind {
+                    EventKind::Delete => None,
+                    EventKind::Put if self.serialize => Some(codec::decode(e.value)),
+                    EventKind::Put => Some(codec::decode_plain(e.value)),
+                },
+                kind: e.kind,
+                key: e.key,
+                sequence: e.sequence,
+            })
+            .collect())
+    }
+
+    /// Ends the watch: `next` answers nothing from now on.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Whether changes between two reads may come as one, the latest.
+    pub fn coalesces(&self) -> bool {
+        self.coalesces
+    }
+}
+
+/// What Puppet's `watch` and `watchtree` compare: a key's sequence, or each key's
+/// below a directory (relative, as `atomic_list` has them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Sequence(u64),
+    Listing(Vec<(String, u64)>),
+    /// What the binding was given is neither: not what `atomic_get` (`watch`) or
+    /// `atomic_list` (`watchtree`) returns.
+    Malformed,
+}
+
+impl State {
+    fn of(answer: &Answer) -> State {
+        match answer {
+            Answer::Versioned(found) => State::Sequence(found.as_ref().map_or(0, |(_, s)| *s)),
+            Answer::VersionedList(entries) => {
+                let mut listing: Vec<(String, u64)> =
+                    entries.iter().map(|(k, _, s)| (k.clone(), *s)).collect();
+                listing.sort();
+                State::Listing(listing)
+            }
+            _ => State::Malformed,
+        }
+    }
+}
+
+/// Puppet's `watch` (`Op::Watch`, a key) and `watchtree` (`Op::Watchtree`, a
+/// directory): waits until the target's state differs from `previous` (`None`:
+/// its state as the call starts), at most `timeout` seconds, and answers its
+/// state then, as `atomic_get` or `atomic_list` answer it: the changed one, or
+/// the unchanged one at the timeout.
+pub fn changed(
+    store: &Arc<dyn Store>,
+    op: Op,
+    target: &[u8],
+    previous: Option<State>,
+    timeout: f64,
+    serialize: bool,
+) -> Result<Answer> {
+    let watched = watch_target(&**store, op, target)?;
+    let mut previous = match previous {
+        Some(State::Malformed) => {
+            return Err(Error::InvalidArgument(format!(
+                "previous for {} {} must be what {} returned",
+                op.name(),
+                watched.key,
+                if watched.tree {
+                    "atomic_list"
+                } else {
+                    "atomic_get"
+                }
+            )))
+        }
+        Some(State::Listing(mut listing)) if watched.tree => {
+            listing.sort();
+            Some(State::Listing(listing))
+        }
+        Some(State::Sequence(s)) if !watched.tree => Some(State::Sequence(s)),
+        Some(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "previous for {} {} must be what {} returned",
+                op.name(),
+                watched.key,
+                if watched.tree {
+                    "atomic_list (a Hash)"
+                } else {
+                    "atomic_get (or its sequence)"
+                }
+            )))
+        }
+        None => None,
+    };
+    let wait = crate::timeout_from_secs(timeout)?;
+    let deadline = Instant::now() + wait;
+    let read = Prepared {
+        op: if watched.tree {
+            Op::AtomicList
+        } else {
+            Op::AtomicGet
+        },
+        key: watched.key.clone(),
+        previous: 0,
+        value: Vec::new(),
+        serialize,
+        ttl: None,
+    };
+    // Watching before reading: a change made after the read is the watch's.
+    let mut watcher = watch::open(store, watched, None)?;
+    loop {
+        let answer = run(&**store, &read)?;
+        let state = State::of(&answer);
+        let before = previous.get_or_insert_with(|| state.clone());
+        if state != *before || Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        // A change the read already showed may come again: read, and compare.
+        if watcher.next(deadline)?.is_empty() {
+            return run(&**store, &read);
+        }
+    }
 }
 
 /// The class a binding gives a store of `provider`, below `LibKV`.

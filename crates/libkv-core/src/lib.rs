@@ -18,7 +18,8 @@
 //! - `error`: every error, and what bindings make of it.
 //! - `key`, `url`, `codec`, `options`: keys, store URLs, values as bytes, how a
 //!   store is opened beside its URL.
-//! - `store`: the `Store` trait.
+//! - `store`, `watch`: the `Store` trait; watches of a store's changes (a store
+//!   answers its own watcher, `watch` has what they share).
 //! - `remote`: what the network stores share (the runtime, clients, failures).
 //! - `backends`: the stores, one module each.
 //! - `open`: the store a URL names.
@@ -43,6 +44,7 @@ pub mod store;
 pub mod transfer;
 pub mod url;
 pub mod value;
+pub mod watch;
 
 pub use error::{Error, ErrorClass, ErrorKind, Result, Waiting};
 pub use key::Key;

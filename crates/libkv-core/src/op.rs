@@ -22,6 +22,8 @@ pub enum Op {
     Newlock,
     Unlock,
     WithLock,
+    Watch,
+    Watchtree,
 }
 
 impl Op {
@@ -44,6 +46,8 @@ impl Op {
         Op::Newlock,
         Op::Unlock,
         Op::WithLock,
+        Op::Watch,
+        Op::Watchtree,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +70,8 @@ impl Op {
             Op::Newlock => "newlock",
             Op::Unlock => "unlock",
             Op::WithLock => "with_lock",
+            Op::Watch => "watch",
+            Op::Watchtree => "watchtree",
         }
     }
 
@@ -83,11 +89,14 @@ impl Op {
             | Op::AtomicGet
             | Op::Newlock
             | Op::Unlock
-            | Op::WithLock => (Target::Key, false, false),
+            | Op::WithLock
+            | Op::Watch => (Target::Key, false, false),
             Op::Put | Op::AtomicCreate => (Target::Key, false, true),
             Op::AtomicPut => (Target::Key, true, true),
             Op::AtomicDelete => (Target::Key, true, false),
-            Op::List | Op::Deletetree | Op::AtomicList => (Target::Dir, false, false),
+            Op::List | Op::Deletetree | Op::AtomicList | Op::Watchtree => {
+                (Target::Dir, false, false)
+            }
             Op::EmptyValue | Op::Info | Op::Provider | Op::Supports => (Target::None, false, false),
         };
         Arguments {
@@ -146,7 +155,7 @@ mod tests {
     #[test]
     fn op_names_are_the_function_names() {
         let names: Vec<_> = Op::ALL.iter().map(|o| o.name()).collect();
-        assert_eq!(names.len(), 18);
+        assert_eq!(names.len(), 20);
         assert!(names.contains(&"atomic_list"));
         // pop_error is a Puppet function about soft failures, not a store's operation.
         assert!(!names.contains(&"pop_error"));

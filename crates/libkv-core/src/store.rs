@@ -5,12 +5,14 @@
 //! answered or the store's timeout has passed; bindings release their interpreter
 //! lock around calls.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::op::Op;
 use crate::value::Value;
+use crate::watch::{Target, Watcher};
 
 /// A stored value with the store's modification number for its key. The sequence
 /// is never 0 for a present key and never reused for the key.
@@ -170,6 +172,18 @@ pub trait Store: Send + Sync {
             Some(held) if held.value == owner.as_bytes() => self.atomic_delete(key, held.sequence),
             _ => Ok(false),
         }
+    }
+
+    /// This store's own watcher of `target`, from the sequence `from` (`None`:
+    /// from now), as `watch::open` describes it; `None` when the store has no
+    /// way to wait for a change, and is read again at intervals instead.
+    fn watch(
+        self: Arc<Self>,
+        target: &Target,
+        from: Option<u64>,
+    ) -> Result<Option<Box<dyn Watcher>>> {
+        let _ = (target, from);
+        Ok(None)
     }
 
     /// Facts about the store: at least `provider` and `url`.

@@ -545,6 +545,7 @@ struct Counting {
     port: u16,
     requests: Arc<std::sync::atomic::AtomicUsize>,
     blocking: Arc<std::sync::atomic::AtomicUsize>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Counting {
@@ -555,10 +556,13 @@ impl Counting {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
         let blocking = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         let (counted, blocked, target) = (requests.clone(), blocking.clone(), server.addr());
+        let connected = connections.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(mut client) = client else { return };
+                connected.fetch_add(1, Ordering::SeqCst);
                 let mut upstream = std::net::TcpStream::connect(target).unwrap();
                 let (mut from_client, mut to_client) =
                     (client.try_clone().unwrap(), upstream.try_clone().unwrap());
@@ -583,6 +587,7 @@ impl Counting {
             port,
             requests,
             blocking,
+            connections,
         }
     }
 }
@@ -679,4 +684,340 @@ fn a_ttl_below_the_servers_session_ttl_min_is_refused_before_any_write() {
         .put_ttl(&common::k("/long"), b"v", None, Duration::from_secs(10))
         .unwrap()
         .is_some());
+}
+
+/// A request with a body, as another Consul client makes it: the status and
+/// the body.
+fn raw_send(server: &Server, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).unwrap();
+    let status = String::from_utf8_lossy(&answer[9..12]).parse().unwrap();
+    let start = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (status, answer[start..].to_vec())
+}
+
+fn summary(events: &[libkv_core::watch::Event]) -> Vec<(&'static str, String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.kind.name(),
+                e.key.clone(),
+                String::from_utf8_lossy(&e.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_watch_waits_in_one_blocking_query_and_wakes_right_after_a_put() {
+    use std::sync::atomic::Ordering;
+    let server = own_server(2.0);
+    let writer = open_with(&url(&server, "/p"), &[], Duration::from_secs(5));
+    let proxy = Counting::to(&server);
+    let watching = open_with(
+        &format!("consul://127.0.0.1:{}/p", proxy.port),
+        &[],
+        Duration::from_secs(5),
+    );
+    writer.put(&k("/w"), b"0").unwrap();
+    let rounds = 3;
+    let (found, events) = std::sync::mpsc::channel();
+    let watch = {
+        let mut w = common::watcher(&watching, "/w", false, None);
+        std::thread::spawn(move || {
+            for _ in 0..rounds {
+                let batch = w.next(Instant::now() + Duration::from_secs(5)).unwrap();
+                found.send((batch, Instant::now())).unwrap();
+            }
+        })
+    };
+    let (mut delays, mut idle) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = proxy.requests.load(Ordering::SeqCst);
+        // A second with nothing changing: a watcher that polled would ask
+        // again and again.
+        std::thread::sleep(Duration::from_secs(1));
+        let during = proxy.requests.load(Ordering::SeqCst) - before;
+        assert!(during <= 1, "round {round}: {during} requests while idle");
+        idle.push(during);
+        let value = format!("v{round}");
+        // The event may come before the put's own answer: timed from the start.
+        let put = Instant::now();
+        writer.put(&k("/w"), value.as_bytes()).unwrap();
+        let (batch, at) = events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(summary(&batch), [("put", "/w".into(), value)]);
+        let delay = at.saturating_duration_since(put);
+        assert!(
+            delay < Duration::from_millis(50),
+            "round {round}: {delay:?}"
+        );
+        delays.push(delay);
+    }
+    watch.join().unwrap();
+    assert!(proxy.blocking.load(Ordering::SeqCst) >= rounds);
+    eprintln!("requests in each idle second: {idle:?}; events {delays:?} after the put started");
+}
+
+/// A watcher driven as the bindings drive it: `next` again and again with a
+/// deadline 50 ms away. Its blocking query outlives the calls: it stays in
+/// flight from one to the next.
+#[test]
+fn a_watch_waited_on_in_50ms_slices_keeps_one_blocking_query_in_flight() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = own_server(2.0);
+    let writer = open_with(&url(&server, "/p"), &[], Duration::from_secs(5));
+    let proxy = Counting::to(&server);
+    let watching = open_with(
+        &format!("consul://127.0.0.1:{}/p", proxy.port),
+        &[],
+        Duration::from_secs(5),
+    );
+    writer.put(&k("/w"), b"0").unwrap();
+    let rounds = 3;
+    let slice = Duration::from_millis(50);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (found, events) = std::sync::mpsc::channel();
+    let watch = {
+        let mut w = common::watcher(&watching, "/w", false, None);
+        let calls = calls.clone();
+        std::thread::spawn(move || {
+            for _ in 0..rounds {
+                let batch = loop {
+                    let batch = w.next(Instant::now() + slice).unwrap();
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    if !batch.is_empty() {
+                        break batch;
+                    }
+                };
+                found.send((batch, Instant::now())).unwrap();
+            }
+        })
+    };
+    let (mut delays, mut idle) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        std::thread::sleep(Duration::from_millis(300));
+        let requests = proxy.requests.load(Ordering::SeqCst);
+        let called = calls.load(Ordering::SeqCst);
+        // Two seconds with nothing changing: 40 calls, which sent a query
+        // each before (one ends every 5 s now).
+        std::thread::sleep(Duration::from_secs(2));
+        let during = proxy.requests.load(Ordering::SeqCst) - requests;
+        let called = calls.load(Ordering::SeqCst) - called;
+        assert!(called >= 30, "round {round}: {called} calls in 2 s");
+        assert!(
+            during <= 1,
+            "round {round}: {during} requests in 2 idle s of {called} calls"
+        );
+        idle.push((during, called));
+        let value = format!("v{round}");
+        // By another store object, not through the proxy; timed from the start
+        // of the put, whose answer may come after the event.
+        let put = Instant::now();
+        writer.put(&k("/w"), value.as_bytes()).unwrap();
+        let (batch, at) = events.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(summary(&batch), [("put", "/w".into(), value)]);
+        let delay = at.saturating_duration_since(put);
+        assert!(
+            delay < Duration::from_millis(50),
+            "round {round}: {delay:?}"
+        );
+        delays.push(delay);
+    }
+    watch.join().unwrap();
+    eprintln!(
+        "(requests, calls) in each idle 2 s: {idle:?}; events {delays:?} after the put started"
+    );
+}
+
+/// A watcher whose caller leaves it alone for a while (busy with events) takes
+/// the answer its query got meanwhile; left longer than half the store's
+/// timeout, it sends the query again, which answers at once: nothing is missed.
+#[test]
+fn a_watch_left_alone_takes_the_answer_that_came_or_asks_again() {
+    use std::sync::atomic::Ordering;
+    let server = own_server(2.0);
+    let writer = open_with(&url(&server, "/p"), &[], Duration::from_secs(5));
+    let proxy = Counting::to(&server);
+    let watching = open_with(
+        &format!("consul://127.0.0.1:{}/p", proxy.port),
+        &[],
+        Duration::from_secs(1),
+    );
+    writer.put(&k("/w"), b"0").unwrap();
+    let mut w = common::watcher(&watching, "/w", false, None);
+    let slice = || Instant::now() + Duration::from_millis(50);
+    for (gap, asked) in [(Duration::from_millis(200), 0), (Duration::from_secs(1), 1)] {
+        // A query goes out, and is left in flight.
+        assert!(w.next(slice()).unwrap().is_empty());
+        assert!(w.next(slice()).unwrap().is_empty());
+        let before = proxy.requests.load(Ordering::SeqCst);
+        let value = format!("after {gap:?}");
+        writer.put(&k("/w"), value.as_bytes()).unwrap();
+        std::thread::sleep(gap);
+        let started = Instant::now();
+        let events = w.next(started + Duration::from_secs(2)).unwrap();
+        let took = started.elapsed();
+        assert_eq!(summary(&events), [("put", "/w".into(), value)]);
+        assert!(took < Duration::from_millis(100), "{gap:?}: {took:?}");
+        let requests = proxy.requests.load(Ordering::SeqCst) - before;
+        assert_eq!(requests, asked, "requests after a gap of {gap:?}");
+    }
+}
+
+#[test]
+fn a_watch_goes_on_when_the_index_goes_backwards() {
+    let server = own_server(2.0);
+    let store = open_with(&url(&server, "/p"), &[], Duration::from_secs(5));
+    store.put(&k("/k"), b"1").unwrap();
+    let restored = common::sequence(&*store, "/k");
+    let (status, saved) = raw_send(&server, "GET", "/v1/snapshot", b"");
+    assert_eq!(status, 200);
+    for i in 2..=6 {
+        store.put(&k("/k"), i.to_string().as_bytes()).unwrap();
+        store.put(&k("/other"), b"x").unwrap();
+    }
+    let before = common::sequence(&*store, "/k");
+    let mut w = common::watcher(&store, "/k", false, None);
+    // A snapshot restored: the key is back to 1, and Consul's index below the
+    // one the watch waits past.
+    let (status, _) = raw_send(&server, "PUT", "/v1/snapshot", &saved);
+    assert_eq!(status, 200);
+    let events = common::events_until(&mut *w, |e| e.value == b"1");
+    assert_eq!(summary(&events), [("put", "/k".into(), "1".into())]);
+    assert_eq!(events[0].sequence, restored);
+    // A write now takes an index still below the one before the restore: the
+    // watch sees it at once, not when its wait is over.
+    let writer = store.clone();
+    let putting = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let put = Instant::now();
+        writer.put(&k("/k"), b"7").unwrap();
+        put
+    });
+    let started = Instant::now();
+    let events = w.next(started + Duration::from_secs(5)).unwrap();
+    let seen = Instant::now();
+    let put = putting.join().unwrap();
+    assert_eq!(summary(&events), [("put", "/k".into(), "7".into())]);
+    assert!(
+        events[0].sequence < before,
+        "{} {before}",
+        events[0].sequence
+    );
+    let delay = seen.saturating_duration_since(put);
+    assert!(delay < Duration::from_millis(100), "{delay:?}");
+    eprintln!("after the index went backwards, a put was seen {delay:?} after it started");
+}
+
+#[test]
+fn a_watched_ttl_key_is_deleted_at_its_deadline() {
+    // Consul ends the key's session only at twice its TTL.
+    let server = own_server(2.0);
+    let store = open_with(&url(&server, "/p"), &[], Duration::from_secs(5));
+    let ttl = Duration::from_secs(1);
+    store.put(&k("/d/kept"), b"k").unwrap();
+    let started = Instant::now();
+    store.put_ttl(&k("/d/t"), b"v", None, ttl).unwrap().unwrap();
+    let watches: Vec<_> = [("/d/t", false), ("/d", true)]
+        .into_iter()
+        .map(|(key, tree)| {
+            let mut w = common::watcher(&store, key, tree, None);
+            // One wait, well past the ttl: the watcher wakes at it by itself.
+            std::thread::spawn(move || {
+                let events = w.next(started + Duration::from_secs(5)).unwrap();
+                (events, started.elapsed())
+            })
+        })
+        .collect();
+    for watch in watches {
+        let (events, at) = watch.join().unwrap();
+        assert_eq!(summary(&events), [("delete", "/d/t".into(), "".into())]);
+        assert!(
+            at >= ttl && at < ttl + Duration::from_millis(200),
+            "deleted after {at:?}"
+        );
+        eprintln!("a watched key of ttl {ttl:?} was deleted after {at:?}");
+    }
+    assert!(raw_entry(&server, "p/d/t").is_some(), "Consul still has it");
+}
+
+#[test]
+fn a_watch_fails_as_a_connection_error_when_consul_goes_down() {
+    let server = own_server(2.0);
+    let port = server.port();
+    let store = open_with(&url(&server, "/p"), &[], Duration::from_secs(1));
+    let mut w = common::watcher(&store, "/k", false, None);
+    let stopping = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        server.shutdown();
+    });
+    let started = Instant::now();
+    let err = w
+        .next(started + Duration::from_secs(3))
+        .expect_err("Consul went down");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    stopping.join().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("watch /k on consul://127.0.0.1:{port}/p failed")),
+        "{msg}"
+    );
+    // Down: the next wait fails at once, the same way.
+    let started = Instant::now();
+    let err = w.next(started + Duration::from_secs(3)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn watches_share_the_stores_connections() {
+    use std::sync::atomic::Ordering;
+    let server = own_server(2.0);
+    let proxy = Counting::to(&server);
+    let store = open_with(
+        &format!("consul://127.0.0.1:{}/p", proxy.port),
+        &[],
+        Duration::from_secs(5),
+    );
+    store.put(&k("/d/k"), b"v").unwrap();
+    let other = open_with(
+        &format!("consul://127.0.0.1:{}/p", proxy.port),
+        &[],
+        Duration::from_secs(5),
+    );
+    // Each watch reads the target once as it starts, over the connection kept
+    // by the one client of both stores.
+    let watches: Vec<_> = (0..20)
+        .map(|i| {
+            let store = if i % 2 == 0 { &store } else { &other };
+            common::watcher(
+                store,
+                if i % 4 < 2 { "/d/k" } else { "/d" },
+                i % 4 >= 2,
+                None,
+            )
+        })
+        .collect();
+    assert_eq!(proxy.requests.load(Ordering::SeqCst), 21);
+    // One, but for a request that went before the runtime had put the last
+    // one's connection back in the pool (then it makes another): a client per
+    // watch would have made 20.
+    let connections = proxy.connections.load(Ordering::SeqCst);
+    assert!(connections <= 3, "{connections} connections");
+    drop(watches);
 }

@@ -349,3 +349,171 @@ fn names_another_client_wrote_that_are_not_keys_are_not_listed() {
     }
     common::lists_only_keys(&*store);
 }
+
+fn watch_of(
+    store: &Arc<dyn Store>,
+    dir: &str,
+    from: Option<u64>,
+) -> Box<dyn libkv_core::watch::Watcher> {
+    libkv_core::watch::open(
+        store,
+        libkv_core::watch::Target {
+            key: d(dir),
+            tree: true,
+        },
+        from,
+    )
+    .unwrap()
+}
+
+/// The values of `n` events from `watcher`, waiting at most 20 s.
+fn next_values(watcher: &mut dyn libkv_core::watch::Watcher, n: usize) -> Vec<(String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while seen.len() < n && Instant::now() < deadline {
+        for e in watcher
+            .next(Instant::now() + Duration::from_millis(200))
+            .unwrap()
+        {
+            seen.push((String::from_utf8(e.value).unwrap(), e.sequence));
+        }
+    }
+    seen
+}
+
+/// A watch goes on after etcd restarts, from the revision after the last event it
+/// handed out: the changes made before, and those made once etcd is back (before
+/// the watch has noticed), each come once, in order.
+#[test]
+fn a_watch_across_an_etcd_restart_sees_every_change_once_in_order() {
+    let (server, pid) = etcd::start(etcd::data_dir("watch-restart"));
+    let store = open_url(&server.url("/wr"), Duration::from_secs(5));
+    let mut watcher = watch_of(&store, "/w", None);
+    for i in 0..5 {
+        store.put(&k("/w/key"), format!("v{i}").as_bytes()).unwrap();
+    }
+    let mut seen = next_values(&mut *watcher, 5);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    etcd::wait_gone(pid);
+    server.run();
+    // Written while the watch's stream is still the dead one.
+    for i in 5..10 {
+        store.put(&k("/w/key"), format!("v{i}").as_bytes()).unwrap();
+    }
+    seen.extend(next_values(&mut *watcher, 5));
+    let values: Vec<&str> = seen.iter().map(|(v, _)| v.as_str()).collect();
+    assert_eq!(
+        values,
+        ["v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9"]
+    );
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "{seen:?}");
+    assert!(watcher
+        .next(Instant::now() + Duration::from_millis(300))
+        .unwrap()
+        .is_empty());
+}
+
+/// A watch from a revision etcd has compacted away fails, saying to read again.
+#[test]
+fn a_watch_from_compacted_history_says_to_read_again() {
+    let (server, _pid) = etcd::start(etcd::data_dir("watch-compact"));
+    let store = open_url(&server.url("/wc"), Duration::from_secs(5));
+    store.put(&k("/c/key"), b"1").unwrap();
+    let old = common::sequence(&*store, "/c/key");
+    store.put(&k("/c/key"), b"2").unwrap();
+    store.put(&k("/c/key"), b"3").unwrap();
+    let now = common::sequence(&*store, "/c/key");
+    let endpoint = format!("http://127.0.0.1:{}", server.client_port);
+    libkv_core_test_runtime().block_on(async {
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .unwrap();
+        client.compact(now as i64, None).await.unwrap();
+    });
+    let err = match libkv_core::watch::open(
+        &store,
+        libkv_core::watch::Target {
+            key: k("/c/key"),
+            tree: false,
+        },
+        Some(old),
+    ) {
+        Err(e) => e,
+        Ok(mut w) => w
+            .next(Instant::now() + Duration::from_secs(5))
+            .expect_err("a watch from compacted history"),
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("compacted") && message.contains("read again"),
+        "{message}"
+    );
+    assert!(message.contains("/c/key"), "{message}");
+    // From the sequence read now, it works.
+    let mut w = watch_of(&store, "/c", Some(now));
+    store.put(&k("/c/key"), b"4").unwrap();
+    assert_eq!(next_values(&mut *w, 1)[0].0, "4");
+}
+
+fn libkv_core_test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The established TCP connections of this process to `port` on 127.0.0.1 (the
+/// sockets among its open files).
+fn connections_to(port: u16) -> usize {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(2) == Some(&remote.as_str())
+                && fields.get(3) == Some(&"01")
+                && fields.get(9).is_some_and(|inode| ours.contains(*inode))
+        })
+        .count()
+}
+
+/// 100 watches in one process, on store objects of their own, share the one
+/// connection every call uses, and each sees a change.
+#[test]
+fn a_hundred_watches_share_one_connection() {
+    let (server, _pid) = etcd::start(etcd::data_dir("watch-many"));
+    let url = server.url("/wm");
+    let mut watchers: Vec<_> = (0..100)
+        .map(|i| {
+            let store = open_url(&url, Duration::from_secs(5));
+            watch_of(&store, &format!("/many/{}", i % 10), None)
+        })
+        .collect();
+    let store = open_url(&url, Duration::from_secs(5));
+    for i in 0..10 {
+        store.put(&k(&format!("/many/{i}/key")), b"x").unwrap();
+    }
+    for w in &mut watchers {
+        assert_eq!(next_values(&mut **w, 1).len(), 1);
+    }
+    assert_eq!(connections_to(server.client_port), 1);
+}

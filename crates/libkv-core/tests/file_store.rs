@@ -9,9 +9,10 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{d, k};
+use libkv_core::watch::{Event, EventKind, Target, Watcher};
 use libkv_core::{open, ErrorKind, Key, OpenOptions, Store};
 use tempfile::TempDir;
 
@@ -753,4 +754,348 @@ fn expiry_is_kept_beside_plain_values_and_survives_reopening() {
     assert!(!root.join("reg/web01").exists());
     let index = fs::read_to_string(root.join(".libkv@expiry")).unwrap();
     assert!(!index.contains("/reg/web01"), "{index}");
+}
+
+/// The file store's own watcher of `key` (of everything below it, with `tree`),
+/// from now: not the one that reads again at intervals, which `watch::open`
+/// falls back on for a store without its own.
+fn own_watcher(store: &Arc<dyn Store>, key: &str, tree: bool) -> Box<dyn Watcher> {
+    let key = if tree { d(key) } else { k(key) };
+    Arc::clone(store)
+        .watch(&Target { key, tree }, None)
+        .unwrap()
+        .expect("the file store has its own watcher")
+}
+
+/// The first event satisfying `done` (10 s at most), and when it was handed out.
+fn first_event(w: &mut dyn Watcher, done: impl Fn(&Event) -> bool) -> (Event, Instant) {
+    let events = common::events_until(w, &done);
+    let at = Instant::now();
+    (events.into_iter().find(|e| done(e)).unwrap(), at)
+}
+
+/// How long after `written` (when a write returned) an event came at `seen`; 0
+/// when it came first (the rename is notified before the write's last fsync).
+fn after(written: Instant, seen: Instant) -> Duration {
+    seen.saturating_duration_since(written)
+}
+
+/// Well below the re-read a watch makes every second without a notification, and
+/// below the 250 ms of the watcher that only reads again.
+const WAKE: Duration = Duration::from_millis(50);
+/// The most a change that no notification tells of may take to be handed out.
+const RESCAN_BOUND: Duration = Duration::from_millis(1200);
+
+#[test]
+fn a_write_by_another_store_object_wakes_the_watch_at_once() {
+    let (store, tmp) = file_store();
+    let other = open_at(&tmp.path().join("root"), Duration::from_secs(5));
+    store.put(&k("/n/key"), b"0").unwrap();
+    let mut w = own_watcher(&store, "/n/key", false);
+    let mut took = Vec::new();
+    for i in 1..=5u64 {
+        let value = i.to_string();
+        // While the watch waits, at another moment each time.
+        let writer = {
+            let (other, value) = (Arc::clone(&other), value.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20 + 37 * i));
+                let started = Instant::now();
+                other.put(&k("/n/key"), value.as_bytes()).unwrap();
+                (started, Instant::now())
+            })
+        };
+        let (event, seen) = first_event(&mut *w, |e| e.value == value.as_bytes());
+        let (started, written) = writer.join().unwrap();
+        assert_eq!(event.kind, EventKind::Put);
+        assert_eq!(event.sequence, common::sequence(&*other, "/n/key"));
+        took.push((after(written, seen), seen - started));
+    }
+    println!(
+        "wake after a write by another store object (after it returned, after it began): {took:?}"
+    );
+    let worst = took.iter().map(|t| t.0).max().unwrap();
+    assert!(
+        worst < WAKE,
+        "a watch woke {worst:?} after a write: {took:?}"
+    );
+}
+
+/// With `LIBKV_TEST_WATCH_WRITER_ROOT` set, a worker process of
+/// `a_write_by_another_process_wakes_the_watch_at_once`: writes the value
+/// `LIBKV_TEST_WATCH_WRITER_VALUE`, then records when the write returned (ns of
+/// the system clock) in `LIBKV_TEST_WATCH_WRITER_AT`.
+#[test]
+fn watch_writer_process() {
+    let Ok(root) = std::env::var("LIBKV_TEST_WATCH_WRITER_ROOT") else {
+        return;
+    };
+    let value = std::env::var("LIBKV_TEST_WATCH_WRITER_VALUE").unwrap();
+    let store = open_at(Path::new(&root), Duration::from_secs(5));
+    store.put(&k("/p/key"), value.as_bytes()).unwrap();
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    fs::write(
+        std::env::var("LIBKV_TEST_WATCH_WRITER_AT").unwrap(),
+        at.as_nanos().to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_write_by_another_process_wakes_the_watch_at_once() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    let mut w = own_watcher(&store, "/p/key", false);
+    let mut took = Vec::new();
+    for i in 1..=3 {
+        let value = format!("from process {i}");
+        let at_file = tmp.path().join(format!("written-at-{i}"));
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "watch_writer_process", "--test-threads=1"])
+            .env("LIBKV_TEST_WATCH_WRITER_ROOT", &root)
+            .env("LIBKV_TEST_WATCH_WRITER_VALUE", &value)
+            .env("LIBKV_TEST_WATCH_WRITER_AT", &at_file)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (event, _) = first_event(&mut *w, |e| e.value == value.as_bytes());
+        let seen = SystemTime::now();
+        assert!(child.wait().unwrap().success());
+        let written: u64 = fs::read_to_string(&at_file).unwrap().parse().unwrap();
+        let written = UNIX_EPOCH + Duration::from_nanos(written);
+        assert_eq!(event.sequence, common::sequence(&*store, "/p/key"));
+        took.push(seen.duration_since(written).unwrap_or_default());
+    }
+    println!("wake after a write by another process (after it returned): {took:?}");
+    let worst = *took.iter().max().unwrap();
+    assert!(
+        worst < WAKE,
+        "a watch woke {worst:?} after a write: {took:?}"
+    );
+}
+
+#[test]
+fn a_key_in_directories_made_after_the_watch_began_is_seen() {
+    let (store, tmp) = file_store();
+    let other = open_at(&tmp.path().join("root"), Duration::from_secs(5));
+    // Nothing of /a exists: the watch waits on the root, then moves down.
+    let mut w = own_watcher(&store, "/a", true);
+    let writer = {
+        let other = Arc::clone(&other);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            other.put(&k("/a/b/c/d"), b"deep").unwrap();
+            Instant::now()
+        })
+    };
+    let (event, seen) = first_event(&mut *w, |e| e.key == "/a/b/c/d");
+    let first = after(writer.join().unwrap(), seen);
+    assert_eq!(
+        (event.kind, &event.value[..]),
+        (EventKind::Put, &b"deep"[..])
+    );
+    assert!(first < RESCAN_BOUND, "{first:?}");
+    // The watch is on /a and below now: a write deeper down wakes it at once.
+    let written = {
+        other.put(&k("/a/b/c/e/f"), b"deeper").unwrap();
+        Instant::now()
+    };
+    let (event, seen) = first_event(&mut *w, |e| e.key == "/a/b/c/e/f");
+    let second = after(written, seen);
+    assert_eq!(event.value, b"deeper");
+    println!("a key below new directories seen after {first:?}; the next, {second:?}");
+    assert!(second < WAKE, "{second:?}");
+    // Nothing beside /a.
+    other.put(&k("/ab"), b"beside").unwrap();
+    assert!(w
+        .next(Instant::now() + Duration::from_millis(200))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn a_file_another_tool_writes_into_the_root_is_seen_as_a_put() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    let mut w = own_watcher(&store, "/legacy", false);
+    // As SIMP 6 wrote its files: a temp file renamed into place, no lock.
+    fs::write(root.join("legacy.new"), b"from simp 6").unwrap();
+    fs::rename(root.join("legacy.new"), root.join("legacy")).unwrap();
+    let written = Instant::now();
+    let (event, seen) = first_event(&mut *w, |e| e.key == "/legacy");
+    let took = after(written, seen);
+    assert_eq!(
+        (event.kind, &event.value[..]),
+        (EventKind::Put, &b"from simp 6"[..])
+    );
+    assert_eq!(
+        event.sequence,
+        common::sequence(&*store, "/legacy"),
+        "its sequence is the file's"
+    );
+    // Written over in place: the last of what was written is handed out.
+    fs::write(root.join("legacy"), b"edited by hand").unwrap();
+    let written = Instant::now();
+    let (_, seen) = first_event(&mut *w, |e| e.value == b"edited by hand");
+    println!(
+        "a file written by another tool seen after {took:?}; edited, {:?}",
+        after(written, seen)
+    );
+    assert!(took < WAKE && after(written, seen) < WAKE);
+    // Removed by hand: a delete.
+    fs::remove_file(root.join("legacy")).unwrap();
+    let (event, _) = first_event(&mut *w, |e| e.kind == EventKind::Delete);
+    assert_eq!(event.key, "/legacy");
+}
+
+#[test]
+fn a_watched_key_whose_ttl_passes_is_handed_out_as_deleted() {
+    let (store, _tmp) = file_store();
+    let ttl = Duration::from_secs(1);
+    // Written before the watch began: its first read knows the deadline.
+    let before = Instant::now();
+    store.put_ttl(&k("/ttl/known"), b"v", None, ttl).unwrap();
+    let mut known = own_watcher(&store, "/ttl/known", false);
+    // Written once the watch began.
+    let mut later = own_watcher(&store, "/ttl", true);
+    let started = Instant::now();
+    store.put_ttl(&k("/ttl/later"), b"v", None, ttl).unwrap();
+    let (put, _) = first_event(&mut *later, |e| e.key == "/ttl/later");
+    assert_eq!(put.kind, EventKind::Put);
+    let (gone, at) = first_event(&mut *known, |e| e.kind == EventKind::Delete);
+    assert_eq!(gone.key, "/ttl/known");
+    let known_late = at.saturating_duration_since(before + ttl);
+    let (_, at) = first_event(&mut *later, |e| {
+        e.kind == EventKind::Delete && e.key == "/ttl/later"
+    });
+    let later_late = at.saturating_duration_since(started + ttl);
+    println!(
+        "deletes of expired keys after their deadline: written once watched {later_late:?}, \
+         watched once written {known_late:?}"
+    );
+    // The store's deadline is in whole milliseconds of the system clock.
+    assert!(
+        at + Duration::from_millis(5) >= started + ttl,
+        "handed out as deleted before its ttl passed"
+    );
+    assert!(known_late < RESCAN_BOUND && later_late < RESCAN_BOUND);
+    assert_eq!(store.get(&k("/ttl/later")).unwrap(), None);
+}
+
+#[test]
+fn a_root_moved_away_and_made_again_is_watched_anew() {
+    let (store, tmp) = file_store();
+    let root = tmp.path().join("root");
+    store.put(&k("/d/old"), b"1").unwrap();
+    // The watch is on ROOT/d, which moves away with the root: no notification.
+    let mut w = own_watcher(&store, "/d", true);
+    fs::rename(&root, tmp.path().join("moved")).unwrap();
+    fs::create_dir(&root).unwrap();
+    store.put(&k("/d/new"), b"2").unwrap();
+    let written = Instant::now();
+    let mut events = common::events_until(&mut *w, |e| e.key == "/d/new");
+    let took = after(written, Instant::now());
+    if !events.iter().any(|e| e.key == "/d/old") {
+        events.extend(common::events_until(&mut *w, |e| e.key == "/d/old"));
+    }
+    let mut summary: Vec<(EventKind, String)> =
+        events.into_iter().map(|e| (e.kind, e.key)).collect();
+    summary.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        summary,
+        [
+            (EventKind::Put, "/d/new".to_owned()),
+            (EventKind::Delete, "/d/old".to_owned())
+        ]
+    );
+    // The watch is on the new root's directory now.
+    store.put(&k("/d/next"), b"3").unwrap();
+    let written_next = Instant::now();
+    let (_, seen) = first_event(&mut *w, |e| e.key == "/d/next");
+    let next = after(written_next, seen);
+    println!("a write in a root made again seen after {took:?}; the next, {next:?}");
+    assert!(took < RESCAN_BOUND, "{took:?}");
+    assert!(next < WAKE, "{next:?}");
+    // What happens in the old root is no longer the store's.
+    fs::write(tmp.path().join("moved/d/stray"), b"x").unwrap();
+    assert!(w
+        .next(Instant::now() + Duration::from_millis(200))
+        .unwrap()
+        .is_empty());
+}
+
+/// With `LIBKV_TEST_WATCH_FORK_ROOT` set, a worker process of
+/// `a_forked_child_watches_with_its_own_notifier` (alone in its process, so that
+/// the child meets no lock of another test's thread): a watch made and used
+/// before a fork is used by the child, whose own write must wake it at once.
+#[test]
+fn watch_fork_process() {
+    let Ok(root) = std::env::var("LIBKV_TEST_WATCH_FORK_ROOT") else {
+        return;
+    };
+    let store = open_at(Path::new(&root), Duration::from_secs(5));
+    let mut w = own_watcher(&store, "/forked", true);
+    store.put(&k("/forked/parent"), b"p").unwrap();
+    common::events_until(&mut *w, |e| e.key == "/forked/parent");
+    // SAFETY: the child calls the store and the watch, then _exit, never
+    // returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = (|| {
+            store.put(&k("/forked/child"), b"c").ok()?;
+            let written = Instant::now();
+            while written.elapsed() < Duration::from_secs(3) {
+                let events = w.next(Instant::now() + Duration::from_millis(50)).ok()?;
+                if events.iter().any(|e| e.key == "/forked/child") {
+                    // Late: at the re-read, the parent's notifier was used.
+                    return Some(if written.elapsed() < WAKE { 0 } else { 2 });
+                }
+            }
+            Some(3)
+        })()
+        .unwrap_or(1);
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    let started = Instant::now();
+    loop {
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if done == pid {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("the forked child hung");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(libc::WIFEXITED(status), "the child died: {status}");
+    match libc::WEXITSTATUS(status) {
+        0 => {}
+        1 => panic!("the child's store call or watch failed"),
+        2 => panic!("the child's watch saw its write only at the re-read"),
+        code => panic!("the child's watch did not see its write ({code})"),
+    }
+    // The parent's watch goes on.
+    store.put(&k("/forked/after"), b"a").unwrap();
+    common::events_until(&mut *w, |e| e.key == "/forked/after");
+}
+
+#[test]
+fn a_forked_child_watches_with_its_own_notifier() {
+    let tmp = TempDir::new().unwrap();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "watch_fork_process", "--test-threads=1"])
+        .env("LIBKV_TEST_WATCH_FORK_ROOT", tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
 }

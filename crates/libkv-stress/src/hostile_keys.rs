@@ -249,7 +249,7 @@ impl Run {
             self.validate(case);
             self.store_op(case)?;
             *done = case + 1;
-            if *done % BATCH == 0 {
+            if (*done).is_multiple_of(BATCH) {
                 self.check_outside(case)?;
             }
         }

@@ -302,7 +302,7 @@ impl Sandbox {
                 }
             }
             Hazard::LockLink => {
-                let target = if first_temp % 2 == 0 {
+                let target = if first_temp.is_multiple_of(2) {
                     out.join("lockfile")
                 } else {
                     out.join("lock-made-through-link")

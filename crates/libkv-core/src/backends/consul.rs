@@ -54,8 +54,44 @@
 //!   before it returns, and so is the session of a ttl key the call replaced. A
 //!   ttl key's session left without its key (`delete`, `deletetree`) ends at its
 //!   TTL, deleting nothing.
+//!
+//! Watches ([`watch`](crate::watch), coalescing):
+//!
+//! - A watch reads the key (`GET ?consistent`) or the directory (`?recurse`),
+//!   as `atomic_get` and `atomic_list` do (same decoding, same names left out,
+//!   keys past their ttl absent), and keeps the answer's `X-Consul-Index`. Each
+//!   later wait is a blocking query (`?index=N&wait=5s`, whatever the watcher's
+//!   deadline), whose request may take the wait, the sixteenth Consul adds at
+//!   random, and the store's timeout. A query that ends with the index
+//!   unchanged is sent again; otherwise the state read is handed to the
+//!   watcher, which hands out what differs (Consul may answer an unchanged
+//!   state). The wait is short for Consul (whose default is 5m) so that an
+//!   index that went backwards, which Consul answers only once the wait is
+//!   over, is noticed within seconds.
+//! - A query outlives the watcher's calls: one whose deadline passes first
+//!   leaves it in flight, and the next waits on it again. So a binding that
+//!   waits in short slices sends a query per change (an idle watch one every
+//!   5 seconds), not one per slice. A query left alone for more than half the
+//!   store's timeout (the caller busy with events) is dropped and sent again,
+//!   as is one a forked child inherited; a watcher dropped drops its query.
+//! - Consul's rules for blocking queries: an index is taken as at least 1, and
+//!   one lower than the last (a snapshot restored, ...) starts again with an
+//!   ordinary read. Queries that wake for a change are rate limited by a token
+//!   bucket of 2 filled one every 50 ms: a key changing without pause is read
+//!   20 times a second, not in a busy loop.
+//! - The expiry of a ttl key moves no index: a watch also reads again at the
+//!   earliest deadline among the keys it holds (its query waits until then,
+//!   when that is within its wait; one longer than 1.6 s asks for 16/17 of it,
+//!   so that Consul's jitter does not carry it past), and hands the key out as
+//!   deleted.
+//! - Watches use the store's client, like every call: many watches in a
+//!   process share its connection pool, each holding one connection while its
+//!   query is under way (between changes, all the time).
 
 use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -69,13 +105,17 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Waiting};
+use crate::fork;
 use crate::key::Key;
 use crate::options::Auth;
-use crate::remote::{batches, describe, ClientCache, Failure, PemFile, Remote};
+use crate::remote::{
+    batches, block_on_timeout, describe, runtime, ClientCache, Failure, PemFile, Remote,
+};
 use crate::store::{Listing, Store, Versioned};
 use crate::url::{ConsulTls, StoreUrl};
 use crate::value::Value;
+use crate::watch::{Coalescing, Snapshot, Source, Target, Watcher};
 
 pub struct ConsulStore {
     /// Its URL and server, as errors name them.
@@ -157,6 +197,15 @@ impl KvPair {
             .and(self.session.as_deref())
             .filter(|s| !s.is_empty())
     }
+}
+
+/// A live entry as a read hands it out: its key (relative to the directory of a
+/// listing), value and sequence, and the deadline of a key written with a ttl.
+struct Found {
+    key: String,
+    versioned: Versioned,
+    /// Milliseconds since the Unix epoch.
+    deadline: Option<u64>,
 }
 
 /// What a write requires of the key.
@@ -395,48 +444,81 @@ impl ConsulStore {
         body: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<(StatusCode, Vec<u8>)> {
+        self.exchange(op, key, method, url, body, timeout)
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// [`ConsulStore::request_within`], with the answer's `X-Consul-Index` (`None`
+    /// when it has none, or not a number).
+    fn exchange(
+        &self,
+        op: &'static str,
+        key: &str,
+        method: Method,
+        url: String,
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Answer> {
         // The client the request went to, to drop that one only.
         let used = Cell::new(None);
         let sent = Cell::new(false);
-        let request = async {
-            let (client, generation) = self.client()?;
-            used.set(Some(generation));
-            let mut request = client.request(method, url);
-            if let Some(token) = self.client_key.auth.get("token") {
-                request = request.header("X-Consul-Token", token);
-            }
-            if let Some(body) = body {
-                request = request.body(body.to_vec());
-            }
-            sent.set(true);
-            let answer = async {
-                let response = request.send().await?;
-                let status = response.status();
-                Ok((status, response.bytes().await?))
-            };
-            let (status, body) = answer.await.map_err(|e| {
-                // A connection that failed is made again by the next call.
-                CLIENTS.forget(&self.client_key, used.get());
-                transport(e)
-            })?;
-            match status {
-                s if s.is_success() || s == StatusCode::NOT_FOUND || s == StatusCode::CONFLICT => {
-                    Ok((s, body.to_vec()))
-                }
-                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(Failure::Auth {
-                    reason: text(&body),
-                    advice: TOKEN_ADVICE.into(),
-                }),
-                StatusCode::PAYLOAD_TOO_LARGE => Err(Failure::Refused(format!(
-                    "{} (the value is larger than Consul's kv_max_value_size)",
-                    text(&body)
-                ))),
-                s => Err(Failure::Refused(format!("{s}: {}", text(&body)))),
-            }
-        };
+        let request = self.send(method, url, body, |g| used.set(Some(g)), || sent.set(true));
         self.remote.run(op, key, timeout, &sent, request, || {
             CLIENTS.forget(&self.client_key, used.get())
         })
+    }
+
+    /// Sends one request, with no time limit: the status, `X-Consul-Index` and
+    /// body of a success, a 404 (absent) or a 409 (a transaction that did not
+    /// apply). `used` is told the generation of the client it goes to, `sent`
+    /// when it goes out.
+    async fn send(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<&[u8]>,
+        used: impl Fn(u64),
+        sent: impl Fn(),
+    ) -> std::result::Result<Answer, Failure> {
+        let (client, generation) = self.client()?;
+        used(generation);
+        let mut request = client.request(method, url);
+        if let Some(token) = self.client_key.auth.get("token") {
+            request = request.header("X-Consul-Token", token);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_vec());
+        }
+        sent();
+        let answer = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let index = response
+                .headers()
+                .get("X-Consul-Index")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            Ok((status, index, response.bytes().await?))
+        };
+        let (status, index, body) = answer.await.map_err(|e| {
+            // A connection that failed is made again by the next call.
+            CLIENTS.forget(&self.client_key, Some(generation));
+            transport(e)
+        })?;
+        match status {
+            s if s.is_success() || s == StatusCode::NOT_FOUND || s == StatusCode::CONFLICT => {
+                Ok((s, index, body.to_vec()))
+            }
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => Err(Failure::Auth {
+                reason: text(&body),
+                advice: TOKEN_ADVICE.into(),
+            }),
+            StatusCode::PAYLOAD_TOO_LARGE => Err(Failure::Refused(format!(
+                "{} (the value is larger than Consul's kv_max_value_size)",
+                text(&body)
+            ))),
+            s => Err(Failure::Refused(format!("{s}: {}", text(&body)))),
+        }
     }
 
     fn failed(&self, op: &'static str, key: &str, reason: impl std::fmt::Display) -> Error {
@@ -482,45 +564,66 @@ impl ConsulStore {
         }
     }
 
-    /// Every key below `dir` but those past their ttl: relative key, value and
-    /// sequence, sorted.
-    fn below(&self, op: &'static str, dir: &Key) -> Result<Vec<(String, Vec<u8>, u64)>> {
+    /// Every key below `dir` but those past their ttl, relative to `dir`, sorted.
+    fn below(&self, op: &'static str, dir: &Key) -> Result<Vec<Found>> {
         let url = format!("{}?recurse&consistent", self.dir_url(dir));
-        let body = match self.request(op, dir.as_str(), Method::GET, url, None)? {
-            (StatusCode::OK, body) => body,
-            (StatusCode::NOT_FOUND, _) => return Ok(Vec::new()),
-            (status, body) => return Err(self.unexpected(op, dir.as_str(), status, &body)),
+        let (status, body) = self.request(op, dir.as_str(), Method::GET, url, None)?;
+        self.listed(op, dir, status, &body)
+    }
+
+    /// The entries of Consul's answer (`status`, `body`) to a `?recurse` read of
+    /// `dir` but those past their ttl: keys relative to `dir`, sorted.
+    fn listed(
+        &self,
+        op: &'static str,
+        dir: &Key,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<Vec<Found>> {
+        let body = match status {
+            StatusCode::OK => body,
+            StatusCode::NOT_FOUND => return Ok(Vec::new()),
+            status => return Err(self.unexpected(op, dir.as_str(), status, body)),
         };
         let start = self.consul_dir(dir);
         let now = now_ms();
         let mut out = Vec::new();
-        for pair in self.pairs(op, dir.as_str(), &body)? {
+        for pair in self.pairs(op, dir.as_str(), body)? {
             if pair.expired(now) {
                 continue;
             }
             // Folder entries ("dir/") and names another client wrote that no key
             // can have are not listed.
             if let Some(rel) = pair.key.strip_prefix(&start).filter(|rel| dir.lists(rel)) {
-                out.push((
-                    rel.to_owned(),
-                    self.value(op, dir.as_str(), &pair)?,
-                    pair.modify_index,
-                ));
+                out.push(self.found(op, dir.as_str(), rel.to_owned(), &pair)?);
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
 
     /// The key's entry as Consul has it, also when its ttl has passed.
     fn entry(&self, op: &'static str, key: &Key) -> Result<Option<KvPair>> {
         let url = format!("{}?consistent", self.kv_url(key.as_str()));
-        let body = match self.request(op, key.as_str(), Method::GET, url, None)? {
-            (StatusCode::OK, body) => body,
-            (StatusCode::NOT_FOUND, _) => return Ok(None),
-            (status, body) => return Err(self.unexpected(op, key.as_str(), status, &body)),
+        let (status, body) = self.request(op, key.as_str(), Method::GET, url, None)?;
+        self.entry_in(op, key, status, &body)
+    }
+
+    /// The key's entry in Consul's answer (`status`, `body`) to a read of it, also
+    /// when its ttl has passed.
+    fn entry_in(
+        &self,
+        op: &'static str,
+        key: &Key,
+        status: StatusCode,
+        body: &[u8],
+    ) -> Result<Option<KvPair>> {
+        let body = match status {
+            StatusCode::OK => body,
+            StatusCode::NOT_FOUND => return Ok(None),
+            status => return Err(self.unexpected(op, key.as_str(), status, body)),
         };
-        Ok(self.pairs(op, key.as_str(), &body)?.into_iter().next())
+        Ok(self.pairs(op, key.as_str(), body)?.into_iter().next())
     }
 
     /// The key's entry, unless it is absent or past its ttl.
@@ -530,13 +633,26 @@ impl ConsulStore {
 
     /// The key's value and ModifyIndex, for `op`.
     fn versioned(&self, op: &'static str, key: &Key) -> Result<Option<Versioned>> {
-        let Some(pair) = self.live(op, key)? else {
-            return Ok(None);
-        };
-        Ok(Some(Versioned {
-            value: self.value(op, key.as_str(), &pair)?,
+        self.live(op, key)?
+            .map(|pair| self.versioned_of(op, key.as_str(), &pair))
+            .transpose()
+    }
+
+    /// A live entry, named `name`, for `op` on `key`.
+    fn found(&self, op: &'static str, key: &str, name: String, pair: &KvPair) -> Result<Found> {
+        Ok(Found {
+            key: name,
+            versioned: self.versioned_of(op, key, pair)?,
+            deadline: pair.deadline(),
+        })
+    }
+
+    /// An entry's value and ModifyIndex.
+    fn versioned_of(&self, op: &'static str, key: &str, pair: &KvPair) -> Result<Versioned> {
+        Ok(Versioned {
+            value: self.value(op, key, pair)?,
             sequence: pair.modify_index,
-        }))
+        })
     }
 
     /// `PUT ?<query>` of the value: Consul's `true` or `false`.
@@ -963,7 +1079,7 @@ impl ConsulStore {
             }
             let held = match seen {
                 0 => self.entry(op, key)?,
-                index => self.watch(op, key, index, deadline - now)?,
+                index => self.entry_after(op, key, index, deadline - now)?,
             };
             match held {
                 Some(e) if !e.session().is_empty() => seen = e.modify_index,
@@ -974,7 +1090,7 @@ impl ConsulStore {
 
     /// A blocking query: the key once its ModifyIndex is above `index`, or as it
     /// is after about `left`.
-    fn watch(
+    fn entry_after(
         &self,
         op: &'static str,
         key: &Key,
@@ -988,7 +1104,7 @@ impl ConsulStore {
             self.kv_url(key.as_str()),
             wait.as_millis()
         );
-        let answer = self.request_within(
+        let (status, body) = self.request_within(
             op,
             key.as_str(),
             Method::GET,
@@ -996,12 +1112,7 @@ impl ConsulStore {
             None,
             wait + self.timeout,
         )?;
-        let body = match answer {
-            (StatusCode::OK, body) => body,
-            (StatusCode::NOT_FOUND, _) => return Ok(None),
-            (status, body) => return Err(self.unexpected(op, key.as_str(), status, &body)),
-        };
-        Ok(self.pairs(op, key.as_str(), &body)?.into_iter().next())
+        self.entry_in(op, key, status, &body)
     }
 }
 
@@ -1187,7 +1298,7 @@ impl Store for ConsulStore {
         Ok(self
             .below("list", dir)?
             .into_iter()
-            .map(|(rel, value, _)| (rel, value))
+            .map(|found| (found.key, found.versioned.value))
             .collect())
     }
 
@@ -1406,8 +1517,31 @@ impl Store for ConsulStore {
         Ok(self
             .below("atomic_list", dir)?
             .into_iter()
-            .map(|(rel, value, sequence)| (rel, Versioned { value, sequence }))
+            .map(|found| (found.key, found.versioned))
             .collect())
+    }
+
+    /// Reads the target, then waits for it to change with blocking queries
+    /// (see the module's documentation).
+    fn watch(
+        self: Arc<Self>,
+        target: &Target,
+        from: Option<u64>,
+    ) -> Result<Option<Box<dyn Watcher>>> {
+        let source = ConsulSource {
+            store: self,
+            target: target.clone(),
+            index: None,
+            expires: None,
+            tokens: WAKE_BURST,
+            refilled: Instant::now(),
+            query: None,
+        };
+        Ok(Some(Box::new(Coalescing::start(
+            source,
+            target.clone(),
+            from,
+        )?)))
     }
 
     fn info(&self) -> Result<Value> {
@@ -1445,5 +1579,348 @@ impl Store for ConsulStore {
             ("version", config("Version")),
             ("leader", Value::from(leader)),
         ]))
+    }
+}
+
+/// How long a watch's blocking query asks Consul to wait. The query outlives
+/// the calls that wait on it, whatever their deadlines: this is how often an
+/// idle watch asks again. It also bounds how late an index that went backwards
+/// (a snapshot restored) is noticed, since Consul keeps a query waiting past an
+/// index it no longer has until its wait is over, and (with the sixteenth
+/// Consul adds and the store's timeout) how long a Consul that went silent,
+/// keeping the connection open, goes unnoticed. Hence seconds, not Consul's
+/// default of 5 minutes.
+const WATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// How many blocking queries that woke for a change may follow one another at
+/// once before the rate limit slows them down (Consul's advice: a token bucket
+/// with a burst of 2). Then one goes every [`WAKE_EVERY`].
+const WAKE_BURST: f64 = 2.0;
+/// The pace of blocking queries that wake for changes, past the burst: a key
+/// that changes without pause is handed out at most this much behind.
+const WAKE_EVERY: Duration = Duration::from_millis(50);
+
+/// A blocking query that waits for a ttl deadline at most this far away asks for
+/// all of it: Consul's jitter (up to a sixteenth more) is then at most 100 ms.
+/// Farther, it asks for 16/17 of it, so that it ends by the deadline.
+const JITTER_FREE: Duration = Duration::from_millis(1600);
+
+/// How long after a ttl deadline the key is read again: deadlines are in whole
+/// milliseconds.
+const EXPIRY_SLACK: Duration = Duration::from_millis(2);
+
+/// Consul's answer: its status, `X-Consul-Index` and body.
+type Answer = (StatusCode, Option<u64>, Vec<u8>);
+
+/// A request with its timeout, owning what it needs: it can be left in flight
+/// by one call and waited on again by the next.
+type Request = Pin<Box<dyn Future<Output = Result<Answer>> + Send>>;
+
+/// What a watch's read is, and so when its answer is handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// An ordinary read: always.
+    Read,
+    /// A blocking query waiting for the index to move: when it did.
+    Change,
+    /// A blocking query ending at a ttl deadline: always.
+    Expiry,
+}
+
+/// A watch's read under way. It outlives the call that sent it: a call whose
+/// deadline passes first leaves it in flight, and the next waits on it again.
+struct Query {
+    /// `None` once dropped.
+    request: Option<Request>,
+    kind: Kind,
+    /// When the last call that waited on it returned.
+    left: Instant,
+    /// The process that sent it.
+    pid: u32,
+}
+
+impl Query {
+    /// Whether it is no longer waited on: sent by the process this one was
+    /// forked from, or left alone for more than half the store's timeout. Its
+    /// answer may then have come meanwhile, and the time the request has left
+    /// (wall-clock) may be too short to take it from the connection: the read is
+    /// asked again instead (a blocking query with the same index answers at once
+    /// if anything changed).
+    fn abandoned(&self, now: Instant, timeout: Duration) -> bool {
+        self.pid != fork::pid() || now.saturating_duration_since(self.left) > timeout / 2
+    }
+}
+
+impl Drop for Query {
+    fn drop(&mut self) {
+        let Some(request) = self.request.take() else {
+            return;
+        };
+        if self.pid != fork::pid() {
+            // Its connection and timer are the parent's runtime's: leaked, as
+            // the runtime is (see `remote`).
+            std::mem::forget(request);
+            return;
+        }
+        // Within the runtime, as a request cancelled at its timeout is.
+        match runtime() {
+            Ok(runtime) => {
+                let _inside = runtime.enter();
+                drop(request);
+            }
+            Err(_) => drop(request),
+        }
+    }
+}
+
+/// Where a Consul watcher reads from: a consistent read first, then blocking
+/// queries, each waiting past the `X-Consul-Index` of the last answer.
+struct ConsulSource {
+    store: Arc<ConsulStore>,
+    target: Target,
+    /// The index of the last answer, which the next query waits past; `None`
+    /// before the first read, 0 once the index went backwards (the next read is
+    /// then an ordinary one, as the first).
+    index: Option<u64>,
+    /// The earliest ttl deadline (ms since the Unix epoch) among the keys of the
+    /// last state: their expiry does not move Consul's index.
+    expires: Option<u64>,
+    /// The rate limit's tokens, as of `refilled`.
+    tokens: f64,
+    refilled: Instant,
+    /// The read under way, if any.
+    query: Option<Query>,
+}
+
+impl ConsulSource {
+    /// The URL of a read of the target, at once (`blocking` is `None`) or by a
+    /// blocking query (the index to wait past, and for how long), and the time
+    /// its request may take.
+    fn url(&self, blocking: Option<(u64, Duration)>) -> (String, Duration) {
+        let store = &*self.store;
+        let key = &self.target.key;
+        let mut url = match self.target.tree {
+            true => format!("{}?recurse&", store.dir_url(key)),
+            false => format!("{}?", store.kv_url(key.as_str())),
+        };
+        let timeout = match blocking {
+            None => {
+                url.push_str("consistent");
+                store.timeout
+            }
+            Some((index, wait)) => {
+                url.push_str(&format!("index={index}&wait={}ms", wait.as_millis()));
+                // Consul waits up to a sixteenth longer than asked, at random.
+                wait + wait / 16 + store.timeout
+            }
+        };
+        (url, timeout)
+    }
+
+    /// Makes the request of a read (see [`ConsulSource::url`]), which goes out
+    /// when first waited on, and keeps it under way.
+    fn send(&mut self, kind: Kind, blocking: Option<(u64, Duration)>) {
+        let (url, timeout) = self.url(blocking);
+        let store = Arc::clone(&self.store);
+        let op = self.target.op();
+        let key = self.target.key.as_str().to_owned();
+        let ends = Instant::now() + timeout;
+        let request = async move {
+            // The generation of the client it went to (0: none yet), to drop
+            // that one only.
+            let used = AtomicU64::new(0);
+            let sent = AtomicBool::new(false);
+            let request = store.send(
+                Method::GET,
+                url,
+                None,
+                |generation| used.store(generation, Ordering::Relaxed),
+                || sent.store(true, Ordering::Relaxed),
+            );
+            // As `Remote::run`, but timed here: the request outlives the calls
+            // that wait on it.
+            match tokio::time::timeout_at(ends.into(), request).await {
+                Ok(answer) => answer.map_err(|failure| store.remote.fail(op, &key, failure)),
+                Err(_) => {
+                    let used = used.load(Ordering::Relaxed);
+                    CLIENTS.forget(&store.client_key, (used != 0).then_some(used));
+                    Err(Error::Timeout {
+                        op,
+                        key,
+                        store: store.remote.url.clone(),
+                        after: timeout,
+                        waiting: match sent.load(Ordering::Relaxed) {
+                            true => Waiting::Answer,
+                            false => Waiting::Store,
+                        },
+                    })
+                }
+            }
+        };
+        self.query = Some(Query {
+            request: Some(Box::pin(request)),
+            kind,
+            left: Instant::now(),
+            pid: fork::pid(),
+        });
+    }
+
+    /// Sends the next read, unless the rate limit holds it back: then sleeps,
+    /// until `deadline` at most, and answers false.
+    fn ask(&mut self, now: Instant, deadline: Instant) -> bool {
+        let index = self.index.unwrap_or(0);
+        let expires_in = self
+            .expires
+            .map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+        if index == 0 || expires_in == Some(Duration::ZERO) {
+            // The loop starts again after the index went backwards; a key's ttl
+            // passed.
+            self.send(Kind::Read, None);
+            return true;
+        }
+        let expiry = expires_in.map(|left| left + EXPIRY_SLACK);
+        let ready = self.ready_at(now);
+        if ready > now {
+            let until = expiry.map_or(deadline, |left| deadline.min(now + left));
+            sleep_until(ready.min(until));
+            return false;
+        }
+        let (kind, wait) = match expiry {
+            Some(left) if left < WATCH_WAIT => match left > JITTER_FREE {
+                true => (Kind::Expiry, left.mul_f64(16.0 / 17.0)),
+                false => (Kind::Expiry, left),
+            },
+            _ => (Kind::Change, WATCH_WAIT),
+        };
+        self.send(kind, Some((index, wait.max(Duration::from_millis(1)))));
+        true
+    }
+
+    /// Reads Consul's answer to a read of the target: the state, and whether the
+    /// index moved.
+    fn absorb(&mut self, (status, answered, body): Answer) -> Result<(Snapshot, bool)> {
+        let store = &*self.store;
+        let (op, key, tree) = (self.target.op(), &self.target.key, self.target.tree);
+        let found: Vec<Found> = if tree {
+            store
+                .listed(op, key, status, &body)?
+                .into_iter()
+                .map(|f| Found {
+                    key: key.join(&f.key),
+                    ..f
+                })
+                .collect()
+        } else {
+            match store
+                .entry_in(op, key, status, &body)?
+                .filter(|pair| !pair.expired(now_ms()))
+            {
+                Some(pair) => {
+                    vec![store.found(op, key.as_str(), key.as_str().to_owned(), &pair)?]
+                }
+                None => Vec::new(),
+            }
+        };
+        // Consul's rules: an index is at least 1 (so that the next query
+        // blocks), and one lower than the last starts the loop again.
+        let answered = answered.unwrap_or(0).max(1);
+        let previous = self.index;
+        self.index = Some(match previous {
+            Some(last) if answered < last => 0,
+            _ => answered,
+        });
+        self.expires = found.iter().filter_map(|f| f.deadline).min();
+        let snapshot = Snapshot {
+            index: answered,
+            entries: found.into_iter().map(|f| (f.key, f.versioned)).collect(),
+        };
+        Ok((snapshot, previous != Some(answered)))
+    }
+
+    /// When the next blocking query may go: at once, unless the last ones woke
+    /// for changes in quick succession.
+    fn ready_at(&mut self, now: Instant) -> Instant {
+        self.refill(now);
+        match self.tokens {
+            t if t >= 1.0 - 1e-9 => now,
+            t => now + WAKE_EVERY.mul_f64(1.0 - t),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned = now.saturating_duration_since(self.refilled).as_secs_f64()
+            / WAKE_EVERY.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(WAKE_BURST);
+        self.refilled = now;
+    }
+}
+
+impl Source for ConsulSource {
+    fn next(&mut self, deadline: Instant) -> Result<Option<Snapshot>> {
+        if self.index.is_none() {
+            // The first read, at once, within the store's timeout.
+            let (url, timeout) = self.url(None);
+            let (op, key) = (self.target.op(), self.target.key.as_str());
+            let answer = self
+                .store
+                .exchange(op, key, Method::GET, url, None, timeout)?;
+            return Ok(Some(self.absorb(answer)?.0));
+        }
+        loop {
+            let now = Instant::now();
+            if let Some(query) = &self.query {
+                if query.abandoned(now, self.store.timeout) {
+                    self.query = None;
+                }
+            }
+            if self.query.is_none() {
+                if now >= deadline {
+                    return Ok(None);
+                }
+                if !self.ask(now, deadline) {
+                    continue;
+                }
+            }
+            let query = self.query.as_mut().expect("a read under way");
+            let request = query.request.as_mut().expect("not dropped");
+            let left = deadline.saturating_duration_since(now);
+            let answer = match block_on_timeout(left, request.as_mut()) {
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    // The deadline passed first: the read stays under way.
+                    query.left = Instant::now();
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.query = None;
+                    return Err(self.store.failed(
+                        self.target.op(),
+                        self.target.key.as_str(),
+                        format_args!("cannot start the I/O runtime: {e}"),
+                    ));
+                }
+            };
+            let kind = query.kind;
+            self.query = None;
+            let (snapshot, moved) = self.absorb(answer?)?;
+            match kind {
+                Kind::Read => return Ok(Some(snapshot)),
+                _ if moved => {
+                    self.refill(Instant::now());
+                    self.tokens -= 1.0;
+                    return Ok(Some(snapshot));
+                }
+                Kind::Expiry => return Ok(Some(snapshot)),
+                // Consul's wait ended with nothing changed: another query.
+                Kind::Change => {}
+            }
+        }
+    }
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
     }
 }

@@ -28,6 +28,11 @@
 //! - Every call, connecting included, ends within the store's timeout; each
 //!   connection attempt gets a share of it, so a member that never answers leaves
 //!   time for the others.
+//! - A watch is one etcd Watch from a revision, on the member client every call
+//!   uses (so a process's watches share its connection, each one HTTP/2 stream).
+//!   When the stream fails, the watch opens another, on whichever member answers,
+//!   from the revision after the last event it handed out: no gap, no repeat.
+//!   History etcd has compacted away is an error that says to read again.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -36,6 +41,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use etcd_client::WatchStream;
 
 use etcd_client::{
     Certificate, Channel, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType,
@@ -47,10 +54,11 @@ use tonic::Code;
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::options::Auth;
-use crate::remote::{batches, describe, ClientCache, Failure, PemFile, Remote};
+use crate::remote::{batches, block_on_timeout, describe, ClientCache, Failure, PemFile, Remote};
 use crate::store::{Listing, Page, Store, Versioned};
 use crate::url::{Endpoint, StoreUrl};
 use crate::value::Value;
+use crate::watch::{Event, EventKind, Target, Watcher};
 
 pub struct EtcdStore {
     /// Its URL and members, as errors name them.
@@ -941,6 +949,31 @@ impl Store for EtcdStore {
         Ok(deleted)
     }
 
+    fn watch(
+        self: Arc<Self>,
+        target: &Target,
+        from: Option<u64>,
+    ) -> Result<Option<Box<dyn Watcher>>> {
+        let (etcd_key, range_end) = if target.tree {
+            let dir = self.etcd_dir(&target.key);
+            let end = range_end(&dir);
+            (dir, Some(end))
+        } else {
+            (self.etcd_key(&target.key), None)
+        };
+        let mut watcher = EtcdWatcher {
+            store: self,
+            target: target.clone(),
+            etcd_key,
+            range_end,
+            next_revision: from.map_or(0, |s| revision(s).saturating_add(1)),
+            stream: None,
+            down_since: None,
+        };
+        watcher.start()?;
+        Ok(Some(Box::new(watcher)))
+    }
+
     fn atomic_list(&self, dir: &Key) -> Result<Listing<Versioned>> {
         self.below("atomic_list", dir, |kv| Versioned {
             value: kv.value().to_vec(),
@@ -1135,5 +1168,207 @@ impl EtcdStore {
                 .and_then([TxnOp::put(k.clone(), value, None)]);
             async move { Ok(c.kv.txn(txn).await?.succeeded()) }
         })
+    }
+}
+
+/// A watch of a key or a directory: an etcd Watch stream, opened again from the
+/// next revision when it fails.
+struct EtcdWatcher {
+    store: Arc<EtcdStore>,
+    target: Target,
+    /// The key, or the prefix of the directory's range.
+    etcd_key: String,
+    range_end: Option<Vec<u8>>,
+    /// The revision the stream started from or goes on from: one past the last
+    /// event handed out; 0 until known when the watch started from now.
+    next_revision: i64,
+    stream: Option<WatchStream>,
+    /// Since when no stream could be opened.
+    down_since: Option<Instant>,
+}
+
+/// How long a watch waits between attempts to open its stream again.
+const REWATCH_PAUSE: Duration = Duration::from_millis(100);
+
+impl EtcdWatcher {
+    fn op(&self) -> &'static str {
+        self.target.op()
+    }
+
+    /// Opens the stream from `next_revision`, within `within`.
+    fn open(&self, within: Duration) -> Result<WatchStream> {
+        let mut options = WatchOptions::new();
+        if self.next_revision > 0 {
+            options = options.with_start_revision(self.next_revision);
+        }
+        if let Some(end) = &self.range_end {
+            options = options.with_range(end.clone());
+        }
+        let k = &self.etcd_key;
+        self.store.call_within(
+            self.op(),
+            self.target.key.as_str(),
+            Repeat::Safe,
+            within,
+            |c| {
+                let options = options.clone();
+                async move {
+                    c.client
+                        .watch_client()
+                        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                        .watch(k.clone(), Some(options))
+                        .await
+                }
+            },
+        )
+    }
+
+    /// Opens the stream, and when the watch starts now, learns the revision it
+    /// starts from (etcd's answer to the stream's creation), within the store's
+    /// timeout: changes made once `watch` returned are the watch's.
+    fn start(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.store.timeout;
+        let mut stream = self.open(self.store.timeout)?;
+        while self.next_revision == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let received = block_on_timeout(left, stream.message()).map_err(|e| {
+                self.store.remote.failed(
+                    self.op(),
+                    self.target.key.as_str(),
+                    format_args!("cannot start the I/O runtime: {e}"),
+                )
+            })?;
+            match received {
+                Some(Ok(Some(resp))) => {
+                    // Nothing but the creation comes before the watch starts.
+                    self.events(&resp)?;
+                }
+                Some(Ok(None)) | Some(Err(_)) | None => {
+                    return Err(Error::Timeout {
+                        op: self.op(),
+                        key: self.target.key.to_string(),
+                        store: self.store.remote.url.clone(),
+                        after: self.store.timeout,
+                        waiting: crate::error::Waiting::Store,
+                    })
+                }
+            }
+        }
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    /// The events of one response that are this watch's, libkv keys only.
+    fn events(&mut self, resp: &etcd_client::WatchResponse) -> Result<Vec<Event>> {
+        if resp.compact_revision() > 0 {
+            self.stream = None;
+            return Err(self.store.remote.failed(
+                self.op(),
+                self.target.key.as_str(),
+                format_args!(
+                    "etcd has compacted its history up to revision {}, past revision {} where \
+                     this watch goes on: read again (atomic_get or atomic_list) and watch from \
+                     the sequence read",
+                    resp.compact_revision(),
+                    self.next_revision
+                ),
+            ));
+        }
+        if resp.canceled() {
+            self.stream = None;
+            return Err(self.store.remote.failed(
+                self.op(),
+                self.target.key.as_str(),
+                format_args!("etcd cancelled the watch: {}", resp.cancel_reason()),
+            ));
+        }
+        if resp.created() && self.next_revision == 0 {
+            if let Some(header) = resp.header() {
+                self.next_revision = header.revision() + 1;
+            }
+        }
+        let prefix = self.store.prefix.as_bytes();
+        let mut events = Vec::with_capacity(resp.events().len());
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            self.next_revision = self.next_revision.max(kv.mod_revision() + 1);
+            let Some(key) = kv
+                .key()
+                .strip_prefix(prefix)
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .filter(|k| Key::new(k).is_ok() && self.target.covers(k))
+            else {
+                continue;
+            };
+            let (kind, value) = match event.event_type() {
+                EventType::Put => (EventKind::Put, kv.value().to_vec()),
+                EventType::Delete => (EventKind::Delete, Vec::new()),
+            };
+            events.push(Event {
+                kind,
+                key: key.to_owned(),
+                value,
+                sequence: sequence(kv.mod_revision()),
+            });
+        }
+        Ok(events)
+    }
+}
+
+impl Watcher for EtcdWatcher {
+    fn next(&mut self, deadline: Instant) -> Result<Vec<Event>> {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                match self.open((deadline - now).min(self.store.timeout)) {
+                    Ok(stream) => {
+                        self.stream = Some(stream);
+                        self.down_since = None;
+                    }
+                    // etcd down or restarting: tried again until it has been down
+                    // for the store's timeout.
+                    Err(e @ (Error::Connection { .. } | Error::Timeout { .. })) => {
+                        let since = *self.down_since.get_or_insert(now);
+                        if since.elapsed() >= self.store.timeout {
+                            return Err(e);
+                        }
+                        let now = Instant::now();
+                        std::thread::sleep(
+                            REWATCH_PAUSE.min(deadline.saturating_duration_since(now)),
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            };
+            let received = block_on_timeout(deadline - now, stream.message()).map_err(|e| {
+                self.store.remote.failed(
+                    self.op(),
+                    self.target.key.as_str(),
+                    format_args!("cannot start the I/O runtime: {e}"),
+                )
+            })?;
+            match received {
+                None => return Ok(Vec::new()),
+                Some(Ok(Some(resp))) => {
+                    let events = self.events(&resp)?;
+                    if !events.is_empty() {
+                        return Ok(events);
+                    }
+                }
+                // The stream ended or failed: another, from the next revision.
+                Some(Ok(None) | Err(_)) => {
+                    self.stream = None;
+                    self.down_since.get_or_insert(now);
+                }
+            }
+        }
+    }
+
+    fn coalesces(&self) -> bool {
+        false
     }
 }

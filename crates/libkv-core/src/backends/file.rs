@@ -45,6 +45,12 @@
 //!   absent; writes under the lock do too, and the next write with a `ttl` removes
 //!   the files of expired keys. A writer killed between the key's rename and the
 //!   index's leaves the new value without expiry, as a write that did not return.
+//! - **Watches** (`file_watch`): the kernel's change notification (inotify) on the
+//!   watched directory (a key's: its directory) says something may have changed;
+//!   the watch then reads the state as any read does, and hands out what differs
+//!   from the last it read. It reads again at least every second, and at the
+//!   deadline of a watched key with a ttl, so a lost notice, a replaced root or an
+//!   expiry costs at most that.
 //! - Names that cannot be key components (`.libkv@lock`, `.libkv@expiry`, temp
 //!   files `.NAME@PID.N.tmp`) are the store's own and never listed or read as keys.
 //! - **Leftover temp files are removed.** A writer creates and renames its temp file
@@ -83,11 +89,13 @@ use rustix::fs::{
 use rustix::io::Errno;
 
 use super::expiry::{self, Index};
+use super::file_watch::FileSource;
 use crate::error::{Error, Result, Waiting};
 use crate::fork;
 use crate::key::{is_valid_component, Key};
 use crate::store::{Listing, Store, Versioned};
 use crate::value::Value;
+use crate::watch::{Coalescing, Target, Watcher};
 
 pub const LOCK_NAME: &str = ".libkv@lock";
 /// How a key's file is opened to be read. NONBLOCK: opening a planted FIFO must not
@@ -1402,6 +1410,40 @@ fn read_to_end(fd: &OwnedFd, size: usize) -> rustix::io::Result<Vec<u8>> {
     }
 }
 
+/// What a watch of the store (`file_watch`) needs of it.
+impl FileStore {
+    pub(super) fn root_path(&self) -> &std::path::Path {
+        &self.root_path
+    }
+
+    /// A watch's error, as the store's others are worded.
+    pub(super) fn watch_failed(&self, op: &'static str, key: &str, reason: impl Display) -> Error {
+        self.failed(op, key, reason)
+    }
+
+    /// The last sequence issued, as the lock file's counter has it, read without
+    /// taking the lock (a file opened as a key's is, never waited on); 0 when
+    /// there is no lock file or it cannot be read.
+    pub(super) fn last_issued(&self, op: &'static str, key: &str) -> u64 {
+        let Ok(Some(root)) = self.existing_root(op, key) else {
+            return 0;
+        };
+        let Ok(fd) = openat(root.as_fd(), LOCK_NAME, READ_FLAGS, Mode::empty()) else {
+            return 0;
+        };
+        let mut counter = [0u8; COUNTER_LEN];
+        rustix::io::pread(&fd, &mut counter, 0).map_or(0, |n| parse_lock_file(&counter[..n]).0)
+    }
+
+    /// The expiry index as it is now, `None` when there is none (or no root).
+    pub(super) fn expiry_index(&self, op: &'static str, key: &str) -> Result<Option<Arc<Index>>> {
+        match self.existing_root(op, key)? {
+            Some(root) => self.index(op, key, root.as_fd()),
+            None => Ok(None),
+        }
+    }
+}
+
 impl Store for FileStore {
     fn provider(&self) -> &'static str {
         self.provider
@@ -1600,6 +1642,21 @@ impl Store for FileStore {
         let seq = self.write(op, key, &lock, dir, name, value, current)?;
         self.record_expiry(op, key, root.as_fd(), seq, deadline)?;
         Ok(Some(seq))
+    }
+
+    /// A watcher that waits on the kernel's change notification and reads the
+    /// target again (see `file_watch`).
+    fn watch(
+        self: Arc<Self>,
+        target: &Target,
+        from: Option<u64>,
+    ) -> Result<Option<Box<dyn Watcher>>> {
+        let source = FileSource::new(self, target.clone());
+        Ok(Some(Box::new(Coalescing::start(
+            source,
+            target.clone(),
+            from,
+        )?)))
     }
 
     fn info(&self) -> Result<Value> {

@@ -1,9 +1,13 @@
 //! `mock://`: an in-memory store for tests. Its data lives as long as the store
 //! object. Like etcd and Consul, it lets `/a` and `/a/b` both hold values. A key
 //! written with a `ttl` is removed by the first call that finds its time passed.
+//! Every change (a delete too) takes the next store-wide sequence; a watcher
+//! looks at the last one every 2 ms, and reads the state when it moved (it
+//! coalesces: changes between two looks come as the latest).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -11,10 +15,13 @@ use crate::fork;
 use crate::key::Key;
 use crate::store::{Listing, Store, Versioned};
 use crate::value::Value;
+use crate::watch::{Coalescing, Snapshot, Source, Target, Watcher};
 
 pub struct MockStore {
     url: String,
     inner: Mutex<Inner>,
+    /// The last sequence handed out, as of the last call: what watchers look at.
+    changed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -35,13 +42,27 @@ impl Inner {
         }
         let now = Instant::now();
         let entries = &mut self.entries;
+        let mut removed = false;
         self.expiry.retain(|key, at| {
             let live = *at > now;
             if !live {
-                entries.remove(key);
+                removed |= entries.remove(key).is_some();
             }
             live
         });
+        if removed {
+            self.sequence += 1;
+        }
+    }
+
+    /// Removes the key; a change (the next sequence) when it was there.
+    fn remove(&mut self, key: &str) -> bool {
+        self.expiry.remove(key);
+        let removed = self.entries.remove(key).is_some();
+        if removed {
+            self.sequence += 1;
+        }
+        removed
     }
 
     fn write(&mut self, key: &Key, value: &[u8]) {
@@ -73,7 +94,14 @@ impl Inner {
 /// The store's data, locked; a fork waits until it is unlocked (see `fork`).
 struct Locked<'a> {
     guard: MutexGuard<'a, Inner>,
+    changed: &'a AtomicU64,
     _section: fork::Section,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.changed.store(self.guard.sequence, Ordering::Release);
+    }
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -94,6 +122,7 @@ impl MockStore {
         MockStore {
             url: format!("mock://{name}"),
             inner: Mutex::new(Inner::default()),
+            changed: AtomicU64::new(0),
         }
     }
 
@@ -108,6 +137,7 @@ impl MockStore {
         guard.expire();
         Locked {
             guard,
+            changed: &self.changed,
             _section: section,
         }
     }
@@ -141,7 +171,7 @@ impl Store for MockStore {
     }
 
     fn delete(&self, key: &Key) -> Result<()> {
-        self.lock().entries.remove(key.as_str());
+        self.lock().remove(key.as_str());
         Ok(())
     }
 
@@ -161,7 +191,7 @@ impl Store for MockStore {
         let mut inner = self.lock();
         let doomed: Vec<String> = inner.below(dir).map(|(k, _)| dir.join(k)).collect();
         for k in doomed {
-            inner.entries.remove(&k);
+            inner.remove(&k);
         }
         Ok(())
     }
@@ -193,7 +223,7 @@ impl Store for MockStore {
         if inner.sequence_of(key) != previous {
             return Ok(false);
         }
-        inner.entries.remove(key.as_str());
+        inner.remove(key.as_str());
         Ok(true)
     }
 
@@ -223,6 +253,23 @@ impl Store for MockStore {
             .collect())
     }
 
+    fn watch(
+        self: Arc<Self>,
+        target: &Target,
+        from: Option<u64>,
+    ) -> Result<Option<Box<dyn Watcher>>> {
+        let source = MockSource {
+            store: self,
+            target: target.clone(),
+            seen: None,
+        };
+        Ok(Some(Box::new(Coalescing::start(
+            source,
+            target.clone(),
+            from,
+        )?)))
+    }
+
     fn info(&self) -> Result<Value> {
         let inner = self.lock();
         Ok(Value::hash([
@@ -230,5 +277,54 @@ impl Store for MockStore {
             ("url", Value::from(self.url.as_str())),
             ("keys", Value::Int(inner.entries.len() as i64)),
         ]))
+    }
+}
+
+/// How often a mock watcher looks at the store's last sequence.
+const LOOK: Duration = Duration::from_millis(2);
+/// How often it reads the state even when nothing changed, so that a key whose
+/// ttl passed is removed (and handed out as deleted) without another call.
+const READ_AT_LEAST: Duration = Duration::from_millis(250);
+
+struct MockSource {
+    store: Arc<MockStore>,
+    target: Target,
+    /// The sequence as of the last state read; `None` before the first.
+    seen: Option<(u64, Instant)>,
+}
+
+impl Source for MockSource {
+    fn next(&mut self, deadline: Instant) -> Result<Option<Snapshot>> {
+        if let Some((seen, at)) = self.seen {
+            let read_by = at + READ_AT_LEAST;
+            while self.store.changed.load(Ordering::Acquire) == seen {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(None);
+                }
+                if now >= read_by {
+                    break;
+                }
+                std::thread::sleep(LOOK.min(deadline - now));
+            }
+        }
+        let inner = self.store.lock();
+        let entries = if self.target.tree {
+            inner
+                .below(&self.target.key)
+                .map(|(rel, v)| (self.target.key.join(rel), v.clone()))
+                .collect()
+        } else {
+            inner
+                .entries
+                .get(self.target.key.as_str())
+                .map(|v| vec![(self.target.key.as_str().to_owned(), v.clone())])
+                .unwrap_or_default()
+        };
+        self.seen = Some((inner.sequence, Instant::now()));
+        Ok(Some(Snapshot {
+            index: inner.sequence,
+            entries,
+        }))
     }
 }

@@ -7,5 +7,6 @@ pub mod consul;
 pub mod etcd;
 mod expiry;
 pub mod file;
+mod file_watch;
 pub mod mock;
 pub mod simpkv;

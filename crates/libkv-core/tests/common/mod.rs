@@ -6,6 +6,7 @@
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use libkv_core::watch::{self, Event, EventKind, Target, Watcher};
 use libkv_core::{Key, Lock, Store, Versioned};
 
 pub fn k(s: &str) -> Key {
@@ -412,7 +413,9 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!($make);
         $crate::conformance_tests!(@plain $make; ttl_keys_expire_and_rewrites_extend);
         $crate::conformance_tests!(@shared $make; locks_exclude_and_fences_grow,
-            locks_renewed_are_kept_and_unrenewed_expire, locks_make_a_counter_exact);
+            locks_renewed_are_kept_and_unrenewed_expire, locks_make_a_counter_exact,
+            watch_sees_every_change_or_the_latest, watchtree_sees_puts_and_deletes_below,
+            watch_from_a_sequence_starts_after_it, watches_do_not_wait_past_their_deadline);
     };
     (@plain $make:expr; $($name:ident),*) => {
         $(#[test]
@@ -705,4 +708,188 @@ pub fn locks_make_a_counter_exact(store: Arc<dyn Store>) {
         threads * rounds,
         "every acquisition has its own fence"
     );
+}
+
+/// A watch of `key`, or of everything below it (`tree`).
+pub fn watcher(
+    store: &Arc<dyn Store>,
+    key: &str,
+    tree: bool,
+    from: Option<u64>,
+) -> Box<dyn Watcher> {
+    let key = if tree { d(key) } else { k(key) };
+    watch::open(store, Target { key, tree }, from).unwrap()
+}
+
+/// Events from `watcher` until one satisfies `done` (that one included); fails
+/// when none did within 10 s.
+pub fn events_until(watcher: &mut dyn Watcher, done: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    while Instant::now() < deadline {
+        let batch = watcher
+            .next(Instant::now() + Duration::from_millis(100))
+            .unwrap();
+        let found = batch.iter().any(&done);
+        events.extend(batch);
+        if found {
+            return events;
+        }
+    }
+    panic!("no awaited event within 10 s; events: {events:?}");
+}
+
+fn summary(events: &[Event]) -> Vec<(EventKind, String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.kind,
+                e.key.clone(),
+                String::from_utf8_lossy(&e.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The key is changed 5 times in a row, then 5 more, and deleted; after each burst
+/// the watcher catches up. A store that keeps every change hands out each one, in
+/// order; one that coalesces hands out some of them, in order, and always the last
+/// of each burst. Sequences only grow, and each put's is the one `atomic_get` read.
+pub fn watch_sees_every_change_or_the_latest(store: Arc<dyn Store>) {
+    let key = k("/w/key");
+    store.put(&key, b"before").unwrap();
+    store.put(&k("/w/other"), b"x").unwrap();
+    let mut w = watcher(&store, "/w/key", false, None);
+    let mut all = Vec::new();
+    let mut written = Vec::new();
+    for burst in 0..2 {
+        for i in 0..5 {
+            let value = format!("v{}", burst * 5 + i);
+            store.put(&key, value.as_bytes()).unwrap();
+            store.put(&k("/w/other"), value.as_bytes()).unwrap();
+            written.push((value, sequence(&*store, "/w/key")));
+        }
+        let last = written.last().unwrap().0.clone();
+        all.extend(events_until(&mut *w, |e| e.value == last.as_bytes()));
+    }
+    store.delete(&key).unwrap();
+    all.extend(events_until(&mut *w, |e| e.kind == EventKind::Delete));
+    assert!(all.iter().all(|e| e.key == "/w/key"), "{:?}", summary(&all));
+    let (delete, puts) = all.split_last().unwrap();
+    assert_eq!(delete.kind, EventKind::Delete);
+    assert!(delete.sequence >= written.last().unwrap().1);
+    let seen: Vec<(String, u64)> = puts
+        .iter()
+        .map(|e| (String::from_utf8(e.value.clone()).unwrap(), e.sequence))
+        .collect();
+    if w.coalesces() {
+        assert!(
+            seen.contains(&written[4]) && seen.contains(&written[9]),
+            "{seen:?}"
+        );
+        let mut rest = written.iter();
+        assert!(
+            seen.iter().all(|s| rest.any(|w| w == s)),
+            "not in the order written: {seen:?}"
+        );
+    } else {
+        assert_eq!(seen, written);
+    }
+    // Nothing more came.
+    assert!(w
+        .next(Instant::now() + Duration::from_millis(300))
+        .unwrap()
+        .is_empty());
+}
+
+/// A watch of a directory sees puts and deletes of keys at any depth below it,
+/// nothing of keys beside it.
+pub fn watchtree_sees_puts_and_deletes_below(store: Arc<dyn Store>) {
+    store.put(&k("/t/old"), b"0").unwrap();
+    let mut w = watcher(&store, "/t", true, None);
+    store.put(&k("/tx"), b"beside").unwrap();
+    store.put(&k("/t/a"), b"1").unwrap();
+    let mut events = events_until(&mut *w, |e| e.key == "/t/a");
+    store.put(&k("/t/b/c"), b"2").unwrap();
+    events.extend(events_until(&mut *w, |e| e.key == "/t/b/c"));
+    store.delete(&k("/t/old")).unwrap();
+    events.extend(events_until(&mut *w, |e| e.key == "/t/old"));
+    store.deletetree(&d("/t")).unwrap();
+    events.extend(events_until(&mut *w, |e| {
+        e.key == "/t/b/c" && e.kind == EventKind::Delete
+    }));
+    let mut deleted: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Delete && e.key != "/t/old")
+        .map(|e| e.key.clone())
+        .collect();
+    if deleted.len() < 2 {
+        deleted.extend(
+            events_until(&mut *w, |e| e.kind == EventKind::Delete)
+                .into_iter()
+                .map(|e| e.key),
+        );
+    }
+    deleted.sort();
+    use EventKind::*;
+    assert_eq!(
+        summary(&events[..3]),
+        [
+            (Put, "/t/a".into(), "1".into()),
+            (Put, "/t/b/c".into(), "2".into()),
+            (Delete, "/t/old".into(), "".into())
+        ]
+    );
+    assert_eq!(deleted, ["/t/a", "/t/b/c"]);
+}
+
+/// A watch from a sequence starts with what came after it: every change on a
+/// store that keeps them, the latest on one that coalesces.
+pub fn watch_from_a_sequence_starts_after_it(store: Arc<dyn Store>) {
+    let key = k("/f/key");
+    store.put(&key, b"1").unwrap();
+    let first = sequence(&*store, "/f/key");
+    store.put(&key, b"2").unwrap();
+    store.put(&key, b"3").unwrap();
+    let last = sequence(&*store, "/f/key");
+    for tree in [false, true] {
+        let mut w = watcher(
+            &store,
+            if tree { "/f" } else { "/f/key" },
+            tree,
+            Some(first),
+        );
+        let events = events_until(&mut *w, |e| e.value == b"3");
+        let values: Vec<&[u8]> = events.iter().map(|e| &e.value[..]).collect();
+        if w.coalesces() {
+            assert_eq!(values, [b"3"]);
+        } else {
+            assert_eq!(values, [b"2", b"3"]);
+        }
+        assert_eq!(events.last().unwrap().sequence, last);
+        // From the key's own sequence: nothing until it changes.
+        let mut w = watcher(&store, if tree { "/f" } else { "/f/key" }, tree, Some(last));
+        assert!(w
+            .next(Instant::now() + Duration::from_millis(300))
+            .unwrap()
+            .is_empty());
+    }
+}
+
+/// `next` answers nothing once its deadline passed, and not much later.
+pub fn watches_do_not_wait_past_their_deadline(store: Arc<dyn Store>) {
+    let mut w = watcher(&store, "/quiet", true, None);
+    for wait in [0u64, 50, 400] {
+        let started = Instant::now();
+        assert!(w
+            .next(started + Duration::from_millis(wait))
+            .unwrap()
+            .is_empty());
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(wait) && took < Duration::from_millis(wait + 150),
+            "next with a deadline {wait} ms away took {took:?}"
+        );
+    }
 }
