@@ -24,6 +24,7 @@ else
 end
 require "libkv/store"
 require "libkv/lock"
+require "libkv/watch"
 
 # libkv: one key/value API over several stores, chosen by URL.
 #

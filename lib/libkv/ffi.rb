@@ -6,7 +6,7 @@
 # the envelope DATA JSON the library takes (see crates/libkv-ffi/src/lib.rs) and
 # back, and the library's errors to the exceptions of libkv/errors.rb. It defines
 # what ext/libkv defines on MRI: LibKV::Store._open, the store's underscored
-# methods, provider, url, supports, info, LibKV::Lock's methods, and
+# methods, provider, url, supports, info, LibKV::Lock's and LibKV::Watch's methods, and
 # LibKV.binary_inside?.
 #
 # Puppet reloads function files on every compile, and a module's lib/ and the gem
@@ -27,3 +27,4 @@ require_relative 'ffi/native'
 require_relative 'ffi/data'
 require_relative 'ffi/store'
 require_relative 'ffi/lock'
+require_relative 'ffi/watch'

@@ -126,6 +126,38 @@ module LibKV
       _unlock(string(key, :key), owner)
     end
 
+    # The changes to +key+ after the sequence +from+ (nil: from now), in order,
+    # yielded as LibKV::Event until the block breaks, the watch is stopped
+    # (LibKV::Watch#stop, from any thread) or the store closed. Without a block,
+    # the LibKV::Watch (Enumerable; #next_events(timeout) waits for the next).
+    # etcd hands out every change; Consul, the file store and the mock the
+    # latest state after each change they notice (see LibKV::Watch#coalesces?).
+    # @yieldparam event [LibKV::Event]
+    def watch(key, from: nil, serialize: true, &block)
+      start_watch(string(key, :key), false, from, serialize, &block)
+    end
+
+    # #watch for every key below +dir+ (the events carry whole keys).
+    def watchtree(dir, from: nil, serialize: true, &block)
+      start_watch(string(dir, :dir), true, from, serialize, &block)
+    end
+
+    # Waits until +key+'s sequence differs from +previous+'s (what atomic_get
+    # returned, or a sequence; nil: the key as the call starts), at most
+    # +timeout+ seconds, and returns what atomic_get returns then: the changed
+    # key, or the unchanged one at the timeout. Puppet's libkv::watch.
+    # @return [Hash] { "value" => ..., "sequence" => Integer }
+    def changed(key, previous: nil, timeout: WATCH_TIMEOUT, serialize: true)
+      _changed(string(key, :key), false, previous, seconds(timeout), boolean(serialize))
+    end
+
+    # #changed for everything below +dir+: +previous+ is what atomic_list
+    # returned; returns what atomic_list returns. Puppet's libkv::watchtree.
+    # @return [Hash] key relative to +dir+ => { "value" => ..., "sequence" => ... }
+    def changedtree(dir, previous: nil, timeout: WATCH_TIMEOUT, serialize: true)
+      _changed(string(dir, :dir), true, previous, seconds(timeout), boolean(serialize))
+    end
+
     # @return [Hash] { "value" => nil, "sequence" => 0 }
     def empty_value
       LibKV.empty_value
@@ -139,8 +171,40 @@ module LibKV
     # A lock's defaults: kept 60 s by the store, waited for 30 s.
     LOCK_TTL = 60
     LOCK_TIMEOUT = 30
+    # How long #changed waits by default.
+    WATCH_TIMEOUT = 30
+
+    # Closes the store; a watch on it stops after the wait under way.
+    def close
+      @watches&.each_key(&:stop)
+      _close
+    end
 
     private
+
+    def start_watch(target, tree, from, serialize)
+      unless from.nil? || (from.is_a?(Integer) && from >= 0)
+        raise TypeError, "from must be a sequence (an Integer >= 0) or nil, not #{from.inspect}"
+      end
+
+      watch = _watch(target, tree, from, boolean(serialize))
+      # Weakly: a watch left to the garbage collector goes with it.
+      (@watches ||= ObjectSpace::WeakMap.new)[watch] = watch
+      return watch unless block_given?
+
+      begin
+        watch.each { |event| yield event }
+      ensure
+        watch.stop
+      end
+      nil
+    end
+
+    def seconds(timeout)
+      return timeout.to_f if timeout.is_a?(Numeric)
+
+      raise TypeError, "timeout must be a number of seconds, not #{timeout.inspect}"
+    end
 
     def boolean(flag, name = :serialize)
       return flag if flag == true || flag == false

@@ -42,6 +42,24 @@ RSpec.describe 'puppet apply' do
     expect(store.get('/libkv_example/runs')).to eq(1)
   end
 
+  it 'waits in examples/wait.pp until another process publishes, then uses what it published' do
+    url = "file://#{tmp}/store"
+    writer = Thread.new do
+      sleep 3
+      # Another process: the libkv command, as an admin or another node would.
+      Open3.capture3(File.join(root, 'exe', 'libkv'), 'put', url, '/libkv_example/nodes/db01', '10.0.0.5')
+    end
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    out, err, status = puppet_apply(root, 'wait.pp', 'FACTER_libkv_url' => url)
+    took = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+    _, put_err, put_status = writer.value
+    expect(put_status).to be_success, put_err
+    expect(status).to be_success, err
+    expect(out).to match(/db01 is at 10\.0\.0\.5 \(sequence \d+\)/)
+    # It waited for the write (3 s in), far less than its 60 s timeout.
+    expect(took).to be_between(3, 40)
+  end
+
   {
     'file' => ->(tmp) { "file://#{tmp}/store" },
     'etcd' => ->(_tmp) { LibKVTest::Etcd.server(:plain).url(LibKVTest::Etcd.unique_prefix) },

@@ -21,6 +21,18 @@ RSpec.describe 'README.md' do
     section[/^```#{lang}\n(.*?)^```$/m, 1] or raise "README.md's '## #{heading}' has no #{lang} block"
   end
 
+  # +code+ with each line that has "# =>" turned into a check that what it
+  # evaluates to is what it shows.
+  def checked_script(code)
+    code.lines.map do |line|
+      expr, shown = line.chomp.split(/\s+# => /, 2)
+      next line unless shown
+
+      shown = shown.sub(/;.*\z/, '')
+      "__r = (#{expr}); (__r.inspect == #{shown.strip.inspect}) or abort(%(#{expr.strip}: \#{__r.inspect}))\n"
+    end.join
+  end
+
   it 'the Usage block runs with puppet apply, and facts and $trusted come back as the text they are' do
     usage = block.call('Usage', 'puppet')
     checks = <<~'PP'
@@ -80,6 +92,34 @@ RSpec.describe 'README.md' do
     expect(deadline_ms / 1000.0 - Time.now.to_f).to be_within(120).of(7200)
   end
 
+  it 'the watches block runs with puppet apply, waiting until another process publishes' do
+    code = block.call('Watches', 'puppet')
+    checks = <<~'PP'
+      # Appended by the test.
+      notice("readme watches: ${db['value']} ${published.keys}")
+    PP
+    manifest = File.join(tmp, 'watches.pp')
+    File.write(manifest, code + checks)
+    vardir = puppet_vardir_of
+    writer = Thread.new do
+      sleep 4
+      store = LibKV.open('legacy-simp6://', vardir: vardir, environment: 'production')
+      store.put('/app/db/address', '10.0.0.5')
+    end
+    out, err, status = puppet_apply_file(root, manifest)
+    writer.join
+    expect(status).to be_success, err
+    expect(out).to include('readme watches: 10.0.0.5 [address]')
+  end
+
+  it 'the watches Ruby block runs, and every "# =>" in it holds' do
+    code = block.call('Watches', 'ruby')
+    expect(code.lines.count { |l| l.include?('# =>') }).to be >= 4
+    out, err, status = ruby_process(checked_script(code))
+    expect(status).to be_success, err
+    expect(out).to eq('')
+  end
+
   it "the sample error messages are libkv's own" do
     samples = block.call('Usage', 'text').lines.map(&:chomp)
     expect(samples.size).to eq(2)
@@ -109,14 +149,7 @@ RSpec.describe 'README.md' do
     code = block.call('The Ruby API', 'ruby')
     checked = code.lines.count { |l| l.include?('# =>') }
     expect(checked).to be >= 5
-    # Each line with "# =>" compares what it evaluates to with what it shows.
-    script = code.lines.map do |line|
-      expr, shown = line.chomp.split(/\s+# => /, 2)
-      next line unless shown
-
-      shown = shown.sub(/;.*\z/, '')
-      "__r = (#{expr}); (__r.inspect == #{shown.strip.inspect}) or abort(%(#{expr.strip}: \#{__r.inspect}))\n"
-    end.join
+    script = checked_script(code)
     script += "store.get('/app/port') rescue (puts 'closed: ' + $!.class.name)\n"
     out, err, status = ruby_process(script)
     expect(status).to be_success, err

@@ -9,7 +9,7 @@ RSpec.shared_examples 'a libkv store' do |backend|
   subject(:store) { open_store }
 
   all_ops = %w[get put delete exists list deletetree atomic_create atomic_get atomic_put
-               atomic_delete atomic_list empty_value info provider supports newlock unlock with_lock].freeze
+               atomic_delete atomic_list empty_value info provider supports newlock unlock with_lock watch watchtree].freeze
   provider_classes = {
     'mock' => LibKV::Mock, 'file' => LibKV::File, 'legacy-simp6' => LibKV::LegacySimp6,
     'consul' => LibKV::Consul, 'etcd' => LibKV::Etcd

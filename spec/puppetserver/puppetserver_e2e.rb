@@ -209,6 +209,40 @@ RSpec.describe 'libkv in a real puppetserver (JRuby)' do
     end
   end
 
+  it 'compiles a catalog that waits with libkv::watch until the test writes the key, on the file store and on etcd' do
+    written = {}
+    writer = Thread.new do
+      sleep 8
+      stores.each do |name, url|
+        # As the server's user, whose file store it is (its files are not others' to read).
+        puppet = Etc.getpwnam('puppet')
+        child = fork do
+          Process::GID.change_privilege(puppet.gid)
+          Process::UID.change_privilege(puppet.uid)
+          LibKV.open(url).put('/e2e/watch/node-watch', "published on #{name}")
+          exit!(0)
+        rescue StandardError => e
+          warn "the write on #{name} failed: #{e.message}"
+          exit!(1)
+        end
+        Process.wait(child)
+        raise "the write on #{name} failed (#{$?})" unless $?.success?
+
+        written[name] = Time.now.to_f
+        sleep 2
+      end
+    end
+    _, catalog = run_agent('node-watch', facts('watch'))
+    writer.join
+    waited = message(catalog, 'libkv-e2e watch')
+    stores.each_key do |name|
+      value, found, returned = waited.fetch(name)
+      expect([value, found]).to eq(["published on #{name}", true])
+      # It returned once the key was written, not at its timeout (120 s).
+      expect(returned).to be_between(written[name] - 0.5, written[name] + 10)
+    end
+  end
+
   # Prints, per store, how the racers' increments went.
   def report_race(name, racers, increments, reports)
     windows = reports.map { |r| r['monotonic'] }

@@ -74,6 +74,14 @@ module LibKVTest
       function.execute(*args, &block)
     end
 
+    # The store object the functions of this example use for +options+ (on the
+    # mock: the compilation's, which holds its data).
+    def libkv_store(options = opts)
+      function = (@libkv_functions ||= {})['get'] ||= find_function('libkv::get')
+      Puppet[:vardir] = puppet_vardir
+      PuppetX::Libkv.store_for_options(function.func, options).last
+    end
+
     def puppet_vardir
       (respond_to?(:store_options) && store_options[:vardir]) || File.join(tmp, 'vardir')
     end

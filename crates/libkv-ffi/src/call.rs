@@ -115,7 +115,7 @@ pub fn run(store: &dyn Store, op: &[u8], req: &Request<'_>) -> Result<Vec<u8>, F
     data(binding::run(store, &prepared)?.into_value()?)
 }
 
-fn data(value: Value) -> Result<Vec<u8>, Failure> {
+pub(crate) fn data(value: Value) -> Result<Vec<u8>, Failure> {
     codec::to_data(&value).map_err(Failure::Internal)
 }
 

@@ -39,6 +39,22 @@
 //!                            const uint8_t *key, size_t key_len,  // UTF-8
 //!                            const uint8_t *owner, size_t owner_len);  // UTF-8
 //!
+//! libkv_result *libkv_watch(uint64_t store,                       // a handle from libkv_open
+//!                           const uint8_t *key, size_t key_len,   // key, or dir (tree); UTF-8
+//!                           int32_t tree,                         // 0 or 1
+//!                           int32_t from_form, uint64_t from,     // LIBKV_FROM_*
+//!                           int32_t serialize);                   // 0 or 1
+//! libkv_result *libkv_watch_next(uint64_t watch, double wait);   // seconds
+//! int32_t       libkv_watch_stop(uint64_t watch);  // 1; -1 no such handle
+//! void          libkv_watch_free(uint64_t watch);
+//! libkv_result *libkv_changed(uint64_t store,                     // a handle from libkv_open
+//!                             const uint8_t *key, size_t key_len, // key, or dir (tree); UTF-8
+//!                             int32_t tree,                       // 0 or 1
+//!                             int32_t previous_form, uint64_t previous,  // LIBKV_PREVIOUS_*
+//!                             const uint8_t *listing, size_t listing_len, // JSON, see below
+//!                             double timeout,                     // seconds
+//!                             int32_t serialize);                 // 0 or 1
+//!
 //! void          libkv_result_free(libkv_result *result);
 //! ```
 //!
@@ -139,6 +155,30 @@
 //! open: freeing the store's handle while a lock of it is held leaves the lock
 //! working.
 //!
+//! # Watches
+//!
+//! `libkv_watch` watches `key` (with `tree`, everything below the directory
+//! `key`) from now ([`LIBKV_FROM_NOW`]) or after the sequence `from`
+//! ([`LIBKV_FROM_SEQUENCE`]); it answers `{"coalesces": Boolean}` (whether several
+//! changes between two reads come as the latest: Consul, file, mock; etcd hands
+//! out every change) and sets `handle`, a watch handle (a registry of its own, as
+//! for locks). `libkv_watch_next` waits at most `wait` seconds for changes and
+//! answers them as DATA, an Array of `["put" | "delete", key, value, sequence]`
+//! (value `null` for a delete), empty when none came or the watch was stopped: a
+//! caller waits in short steps, and can stop between them. `libkv_watch_stop`
+//! (from any thread) ends the watch after the wait under way: every later
+//! `libkv_watch_next` answers `[]`. `libkv_watch_free` removes the handle.
+//!
+//! `libkv_changed` is Puppet's `watch` (and `watchtree`, with `tree`): it waits
+//! until the key's sequence (each key's below the directory) differs from
+//! `previous`, at most `timeout` seconds, and answers the state then as
+//! `atomic_get` (`atomic_list`) answers it. `previous_form`:
+//! [`LIBKV_PREVIOUS_NONE`] (the state as the call starts),
+//! [`LIBKV_PREVIOUS_SEQUENCE`] with `previous` (a key), [`LIBKV_PREVIOUS_MALFORMED`]
+//! (the caller's previous was not what `atomic_get` or `atomic_list` returns), or
+//! [`LIBKV_PREVIOUS_LISTING`] (a directory) with `listing` the JSON
+//! `[[relative key, sequence], ...]` of what `atomic_list` returned.
+//!
 //! # Lock handles
 //!
 //! A lock handle is an opaque number like a store handle, from a registry of its
@@ -197,6 +237,7 @@
 
 mod call;
 mod locks;
+mod watches;
 
 use std::collections::BTreeMap;
 use std::ffi::{c_char, CString};
@@ -207,10 +248,13 @@ use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use locks::Registered;
 
+use libkv_core::binding::Watch;
 use libkv_core::{Error as CoreError, ErrorClass, Store};
 
+pub use watches::LIBKV_PREVIOUS_LISTING;
+
 /// Bumped whenever a signature, a struct or an encoding above changes.
-pub const LIBKV_ABI_VERSION: u32 = 5;
+pub const LIBKV_ABI_VERSION: u32 = 6;
 
 pub const LIBKV_OK: i32 = 0;
 // The error statuses are the core's `ErrorClass` numbers; `libkv_error_name`
@@ -243,6 +287,11 @@ pub const LIBKV_VALUE_NOT_STRING: i32 = 4;
 pub const LIBKV_PREVIOUS_NONE: i32 = 0;
 pub const LIBKV_PREVIOUS_SEQUENCE: i32 = 1;
 pub const LIBKV_PREVIOUS_MALFORMED: i32 = 2;
+
+/// `libkv_watch`'s `from_form`: from now (`from` is ignored).
+pub const LIBKV_FROM_NOW: i32 = 0;
+/// `libkv_watch`'s `from_form`: every change after the sequence `from`.
+pub const LIBKV_FROM_SEQUENCE: i32 = 1;
 
 /// `libkv_call`'s `ttl_form`: no ttl (`ttl` is ignored).
 pub const LIBKV_TTL_NONE: i32 = 0;
@@ -321,6 +370,7 @@ impl<T: ?Sized> Registry<T> {
 pub(crate) static STORES: Registry<dyn Store> = Registry::new("store");
 /// The locks taken, released or not, until their handles are freed.
 pub(crate) static LOCKS: Registry<Registered> = Registry::new("lock");
+pub(crate) static WATCHES: Registry<Watch> = Registry::new("watch");
 
 /// What the functions return; see "Results" in the crate documentation.
 #[repr(C)]
@@ -680,3 +730,100 @@ pub unsafe extern "C" fn libkv_result_free(result: *mut LibkvResult) {
 
 #[cfg(test)]
 mod tests;
+
+/// Watches a key or a directory. See "Watches" in the crate documentation.
+///
+/// # Safety
+/// `key` is NULL or points at `key_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn libkv_watch(
+    store: u64,
+    key: *const u8,
+    key_len: usize,
+    tree: i32,
+    from_form: i32,
+    from: u64,
+    serialize: i32,
+) -> *mut LibkvResult {
+    guarded(|| {
+        // SAFETY: the caller's promise, above.
+        let key = unsafe { required(key, key_len, "key")? };
+        let from = match from_form {
+            LIBKV_FROM_NOW => None,
+            LIBKV_FROM_SEQUENCE => Some(from),
+            other => return Err(Failure::Internal(format!("from_form {other}"))),
+        };
+        let store = STORES.lookup(store)?;
+        let (watch, described) = watches::start(&store, key, tree != 0, from, serialize != 0)?;
+        Ok((described, WATCHES.register(Arc::new(watch))))
+    })
+}
+
+/// The changes that came within `wait` seconds. See "Watches".
+#[no_mangle]
+pub extern "C" fn libkv_watch_next(watch: u64, wait: f64) -> *mut LibkvResult {
+    guarded(|| Ok((watches::next(&*WATCHES.lookup(watch)?, wait)?, 0)))
+}
+
+/// Ends a watch after the wait under way: 1; -1 for a handle that is not open,
+/// -2 should the library panic (a bug).
+#[no_mangle]
+pub extern "C" fn libkv_watch_stop(watch: u64) -> i32 {
+    catch_unwind(|| WATCHES.lookup(watch).map(|w| w.stop())).map_or(-2, |stopped| {
+        if stopped.is_ok() {
+            1
+        } else {
+            -1
+        }
+    })
+}
+
+/// Removes a watch handle, stopping it. Freeing a freed or unknown handle does
+/// nothing.
+#[no_mangle]
+pub extern "C" fn libkv_watch_free(watch: u64) {
+    if let Ok(w) = WATCHES.lookup(watch) {
+        w.stop();
+    }
+    WATCHES.free(watch);
+}
+
+/// Puppet's `watch` and `watchtree`: one wait for a change. See "Watches".
+///
+/// # Safety
+/// `key` and `listing` are NULL or point at their length of readable bytes.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn libkv_changed(
+    store: u64,
+    key: *const u8,
+    key_len: usize,
+    tree: i32,
+    previous_form: i32,
+    previous: u64,
+    listing: *const u8,
+    listing_len: usize,
+    timeout: f64,
+    serialize: i32,
+) -> *mut LibkvResult {
+    guarded(|| {
+        // SAFETY: the caller's promise, above.
+        let (key, listing) = unsafe {
+            (
+                required(key, key_len, "key")?,
+                required(listing, listing_len, "listing")?,
+            )
+        };
+        let store = STORES.lookup(store)?;
+        let answer = watches::changed(
+            &store,
+            key,
+            tree != 0,
+            (previous_form, previous),
+            listing,
+            timeout,
+            serialize != 0,
+        )?;
+        Ok((answer, 0))
+    })
+}

@@ -1003,3 +1003,126 @@ fn freeing_a_lock_while_threads_use_it_never_crashes() {
         libkv_lock_free(free.handle);
     }
 }
+
+fn watch(store: &Opened, key: &str, tree: bool, from: Option<u64>) -> Answer {
+    let (form, from) = from.map_or((LIBKV_FROM_NOW, 0), |s| (LIBKV_FROM_SEQUENCE, s));
+    // SAFETY: the key points at its length of bytes.
+    take(unsafe {
+        libkv_watch(
+            store.0,
+            key.as_ptr(),
+            key.len(),
+            i32::from(tree),
+            form,
+            from,
+            1,
+        )
+    })
+}
+
+fn changed(store: &Opened, key: &str, tree: bool, previous: (i32, u64), listing: &str) -> Answer {
+    // SAFETY: the key and listing point at their length of bytes.
+    take(unsafe {
+        libkv_changed(
+            store.0,
+            key.as_ptr(),
+            key.len(),
+            i32::from(tree),
+            previous.0,
+            previous.1,
+            listing.as_ptr(),
+            listing.len(),
+            2.0,
+            1,
+        )
+    })
+}
+
+#[test]
+fn a_watch_hands_out_changes_as_data_and_stops() {
+    let store = mock();
+    let w = watch(&store, "/w", true, None);
+    assert_eq!(
+        (w.status, w.data.as_str()),
+        (LIBKV_OK, r#"{"coalesces":true}"#)
+    );
+    assert!(w.handle > 0);
+    assert_eq!(take(libkv_watch_next(w.handle, 0.05)).data, "[]");
+    call(
+        &store,
+        "put",
+        "/w/a",
+        data("8080"),
+        (LIBKV_PREVIOUS_NONE, 0),
+    );
+    let next = take(libkv_watch_next(w.handle, 5.0));
+    assert_eq!(next.status, LIBKV_OK, "{}", next.data);
+    assert_eq!(next.data, r#"[["put","/w/a",8080,1]]"#);
+    call(
+        &store,
+        "delete",
+        "/w/a",
+        (LIBKV_VALUE_NONE, b""),
+        (LIBKV_PREVIOUS_NONE, 0),
+    );
+    assert_eq!(
+        take(libkv_watch_next(w.handle, 5.0)).data,
+        r#"[["delete","/w/a",null,2]]"#
+    );
+    // A caller waits in short steps: a stop from another thread ends the watch
+    // once the step under way is over, and later waits answer [].
+    let handle = w.handle;
+    let waiting = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let answer = take(libkv_watch_next(handle, 0.05));
+        (answer.data, started.elapsed())
+    });
+    assert_eq!(libkv_watch_stop(w.handle), 1);
+    let (answered, took) = waiting.join().unwrap();
+    assert_eq!(answered, "[]");
+    assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+    call(&store, "put", "/w/b", data("1"), (LIBKV_PREVIOUS_NONE, 0));
+    assert_eq!(take(libkv_watch_next(w.handle, 0.2)).data, "[]");
+    libkv_watch_free(w.handle);
+    libkv_watch_free(w.handle);
+    assert_eq!(libkv_watch_stop(w.handle), -1);
+    let gone = take(libkv_watch_next(w.handle, 0.01));
+    assert_eq!(gone.status, LIBKV_E_INTERNAL);
+    assert!(gone.data.contains("watch handle"), "{}", gone.data);
+}
+
+#[test]
+fn a_watch_checks_its_key_and_from() {
+    let store = mock();
+    let bad = watch(&store, "/a b", false, None);
+    assert_eq!(bad.status, LIBKV_E_INVALID_KEY, "{}", bad.data);
+    let bad = watch(&store, "relative", true, None);
+    assert_eq!(bad.status, LIBKV_E_INVALID_KEY, "{}", bad.data);
+    // SAFETY: the key points at its length of bytes.
+    let bad = take(unsafe { libkv_watch(store.0, b"/k".as_ptr(), 2, 0, 7, 0, 1) });
+    assert_eq!(bad.status, LIBKV_E_INTERNAL, "{}", bad.data);
+}
+
+#[test]
+fn changed_compares_a_sequence_or_a_listing() {
+    let store = mock();
+    call(&store, "put", "/c/a", data("1"), (LIBKV_PREVIOUS_NONE, 0));
+    let now = changed(&store, "/c/a", false, (LIBKV_PREVIOUS_SEQUENCE, 0), "");
+    assert_eq!(now.data, r#"{"value":1,"sequence":1}"#);
+    let listing = changed(&store, "/c", true, (LIBKV_PREVIOUS_LISTING, 0), "[]");
+    assert_eq!(listing.data, r#"{"a":{"value":1,"sequence":1}}"#);
+    // Unchanged: the same state, at the timeout.
+    let same = changed(
+        &store,
+        "/c",
+        true,
+        (LIBKV_PREVIOUS_LISTING, 0),
+        r#"[["a",1]]"#,
+    );
+    assert_eq!(same.data, listing.data);
+    let bad = changed(&store, "/c", true, (LIBKV_PREVIOUS_MALFORMED, 0), "");
+    assert_eq!(bad.status, LIBKV_E_INVALID_ARGUMENT, "{}", bad.data);
+    assert!(bad.data.contains("atomic_list"), "{}", bad.data);
+    let bad = changed(&store, "/c", true, (LIBKV_PREVIOUS_LISTING, 0), "not json");
+    assert_eq!(bad.status, LIBKV_E_INTERNAL, "{}", bad.data);
+}

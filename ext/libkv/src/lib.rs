@@ -7,6 +7,7 @@ mod errors;
 mod lock;
 mod nogvl;
 mod store;
+mod watch;
 
 use magnus::{Error, Module, Ruby};
 

@@ -39,7 +39,7 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     class.define_method("url", method!(RbStore::url, 0))?;
     class.define_method("supports", method!(RbStore::supports, 0))?;
     class.define_method("info", method!(RbStore::info, 0))?;
-    class.define_method("close", method!(RbStore::close, 0))?;
+    class.define_method("_close", method!(RbStore::close, 0))?;
     class.define_method("closed?", method!(RbStore::is_closed, 0))?;
     class.define_method("_get", method!(RbStore::get, 2))?;
     class.define_method("_put", method!(RbStore::put, 4))?;
@@ -54,7 +54,10 @@ pub fn init(ruby: &Ruby) -> Result<(), Error> {
     class.define_method("_atomic_list", method!(RbStore::atomic_list, 2))?;
     class.define_method("_newlock", method!(RbStore::newlock, 4))?;
     class.define_method("_unlock", method!(RbStore::unlock, 2))?;
+    class.define_method("_watch", method!(crate::watch::watch, 4))?;
+    class.define_method("_changed", method!(crate::watch::changed, 5))?;
     crate::lock::init(ruby, module)?;
+    crate::watch::init(ruby, module)?;
     Ok(())
 }
 
@@ -110,7 +113,7 @@ fn auth_from(ruby: &Ruby, hash: RHash) -> Result<Auth, Error> {
 
 /// A key's bytes as the core takes them: its UTF-8 text, or, when it is not text,
 /// its bytes (which the core refuses as an invalid key).
-fn target(ruby: &Ruby, key: RString) -> Vec<u8> {
+pub fn target(ruby: &Ruby, key: RString) -> Vec<u8> {
     match convert::text(ruby, key) {
         Ok(text) => text.into_bytes(),
         Err(bytes) => bytes,
@@ -139,7 +142,7 @@ static VALUE_KEY: Lazy<RString> = Lazy::new(|ruby| ruby.str_new("value").to_inte
 static SEQUENCE_KEY: Lazy<RString> = Lazy::new(|ruby| ruby.str_new("sequence").to_interned_str());
 
 /// `previous`: the Hash atomic_get returned, or an Integer sequence.
-fn previous_of(ruby: &Ruby, previous: magnus::Value) -> Previous {
+pub fn previous_of(ruby: &Ruby, previous: magnus::Value) -> Previous {
     let sequence = match RHash::from_value(previous) {
         Some(h) => h
             .get(ruby.get_inner(&SEQUENCE_KEY))
@@ -169,7 +172,7 @@ fn listing_key(ruby: &Ruby, relative: &str) -> RString {
 }
 
 /// An answer as Ruby values.
-fn answer_to_ruby(ruby: &Ruby, answer: Answer) -> Result<magnus::Value, Error> {
+pub fn answer_to_ruby(ruby: &Ruby, answer: Answer) -> Result<magnus::Value, Error> {
     Ok(match answer {
         Answer::Value(v) => v.map_or_else(|| ruby.qnil().as_value(), |v| to_ruby(ruby, v)),
         Answer::Done => ruby.qtrue().as_value(),
@@ -200,7 +203,7 @@ fn answer_to_ruby(ruby: &Ruby, answer: Answer) -> Result<magnus::Value, Error> {
 
 impl RbStore {
     /// This call's own reference to the store: a close meanwhile lets it finish.
-    fn store(&self) -> Result<Arc<dyn Store>, CoreError> {
+    pub fn store(&self) -> Result<Arc<dyn Store>, CoreError> {
         self.store
             .read()
             .unwrap_or_else(PoisonError::into_inner)

@@ -10,7 +10,7 @@ module LibKV
   module Native
     extend ::FFI::Library
 
-    abi_version = 5 # what this Ruby code speaks; the library tells its own
+    abi_version = 6 # what this Ruby code speaks; the library tells its own
     library = "libkv_ffi.#{::FFI::Platform::LIBSUFFIX}"
 
     # Where the library may be, in order: LIBKV_FFI_LIBRARY; beside libkv/ffi.rb (in
@@ -94,6 +94,12 @@ module LibKV
     attach_function :libkv_lock_detach, [:uint64], :pointer, blocking: true
     attach_function :libkv_lock_free, [:uint64], :void
     attach_function :libkv_unlock, %i[uint64 buffer_in size_t buffer_in size_t], :pointer, blocking: true
+    attach_function :libkv_watch, %i[uint64 buffer_in size_t int32 int32 uint64 int32], :pointer, blocking: true
+    attach_function :libkv_watch_next, %i[uint64 double], :pointer, blocking: true
+    attach_function :libkv_watch_stop, [:uint64], :int32
+    attach_function :libkv_watch_free, [:uint64], :void
+    attach_function :libkv_changed, %i[uint64 buffer_in size_t int32 int32 uint64 buffer_in size_t double int32],
+                    :pointer, blocking: true
     attach_function :libkv_result_free, [:pointer], :void
 
     # The exception of each error status, which the library names (see
@@ -114,6 +120,9 @@ module LibKV
     PREVIOUS_NONE = 0
     PREVIOUS_SEQUENCE = 1
     PREVIOUS_MALFORMED = 2
+    PREVIOUS_LISTING = 3
+    FROM_NOW = 0
+    FROM_SEQUENCE = 1
     TTL_NONE = 0
     TTL_SECONDS = 1
 
@@ -142,6 +151,14 @@ module LibKV
     class LockHandle < Handle
       def self.closer(id)
         proc { Native.libkv_lock_free(id) }
+      end
+    end
+
+    # One watch's handle (see "Watches" in crates/libkv-ffi/src/lib.rs), freed
+    # (and the watch stopped) when this object is garbage.
+    class WatchHandle < Handle
+      def self.closer(id)
+        proc { Native.libkv_watch_free(id) }
       end
     end
 

@@ -105,7 +105,7 @@ module LibKV
 
     # The store goes (a call running on it finishes first); later calls raise
     # LibKV::ClosedError. Closing twice is harmless.
-    def close
+    def _close
       handle = @handle
       @handle = nil
       Native.libkv_store_free(handle.id) if handle
@@ -181,7 +181,54 @@ module LibKV
       data == 'true'
     end
 
+    # _watch(key, tree, from, serialize): a LibKV::Watch.
+    def _watch(key, tree, from, serialize)
+      from_form, from = from.nil? ? [Native::FROM_NOW, 0] : [Native::FROM_SEQUENCE, from]
+      key = key_text(key)
+      data, watch = Native.take(Native.libkv_watch(open_handle.id, key, key.bytesize, tree ? 1 : 0,
+                                                   from_form, from, serialize ? 1 : 0),
+                                Native::WatchHandle)
+      keep_alive
+      Watch.send(:_new, watch, ::JSON.parse(data))
+    end
+
+    # _changed(key, tree, previous, timeout, serialize): Puppet's watch and
+    # watchtree, waited for in the library.
+    def _changed(key, tree, previous, timeout, serialize)
+      timeout = native_float(timeout)
+      key = key_text(key)
+      listing = nil
+      previous_form, sequence =
+        if previous.nil? then [Native::PREVIOUS_NONE, 0]
+        elsif tree
+          listing = listing_of(previous)
+          listing ? [Native::PREVIOUS_LISTING, 0] : [Native::PREVIOUS_MALFORMED, 0]
+        else sequence_of(previous)
+        end
+      data, = Native.take(Native.libkv_changed(open_handle.id, key, key.bytesize, tree ? 1 : 0, previous_form,
+                                               sequence, listing, listing ? listing.bytesize : 0, timeout,
+                                               serialize ? 1 : 0))
+      keep_alive
+      Data.parse(data)
+    end
+
     private
+
+    # What atomic_list returned as the JSON [[relative key, sequence], ...];
+    # nil when it is not that.
+    def listing_of(previous)
+      return nil unless previous.is_a?(Hash)
+
+      pairs = previous.map do |rel, entry|
+        return nil unless rel.is_a?(String) && entry.is_a?(Hash)
+
+        form, sequence = sequence_of(entry)
+        return nil unless form == Native::PREVIOUS_SEQUENCE
+
+        [rel, sequence]
+      end
+      ::JSON.generate(pairs)
+    end
 
     NO_VALUE = Object.new.freeze
     private_constant :NO_VALUE

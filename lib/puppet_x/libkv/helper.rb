@@ -44,11 +44,25 @@ module PuppetX
       'ttl' => 'Integer[1]',
       'timeout' => "Variant[Integer[0, #{::LibKV::MAX_TIMEOUT.to_i}], Float[0, #{::LibKV::MAX_TIMEOUT}]]",
     }.freeze
+    # For watch and watchtree, `timeout` is how long to wait for a change, and
+    # `previous` what the change is from: what atomic_get (watch) or atomic_list
+    # (watchtree) returned; by default the state as the call starts.
+    PREVIOUS_TYPE = 'Struct[{value => Any, sequence => Integer[0]}]'
+    WATCH_OPTIONS = {
+      'previous' => "Variant[Integer[0], #{PREVIOUS_TYPE}]",
+      'timeout' => OPTION_TYPES['timeout'],
+    }.freeze
+    WATCHTREE_OPTIONS = WATCH_OPTIONS.merge('previous' => "Hash[String, #{PREVIOUS_TYPE}]").freeze
 
     # A function: its parameters, what it does with a store (given the store, the
     # arguments by name and serialize), the value softfail returns when the store
-    # fails, and its own options.
-    Function = Struct.new(:params, :operation, :safe, :options)
+    # fails, its own options and their defaults.
+    Function = Struct.new(:params, :operation, :safe, :options, :defaults)
+
+    # A lock's defaults in Puppet, as in the Ruby API.
+    LOCK_DEFAULTS = { 'ttl' => ::LibKV::Store::LOCK_TTL, 'timeout' => ::LibKV::Store::LOCK_TIMEOUT }.freeze
+    # How long watch and watchtree wait by default, as the Ruby API's changed.
+    WATCH_DEFAULTS = { 'timeout' => ::LibKV::Store::WATCH_TIMEOUT }.freeze
 
     FUNCTIONS = {
       'get' => Function.new(%w[key], ->(s, a, ser) { s.get(a['key'], serialize: ser) }, nil),
@@ -81,18 +95,26 @@ module PuppetX
                                   lock = s.newlock(a['key'], ttl: a['ttl'], timeout: a['wait'], renew: false)
                                   lock.detach
                                   lock.to_h
-                                }, nil, LOCK_OPTIONS),
+                                }, nil, LOCK_OPTIONS, LOCK_DEFAULTS),
       'unlock' => Function.new(%w[lock], ->(s, a, _) { s.unlock(a['lock']['key'], a['lock']['owner']) }, false),
       # Renewed while the block runs; a lock lost meanwhile fails the call (with
       # softfail: undef, and pop_error says why) after the block.
       'with_lock' => Function.new(%w[key],
                                   lambda { |s, a, _|
                                     s.lock(a['key'], ttl: a['ttl'], timeout: a['wait']) { |l| a['block'].call(l.to_h) }
-                                  }, nil, LOCK_OPTIONS),
+                                  }, nil, LOCK_OPTIONS, LOCK_DEFAULTS),
+      # One wait of at most `timeout` for the key (the keys below the directory)
+      # to differ from `previous`: the state then, as atomic_get (atomic_list).
+      'watch' => Function.new(%w[key],
+                              lambda { |s, a, ser|
+                                s.changed(a['key'], previous: a['previous'], timeout: a['wait'], serialize: ser)
+                              }, ::LibKV.empty_value, WATCH_OPTIONS, WATCH_DEFAULTS),
+      'watchtree' => Function.new(%w[key],
+                                  lambda { |s, a, ser|
+                                    s.changedtree(a['key'], previous: a['previous'], timeout: a['wait'],
+                                                            serialize: ser)
+                                  }, {}, WATCHTREE_OPTIONS, WATCH_DEFAULTS),
     }.freeze
-
-    # A lock's defaults in Puppet, as in the Ruby API.
-    LOCK_DEFAULTS = { 'ttl' => ::LibKV::Store::LOCK_TTL, 'timeout' => ::LibKV::Store::LOCK_TIMEOUT }.freeze
 
     # Per catalog compilation: the mock stores (their data lives for one compile),
     # the Hiera defaults (looked up once), for each distinct options Hash the
@@ -224,19 +246,18 @@ module PuppetX
         end
       end
 
-      # +args+ with the function's own options: `ttl`, and for the lock functions
-      # `timeout` as `wait` (with the lock defaults).
+      # +args+ with the function's own options (or their defaults): `ttl`,
+      # `previous`, and `timeout` as `wait` (for the lock and watch functions, how
+      # long they wait).
       def own_options(function, options, args)
         own = function.options
         return args unless own
 
+        defaults = function.defaults || {}
         args = args.dup
-        if own.key?('timeout')
-          args['ttl'] = options['ttl'] || LOCK_DEFAULTS['ttl']
-          args['wait'] = options['timeout'] || LOCK_DEFAULTS['timeout']
-        else
-          args['ttl'] = options['ttl']
-        end
+        args['ttl'] = options['ttl'] || defaults['ttl'] if own.key?('ttl')
+        args['wait'] = options['timeout'] || defaults['timeout'] if own.key?('timeout')
+        args['previous'] = options['previous'] if own.key?('previous')
         args
       end
 

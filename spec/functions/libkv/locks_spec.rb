@@ -149,10 +149,13 @@ RSpec.describe 'libkv locks and ttl' do
   end
 
   context 'in a catalog', type: :host do
+    # Compiles +code+ for the node web01.example.com, whose $trusted['certname'] it is.
     def compile(code)
       Puppet[:code] = code
-      Puppet::Parser::Compiler.compile(Puppet::Node.new('web01.example.com',
-                                                        environment: Puppet.lookup(:current_environment)))
+      node = Puppet::Node.new('web01.example.com', environment: Puppet.lookup(:current_environment))
+      node.trusted_data = { 'authenticated' => 'remote', 'certname' => 'web01.example.com', 'extensions' => {},
+                            'hostname' => 'web01', 'domain' => 'example.com' }
+      Puppet::Parser::Compiler.compile(node)
     end
 
     it 'runs with_lock blocks with and without the lock parameter, and keeps locks newlock took' do
@@ -169,11 +172,14 @@ RSpec.describe 'libkv locks and ttl' do
         notify { 'plain': message => $plain }
         notify { 'held': message => $held['owner'] }
       PP
-      expect(Integer(catalog.resource('Notify', 'fence')[:message])).to be > 0
+      fence = Integer(catalog.resource('Notify', 'fence')[:message])
+      expect(fence).to be > 0
       expect(catalog.resource('Notify', 'plain')[:message]).to eq('no parameter')
       store = LibKV.open(url)
       expect(store.get('/app/secret')).to eq('generated')
+      # The lock named from $trusted was taken, then released.
       expect(store.exists('/locks/web01.example.com')).to be(false)
+      expect(store.newlock('/locks/web01.example.com', timeout: 0).fence).to be > fence
       # newlock's lock outlives the compilation, until its ttl or unlock.
       expect(store.get('/locks/restart')).to eq(catalog.resource('Notify', 'held')[:message])
     end

@@ -4,7 +4,7 @@ require 'spec_helper_puppet'
 
 RSpec.describe 'libkv::supports' do
   all = %w[get put delete exists list deletetree atomic_create atomic_get atomic_put atomic_delete
-           atomic_list empty_value info provider supports newlock unlock with_lock]
+           atomic_list empty_value info provider supports newlock unlock with_lock watch watchtree]
 
   LibKVTest.each_backend(self) do |_backend|
     it 'lists every libkv function' do

@@ -119,6 +119,15 @@ case $facts['libkv_e2e_test'] {
     }
     notify { 'libkv-e2e lockrace': message => { 'arrived' => $arrived, 'stores' => $race } }
   }
+  'watch': {
+    # Waits, in a JRuby instance, for the key the test writes once the agent
+    # has asked for its catalog: on the file store, then on etcd.
+    $waited = $stores.reduce({}) |$found, $store| {
+      $got = libkv::watch("/e2e/watch/${node}", $store[1] + { 'previous' => libkv::empty_value(), 'timeout' => 120 })
+      $found + { $store[0] => [$got['value'], $got['sequence'] > 0, libkv_e2e::clock()['wall']] }
+    }
+    notify { 'libkv-e2e watch': message => $waited }
+  }
   'hiera': {
     # The environment's hiera.yaml reads libkv_e2e::* keys from etcd through
     # libkv::lookup (the test writes it).
