@@ -517,3 +517,40 @@ fn a_hundred_watches_share_one_connection() {
     }
     assert_eq!(connections_to(server.client_port), 1);
 }
+
+/// A watch whose etcd stops answering (SIGSTOP: the connection stays open, silent)
+/// asks for progress once it has been quiet 10 s, gives the stream up when no
+/// answer comes within the store's timeout, and goes on once etcd answers again,
+/// from the revision after its last event.
+#[test]
+fn a_watch_on_a_silent_etcd_gives_its_stream_up_and_goes_on() {
+    let (server, pid) = etcd::start(etcd::data_dir("watch-silent"));
+    let store = open_url(&server.url("/ws"), Duration::from_secs(2));
+    let mut watcher = watch_of(&store, "/s", None);
+    store.put(&k("/s/key"), b"v0").unwrap();
+    assert_eq!(next_values(&mut *watcher, 1)[0].0, "v0");
+    let signal = |sig| {
+        rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), sig)
+            .unwrap()
+    };
+    signal(rustix::process::Signal::STOP);
+    // Waited on in steps while etcd is silent: no event, no error for a while,
+    // then (the stream given up, no new one answering) an error.
+    let started = Instant::now();
+    let outcome = loop {
+        match watcher.next(Instant::now() + Duration::from_millis(200)) {
+            Ok(events) => assert!(events.is_empty()),
+            Err(e) => break e,
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still waiting");
+    };
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(10), "{took:?}: {outcome}");
+    signal(rustix::process::Signal::CONT);
+    // A write another client made meanwhile is not missed.
+    let other = open_url(&server.url("/ws"), Duration::from_secs(5));
+    other.put(&k("/s/key"), b"v1").unwrap();
+    other.put(&k("/s/key"), b"v2").unwrap();
+    let values: Vec<String> = next_values(&mut *watcher, 2).into_iter().map(|(v, _)| v).collect();
+    assert_eq!(values, ["v1", "v2"]);
+}

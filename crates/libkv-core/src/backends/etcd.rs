@@ -252,12 +252,14 @@ impl EtcdStore {
             reason: describe(None, Some(&e)),
             answered: false,
         };
-        // No request timeout of the client's own: `call` bounds every wait.
+        // No request timeout of the client's own: `call` bounds every wait. No
+        // HTTP/2 keep-alive pings either: nothing drives the connection between
+        // calls (see `remote::runtime`), so a pong would wait unread in the socket
+        // while the ping's timer ran out, and the next call would find a live
+        // connection closed as dead. A watch checks its stream itself.
         let mut endpoint = tonic::transport::Endpoint::from_shared(member.endpoint.clone())
             .map_err(unsent)?
-            .connect_timeout(within)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+            .connect_timeout(within);
         if self.tls {
             endpoint = endpoint.tls_config(self.tls_options()?).map_err(unsent)?;
         }
@@ -969,6 +971,8 @@ impl Store for EtcdStore {
             next_revision: from.map_or(0, |s| revision(s).saturating_add(1)),
             stream: None,
             down_since: None,
+            heard: Instant::now(),
+            asked: None,
         };
         watcher.start()?;
         Ok(Some(Box::new(watcher)))
@@ -1185,10 +1189,21 @@ struct EtcdWatcher {
     stream: Option<WatchStream>,
     /// Since when no stream could be opened.
     down_since: Option<Instant>,
+    /// When the stream last answered, and when the watch asked it for progress
+    /// since (see [`WATCH_QUIET`]).
+    heard: Instant,
+    asked: Option<Instant>,
 }
 
 /// How long a watch waits between attempts to open its stream again.
 const REWATCH_PAUSE: Duration = Duration::from_millis(100);
+
+/// A stream silent this long is asked for etcd's progress; one that does not
+/// answer within the store's timeout is taken for dead (a member that stopped
+/// answering, a network that drops everything) and opened again, on whichever
+/// member answers. Only while the watch is waited on: nothing is asked between
+/// waits.
+const WATCH_QUIET: Duration = Duration::from_secs(10);
 
 impl EtcdWatcher {
     fn op(&self) -> &'static str {
@@ -1327,6 +1342,8 @@ impl Watcher for EtcdWatcher {
                     Ok(stream) => {
                         self.stream = Some(stream);
                         self.down_since = None;
+                        self.heard = Instant::now();
+                        self.asked = None;
                     }
                     // etcd down or restarting: tried again until it has been down
                     // for the store's timeout.
@@ -1344,7 +1361,31 @@ impl Watcher for EtcdWatcher {
                 }
                 continue;
             };
-            let received = block_on_timeout(deadline - now, stream.message()).map_err(|e| {
+            // Wait for a message until the deadline, or until the stream has been
+            // quiet long enough to ask it for progress, or to give up on it.
+            let check_at = match self.asked {
+                None => self.heard + WATCH_QUIET,
+                Some(asked) => asked + self.store.timeout,
+            };
+            if now >= check_at {
+                if self.asked.is_some() {
+                    // Asked, and no answer: another stream, from the next revision.
+                    self.stream = None;
+                    self.asked = None;
+                    self.heard = now;
+                    continue;
+                }
+                let asked = block_on_timeout(self.store.timeout, stream.request_progress());
+                if !matches!(asked, Ok(Some(Ok(())))) {
+                    self.stream = None;
+                    self.heard = now;
+                    continue;
+                }
+                self.asked = Some(now);
+                continue;
+            }
+            let until = deadline.min(check_at);
+            let received = block_on_timeout(until - now, stream.message()).map_err(|e| {
                 self.store.remote.failed(
                     self.op(),
                     self.target.key.as_str(),
@@ -1352,8 +1393,10 @@ impl Watcher for EtcdWatcher {
                 )
             })?;
             match received {
-                None => return Ok(Vec::new()),
+                None => continue,
                 Some(Ok(Some(resp))) => {
+                    self.heard = Instant::now();
+                    self.asked = None;
                     let events = self.events(&resp)?;
                     if !events.is_empty() {
                         return Ok(events);
