@@ -28,9 +28,11 @@
 #             work before each operation, as a compilation has between two calls
 # and then: the TCP connections a process making 10,000 calls to one etcd store
 # opens (its connect() calls, seen by strace), and the RSS a puppet process gains
-# by loading libkv and making its first call; and last the bulk transfer (libkv
-# cp and dump against raw etcd-client floors: `libkv-bench --transfer`, on an
-# etcd of its own). `--transfer-only` runs that alone.
+# by loading libkv and making its first call; then the watches (the time from a
+# put to a watcher's event, libkv's watch against the store's own raw watch:
+# `libkv-bench --watch`, per store); and last the bulk transfer (libkv cp and
+# dump against raw etcd-client floors: `libkv-bench --transfer`, on an etcd of
+# its own). `--watch-only` and `--transfer-only` run those alone.
 #
 # Nothing here asserts a time: it prints numbers, ratios and where the targets of
 # BENCHMARKS.md stand.
@@ -50,6 +52,7 @@ require_relative '../spec/support/consul'
 
 QUICK = ARGV.include?('--quick')
 TRANSFER_ONLY = ARGV.include?('--transfer-only')
+WATCH_ONLY = ARGV.include?('--watch-only')
 OPS = %w[get put exists list100 atomic_get_put].freeze
 VALUE = 'v' * 64
 ITERATIONS = {
@@ -67,6 +70,9 @@ PUPPET_CALLS = QUICK ? 200 : 1_000
 # are reported.
 TRANSFER_KEYS = QUICK ? 10_000 : 100_000
 TRANSFER_REPEAT = 3
+# Puts per layer and store of the watch benchmark (Consul's: a fifth, paced past
+# libkv's rate limit; see BENCHMARKS.md).
+WATCH_PUTS = QUICK ? 50 : 200
 TARGET = ENV['CARGO_TARGET_DIR'] || File.join(ROOT, 'target')
 
 def monotonic
@@ -334,6 +340,64 @@ def run_transfer(scratch)
   File.write(File.join(ROOT, 'tmp', 'bench-transfer.json'), JSON.pretty_generate(rows)) if File.directory?(File.join(ROOT, 'tmp'))
 end
 
+# --- watches: from a put to the watcher's event ------------------------------------
+
+# What each layer of `libkv-bench --watch` is, per store.
+WATCH_LAYERS = {
+  %w[mock libkv] => 'libkv watch (polls the store every 2 ms)',
+  %w[file floor] => 'notify alone on the key\'s directory, libkv puts',
+  %w[file libkv] => 'libkv watch (inotify via notify, 2 ms debounce, then a read)',
+  %w[etcd floor] => 'etcd-client Watch stream, a client of its own',
+  %w[etcd libkv] => 'libkv watch (an etcd Watch on the store\'s connection)',
+  %w[consul floor] => 'raw reqwest blocking-query loop (?index=N&wait=5m)',
+  %w[consul libkv] => 'libkv watch (blocking queries)',
+  %w[consul libkv-burst] => 'libkv watch, puts back to back: its rate limit',
+}.freeze
+
+# `libkv-bench --watch` for one store: its JSON lines.
+def watch_bench(store, url)
+  bin = File.join(TARGET, 'release', 'libkv-bench')
+  out, err, status = Open3.capture3(bin, '--watch', '--store', store, '--url', url, '--iterations', WATCH_PUTS.to_s)
+  raise "libkv-bench --watch failed for #{store}: #{err}" unless status.success?
+
+  out.lines.map { |l| JSON.parse(l) }
+end
+
+def print_watch(rows, secs)
+  paced = rows.find { |r| r['cycle_ms'].positive? }
+  burst = rows.find { |r| r['layer'] == 'libkv-burst' }
+  pause = rows.first['pause_ms'].map { |ms| format('%g', ms) }.join('-')
+  puts "watches: the time from a put to the event of a watcher of the key (#{secs.round(1)} s in all)"
+  puts "  #{WATCH_PUTS} puts per layer, one at a time, each after a pause of #{pause} ms and waiting for its event; " \
+       'floor and libkv take turns'
+  if paced
+    puts "  #{paced['store']}: #{paced['n']} per layer, each at least #{paced['cycle_ms'].round} ms after the layer's " \
+         "last event (libkv's rate limit)#{burst ? ", then #{burst['n']} back to back (libkv-burst)" : ''}"
+  end
+  puts format('%-7s %-12s %-62s %5s %10s %10s %10s %10s %7s %10s', 'store', 'layer', 'what', 'n', 'median µs',
+              'p90 µs', 'p99 µs', 'max µs', '×floor', 'put µs')
+  rows.group_by { |r| r['store'] }.each do |store, group|
+    floor = group.find { |r| r['layer'] == 'floor' }
+    group.each do |r|
+      ratio = floor && r['layer'] != 'floor' ? format('%.2f', r['p50_us'] / floor['p50_us']) : ''
+      puts format('%-7s %-12s %-62s %5d %10.1f %10.1f %10.1f %10.1f %7s %10.1f', store, r['layer'],
+                  WATCH_LAYERS.fetch([store, r['layer']], ''), r['n'], r['p50_us'], r['p90_us'], r['p99_us'],
+                  r['max_us'], ratio, r['put_p50_us'])
+    end
+  end
+  puts '(×floor: of the medians; put µs: the median of the put calls alone, until they returned)'
+  conns = rows.select { |r| r['connections'] }.map { |r| "#{r['store']} #{r['connections']}" }
+  puts "TCP connections libkv's watcher and putter held open to the server at the end: #{conns.join(', ')}" unless conns.empty?
+end
+
+def run_watch(urls)
+  warn 'benchmarking the watches ...'
+  started = monotonic
+  rows = urls.flat_map { |store, url| watch_bench(store, url) }
+  print_watch(rows, monotonic - started)
+  File.write(File.join(ROOT, 'tmp', 'bench-watch.json'), JSON.pretty_generate(rows)) if File.directory?(File.join(ROOT, 'tmp'))
+end
+
 # --- the report --------------------------------------------------------------------
 
 def machine
@@ -453,6 +517,13 @@ Dir.mktmpdir('libkv-bench') do |scratch|
     run_transfer(scratch)
     next
   end
+  if WATCH_ONLY
+    puts "libkv watch benchmark, #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')}#{QUICK ? ' (--quick)' : ''}"
+    machine.each { |k, v| puts "  #{k}: #{v}" }
+    puts
+    run_watch(store_urls(scratch))
+    next
+  end
   urls = store_urls(scratch)
   rows = []
   rss = {}
@@ -486,6 +557,8 @@ Dir.mktmpdir('libkv-bench') do |scratch|
   puts 'targets:'
   targets(rows, rss, connections).each { |name, value, met| puts format('  %-50s %-45s %s', name, value, met ? 'met' : 'MISSED') }
   File.write(File.join(ROOT, 'tmp', 'bench.json'), JSON.pretty_generate(rows)) if File.directory?(File.join(ROOT, 'tmp'))
+  puts
+  run_watch(urls)
   puts
   run_transfer(scratch)
 end

@@ -8,6 +8,7 @@
 //!             [--batch B] [--samples]
 //! libkv-bench --transfer --url etcd://HOST:PORT/PREFIX --source file:///ROOT --keys N
 //!             [--repeat R]
+//! libkv-bench --watch --url URL --iterations N [--samples]
 //! ```
 //!
 //! With `--gap-us`, US microseconds of untimed busy work run before each timed
@@ -16,12 +17,14 @@
 //! shorter than reading the clock); `--samples` prints every sample too.
 //!
 //! `--transfer` measures libkv's bulk copy and dump against raw etcd-client
-//! floors instead (see [`transfer`]).
+//! floors instead (see [`transfer`]); `--watch`, the time from a put to a
+//! watcher's event, libkv's watch against the store's own (see [`watch`]).
 
 mod core_layer;
 mod floor;
 mod stats;
 mod transfer;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +38,7 @@ const USAGE: &str = "usage: libkv-bench --store mock|file|etcd|consul --url URL 
 [--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US] [--batch B] [--samples]
        libkv-bench --transfer --url etcd://HOST:PORT/PREFIX --source file:///ROOT --keys N \
 [--repeat R]
+       libkv-bench --watch --url URL --iterations N [--samples]
 
 URL is mock://, file:///ABS/ROOT, etcd://HOST:PORT/PREFIX or consul://HOST:PORT/PREFIX.
 Prints one JSON object per layer and operation (get, put, exists, list100,
@@ -51,7 +55,14 @@ etcd-client floors (single puts, and transactions of 128 puts, as many at once a
 libkv's writers), and dumps them with transfer::dump against a raw paged range
 read, R times (3 by default), each on fresh prefixes below PREFIX. It deletes
 everything below PREFIX and compacts etcd's history: give it an etcd of its own.
-Prints a JSON line per measurement, the medians and their ratios.";
+Prints a JSON line per measurement, the medians and their ratios.
+
+--watch measures, for the store at URL, the time from a put to the event of a
+watcher of the key: libkv's watch (waited on in 50 ms slices) against the store's
+own raw watch (etcd-client's Watch, a raw Consul blocking-query loop, notify on
+the file store's directory; none for mock), N puts each, taking turns. Consul's
+puts are a fifth as many, paced past libkv's rate limit, then a few back to back.
+Prints a JSON line per layer: median, p90, p99 and max in µs.";
 
 /// How many keys the listed directory holds.
 pub const LIST_LEN: usize = 100;
@@ -174,6 +185,7 @@ struct Args {
 enum Command {
     Layers(Args),
     Transfer(transfer::Config),
+    Watch(watch::Config),
 }
 
 impl Args {
@@ -185,6 +197,7 @@ impl Args {
         let mut batch = 1;
         let mut samples = false;
         let (mut transfer, mut source, mut keys, mut repeat) = (false, None, None, 3);
+        let mut watch = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -211,6 +224,7 @@ impl Args {
                 "--batch" => batch = number(value()?)?,
                 "--samples" => samples = true,
                 "--transfer" => transfer = true,
+                "--watch" => watch = true,
                 "--source" => source = Some(value()?),
                 "--keys" => keys = Some(number(value()?)?),
                 "--repeat" => repeat = number(value()?)?,
@@ -219,8 +233,15 @@ impl Args {
                 other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
             }
         }
+        check(
+            !(transfer && watch),
+            "--transfer and --watch are runs of their own",
+        )?;
         if transfer {
             return Args::transfer(store, url, source, keys, repeat);
+        }
+        if watch {
+            return Args::watch(store, url, iterations, samples);
         }
         if let Some(bad) = layers
             .iter()
@@ -279,12 +300,36 @@ impl Args {
             repeat,
         }))
     }
+
+    fn watch(
+        store: Option<String>,
+        url: Option<String>,
+        iterations: Option<usize>,
+        samples: bool,
+    ) -> Result<Command> {
+        let (Some(url), Some(puts)) = (url, iterations) else {
+            return Err(format!("--watch needs --url and --iterations\n{USAGE}").into());
+        };
+        // The store is the URL's scheme unless given.
+        let scheme = url.split_once("://").map_or("", |(s, _)| s).to_owned();
+        let store = store.unwrap_or(scheme);
+        let target = Target::parse(&store, &url)?;
+        check(puts > 0, "--iterations must be at least 1")?;
+        Ok(Command::Watch(watch::Config {
+            store,
+            url,
+            target,
+            puts,
+            samples,
+        }))
+    }
 }
 
 fn run() -> Result {
     let args = match Args::parse(std::env::args().skip(1))? {
         Command::Layers(args) => args,
         Command::Transfer(config) => return transfer::run(&config),
+        Command::Watch(config) => return watch::run(&config),
     };
     let target = Target::parse(&args.store, &args.url)?;
     let value = vec![b'v'; args.value_size];
