@@ -16,8 +16,7 @@ end
 
 namespace :compile do
   desc "Build the C ABI library JRuby loads through FFI (crates/libkv-ffi, release) as #{FFI_LIBRARY}"
-  task :ffi do
-    sh "cargo", "build", "--release", "-p", "libkv-ffi"
+  task ffi: :tools do
     # Replaced by a rename, never rewritten in place: a running JVM may have it mapped.
     built = File.join(cargo_target_dir, "release", "liblibkv_ffi.so")
     FileUtils.cp(built, "#{FFI_LIBRARY}.tmp")
@@ -58,7 +57,7 @@ namespace :spec do
        "SPEC=files for some"
   task jruby: ["compile:ffi", :consul_double] do
     files = ENV["SPEC"] ? ENV["SPEC"].split : %w[spec/libkv spec/functions]
-    sh "ruby", "script/jruby-rspec", "--format", "progress", *files
+    sh CONSUL_DOUBLE_ENV, "ruby", "script/jruby-rspec", "--format", "progress", *files
   end
 end
 

@@ -169,7 +169,7 @@ end
 def run_in_root(root, script)
   tree = File.expand_path("tmp/roots/tree")
   export_tree(tree)
-  double = File.join(ENV["CARGO_TARGET_DIR"] || "target", "debug", "consul-double")
+  double = release_path("consul-double")
   root.run(no_compiler_check + script,
            chdir: "/srv/libkv",
            env: { "LIBKV_TEST_INSTALLED_GEM" => "1", "LIBKV_CONSUL_DOUBLE" => "/srv/bin/consul-double",
@@ -239,7 +239,7 @@ namespace :test do
     run_in_root(DEBIAN13, <<~SH)
       gem install --local --no-document /srv/#{NATIVE_GEM}
       rspec --format documentation spec/prebuilt/prebuilt_gem.rb
-      rspec --format progress spec
+      ruby script/parallel-rspec --format progress spec
       jruby -S gem install --local --no-document --install-dir /srv/jruby-gems /srv/#{JAVA_GEM}
       LIBKV_JRUBY_GEM_PATH=/srv/jruby-gems ruby script/jruby-rspec --format progress spec/libkv spec/functions
       rspec --format documentation spec/puppetserver/puppetserver_e2e.rb
