@@ -551,6 +551,9 @@ fn a_watch_on_a_silent_etcd_gives_its_stream_up_and_goes_on() {
     let other = open_url(&server.url("/ws"), Duration::from_secs(5));
     other.put(&k("/s/key"), b"v1").unwrap();
     other.put(&k("/s/key"), b"v2").unwrap();
-    let values: Vec<String> = next_values(&mut *watcher, 2).into_iter().map(|(v, _)| v).collect();
+    let values: Vec<String> = next_values(&mut *watcher, 2)
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
     assert_eq!(values, ["v1", "v2"]);
 }

@@ -1848,8 +1848,8 @@ impl ConsulSource {
     }
 
     fn refill(&mut self, now: Instant) {
-        let earned = now.saturating_duration_since(self.refilled).as_secs_f64()
-            / WAKE_EVERY.as_secs_f64();
+        let earned =
+            now.saturating_duration_since(self.refilled).as_secs_f64() / WAKE_EVERY.as_secs_f64();
         self.tokens = (self.tokens + earned).min(WAKE_BURST);
         self.refilled = now;
     }
