@@ -44,10 +44,12 @@ RSpec.describe 'puppet apply' do
 
   it 'waits in examples/wait.pp until another process publishes, then uses what it published' do
     url = "file://#{tmp}/store"
+    # Another process: the libkv command, as an admin or another node would run
+    # it (this checkout's, or with the installed gem the one on PATH).
+    command = LibKVTest.checkout_lib ? File.join(root, 'exe', 'libkv') : 'libkv'
     writer = Thread.new do
       sleep 3
-      # Another process: the libkv command, as an admin or another node would.
-      Open3.capture3(File.join(root, 'exe', 'libkv'), 'put', url, '/libkv_example/nodes/db01', '10.0.0.5')
+      Open3.capture3(command, 'put', url, '/libkv_example/nodes/db01', '10.0.0.5')
     end
     started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
     out, err, status = puppet_apply(root, 'wait.pp', 'FACTER_libkv_url' => url)
