@@ -104,6 +104,18 @@ module LibKVTest
     end
   end
 
+  # Whole catalogs in rspec-puppet (a `type: :host` group).
+  module CatalogHelpers
+    # Compiles +code+ for the node web01.example.com, whose $trusted['certname'] it is.
+    def compile(code)
+      Puppet[:code] = code
+      node = Puppet::Node.new('web01.example.com', environment: Puppet.lookup(:current_environment))
+      node.trusted_data = { 'authenticated' => 'remote', 'certname' => 'web01.example.com', 'extensions' => {},
+                            'hostname' => 'web01', 'domain' => 'example.com' }
+      Puppet::Parser::Compiler.compile(node)
+    end
+  end
+
   # Defines one context per selected backend, with `backend` and its helpers.
   def self.each_backend(group, &block)
     backends.each do |b|

@@ -149,14 +149,8 @@ RSpec.describe 'libkv locks and ttl' do
   end
 
   context 'in a catalog', type: :host do
-    # Compiles +code+ for the node web01.example.com, whose $trusted['certname'] it is.
-    def compile(code)
-      Puppet[:code] = code
-      node = Puppet::Node.new('web01.example.com', environment: Puppet.lookup(:current_environment))
-      node.trusted_data = { 'authenticated' => 'remote', 'certname' => 'web01.example.com', 'extensions' => {},
-                            'hostname' => 'web01', 'domain' => 'example.com' }
-      Puppet::Parser::Compiler.compile(node)
-    end
+    include LibKVTest::CatalogHelpers
+
 
     it 'runs with_lock blocks with and without the lock parameter, and keeps locks newlock took' do
       url = "file://#{tmp}/store"

@@ -94,14 +94,8 @@ RSpec.describe 'libkv::watch and libkv::watchtree' do
   end
 
   context 'in a catalog', type: :host do
-    # Compiles +code+ for the node web01.example.com, whose $trusted['certname'] it is.
-    def compile(code)
-      Puppet[:code] = code
-      node = Puppet::Node.new('web01.example.com', environment: Puppet.lookup(:current_environment))
-      node.trusted_data = { 'authenticated' => 'remote', 'certname' => 'web01.example.com', 'extensions' => {},
-                            'hostname' => 'web01', 'domain' => 'example.com' }
-      Puppet::Parser::Compiler.compile(node)
-    end
+    include LibKVTest::CatalogHelpers
+
 
     it 'waits for a key named from $trusted that another writer publishes' do
       url = "file://#{tmp}/store"
