@@ -7,6 +7,8 @@ use crate::backends::consul::ConsulStore;
 use crate::backends::etcd::EtcdStore;
 use crate::backends::file::FileStore;
 use crate::backends::mock::MockStore;
+use crate::backends::sqlite::SqliteStore;
+use crate::backends::zookeeper::ZookeeperStore;
 use crate::error::{Error, Result};
 use crate::options::OpenOptions;
 use crate::store::Store;
@@ -43,6 +45,15 @@ pub fn open(url: &str, options: &OpenOptions) -> Result<Arc<dyn Store>> {
             &options.auth,
             options.timeout,
         )?)),
+        StoreUrl::Zookeeper { .. } => Ok(Arc::new(ZookeeperStore::open(
+            &parsed,
+            &options.auth,
+            options.timeout,
+        )?)),
+        StoreUrl::Sqlite { path } => {
+            options.auth.only("sqlite", &[])?;
+            Ok(Arc::new(SqliteStore::open(path, options.timeout)?))
+        }
     }
 }
 

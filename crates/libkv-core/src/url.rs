@@ -7,6 +7,8 @@
 //! | `legacy-simp6://`                           | SIMP 6's `simp_autofiles`    |
 //! | `consul[+ssl[+verify\|+noverify]]://HOST:PORT/PREFIX` | Consul KV          |
 //! | `etcd[+ssl]://HOST:PORT[,HOST:PORT...]/PREFIX` | etcd v3                   |
+//! | `zookeeper://HOST:PORT[,HOST:PORT...]/PREFIX` | ZooKeeper 3.5+          |
+//! | `sqlite:///ABSOLUTE/FILE.db`                | one SQLite file              |
 //!
 //! Credentials never go in a URL: a URL with `user:password@` is refused (and
 //! masked in the error), as are query strings, which could carry a token.
@@ -20,10 +22,12 @@ use crate::key::Key;
 
 pub const CONSUL_DEFAULT_PORT: u16 = 8500;
 pub const ETCD_DEFAULT_PORT: u16 = 2379;
+pub const ZOOKEEPER_DEFAULT_PORT: u16 = 2181;
 
 const FORMS: &str = "use mock://[NAME], file:///ROOT, legacy-simp6://, \
-consul[+ssl|+ssl+verify|+ssl+noverify]://HOST[:PORT]/PREFIX or \
-etcd[+ssl]://HOST[:PORT][,HOST[:PORT]...]/PREFIX";
+consul[+ssl|+ssl+verify|+ssl+noverify]://HOST[:PORT]/PREFIX, \
+etcd[+ssl]://HOST[:PORT][,HOST[:PORT]...]/PREFIX, \
+zookeeper://HOST[:PORT][,HOST[:PORT]...]/PREFIX or sqlite:///ABSOLUTE/FILE.db";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConsulTls {
@@ -69,6 +73,13 @@ pub enum StoreUrl {
         tls: bool,
         endpoints: Vec<Endpoint>,
         prefix: Key,
+    },
+    Zookeeper {
+        endpoints: Vec<Endpoint>,
+        prefix: Key,
+    },
+    Sqlite {
+        path: PathBuf,
     },
 }
 
@@ -132,7 +143,7 @@ impl StoreUrl {
                     )));
                 }
                 Ok(StoreUrl::File {
-                    root: parse_root(path).map_err(bad)?,
+                    root: parse_local_path(path, LocalPath::FileRoot).map_err(bad)?,
                 })
             }
             "legacy-simp6" => {
@@ -156,17 +167,24 @@ impl StoreUrl {
                     prefix: parse_prefix(path).map_err(bad)?,
                 })
             }
-            "etcd" | "etcd+ssl" => {
-                let endpoints = authority
-                    .split(',')
-                    .map(|a| parse_endpoint(a, ETCD_DEFAULT_PORT))
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(bad)?;
-                Ok(StoreUrl::Etcd {
-                    tls: scheme == "etcd+ssl",
-                    endpoints,
-                    prefix: parse_prefix(path).map_err(bad)?,
-                })
+            "etcd" | "etcd+ssl" => Ok(StoreUrl::Etcd {
+                tls: scheme == "etcd+ssl",
+                endpoints: parse_endpoints(authority, ETCD_DEFAULT_PORT).map_err(bad)?,
+                prefix: parse_prefix(path).map_err(bad)?,
+            }),
+            "zookeeper" => Ok(StoreUrl::Zookeeper {
+                endpoints: parse_endpoints(authority, ZOOKEEPER_DEFAULT_PORT).map_err(bad)?,
+                prefix: parse_prefix(path).map_err(bad)?,
+            }),
+            "sqlite" => {
+                if !(authority.is_empty() || authority == "localhost") {
+                    return Err(bad(format!(
+                        "an SQLite store is a file on this machine: use sqlite:///ABSOLUTE/FILE.db, \
+                         not host {authority:?}"
+                    )));
+                }
+                let path = parse_local_path(path, LocalPath::SqliteFile).map_err(bad)?;
+                Ok(StoreUrl::Sqlite { path })
             }
             other => Err(bad(format!("unknown scheme {other:?}; {FORMS}"))),
         }
@@ -180,6 +198,8 @@ impl StoreUrl {
             StoreUrl::LegacySimp6 => "legacy-simp6",
             StoreUrl::Consul { .. } => "consul",
             StoreUrl::Etcd { .. } => "etcd",
+            StoreUrl::Zookeeper { .. } => "zookeeper",
+            StoreUrl::Sqlite { .. } => "sqlite",
         }
     }
 }
@@ -210,16 +230,38 @@ impl fmt::Display for StoreUrl {
                 prefix,
             } => {
                 let scheme = if *tls { "etcd+ssl" } else { "etcd" };
-                write!(f, "{scheme}://")?;
-                for (i, e) in endpoints.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    write!(f, "{e}")?;
-                }
-                f.write_str(prefix_str(prefix))
+                write!(
+                    f,
+                    "{scheme}://{}{}",
+                    EndpointList(endpoints),
+                    prefix_str(prefix)
+                )
             }
+            StoreUrl::Zookeeper { endpoints, prefix } => {
+                write!(
+                    f,
+                    "zookeeper://{}{}",
+                    EndpointList(endpoints),
+                    prefix_str(prefix)
+                )
+            }
+            StoreUrl::Sqlite { path } => write!(f, "sqlite://{}", path.display()),
         }
+    }
+}
+
+/// Endpoints as a URL lists them: `HOST:PORT,HOST:PORT`.
+struct EndpointList<'a>(&'a [Endpoint]);
+
+impl fmt::Display for EndpointList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
     }
 }
 
@@ -255,35 +297,66 @@ pub fn mask(url: &str) -> String {
     out
 }
 
-fn parse_root(path: &str) -> std::result::Result<PathBuf, String> {
+/// What a local path in a URL names.
+#[derive(Clone, Copy)]
+enum LocalPath {
+    /// `file:///ROOT`: a directory.
+    FileRoot,
+    /// `sqlite:///FILE.db`: a database file.
+    SqliteFile,
+}
+
+fn parse_local_path(path: &str, kind: LocalPath) -> std::result::Result<PathBuf, String> {
+    let noun = match kind {
+        LocalPath::FileRoot => "root path",
+        LocalPath::SqliteFile => "database path",
+    };
     if path.is_empty() {
-        return Err("a file store needs an absolute root: file:///ABSOLUTE/ROOT".into());
+        return Err(match kind {
+            LocalPath::FileRoot => "a file store needs an absolute root: file:///ABSOLUTE/ROOT",
+            LocalPath::SqliteFile => {
+                "an SQLite store needs an absolute file: sqlite:///ABSOLUTE/FILE.db"
+            }
+        }
+        .into());
     }
     let bytes = percent_decode(path)?;
     if bytes.iter().any(|b| b.is_ascii_control()) {
-        return Err("the root path contains a control character (NUL, a newline, ...)".into());
+        return Err(format!(
+            "the {noun} contains a control character (NUL, a newline, ...)"
+        ));
     }
     if bytes
         .split(|&b| b == b'/')
         .any(|segment| segment.trim_ascii() != segment)
     {
-        return Err(
-            "a directory of the root path starts or ends with whitespace, which would name \
-             another directory than the one meant; remove it"
-                .into(),
-        );
+        return Err(format!(
+            "a name in the {noun} starts or ends with whitespace, which would name \
+             another one than the one meant; remove it"
+        ));
     }
     if bytes
         .split(|&b| b == b'/')
         .any(|segment| segment == b"." || segment == b"..")
     {
-        return Err("the root path must not have '.' or '..' components".into());
+        return Err(format!("the {noun} must not have '.' or '..' components"));
     }
     let clean: PathBuf = PathBuf::from(std::ffi::OsString::from_vec(bytes))
         .components()
         .collect();
     if clean == Path::new("/") {
-        return Err("'/' cannot be a store root; choose a directory for the store".into());
+        return Err(match kind {
+            LocalPath::FileRoot => "'/' cannot be a store root; choose a directory for the store",
+            LocalPath::SqliteFile => {
+                "'/' is a directory; name the database file: sqlite:///ABSOLUTE/FILE.db"
+            }
+        }
+        .into());
+    }
+    if matches!(kind, LocalPath::SqliteFile) && path.ends_with('/') {
+        return Err(format!(
+            "the {noun} ends with '/', which names a directory; name the database file"
+        ));
     }
     Ok(clean)
 }
@@ -307,6 +380,17 @@ fn percent_decode(s: &str) -> std::result::Result<Vec<u8>, String> {
         }
     }
     Ok(out)
+}
+
+/// `HOST[:PORT][,HOST[:PORT]...]`: the members of one cluster.
+fn parse_endpoints(
+    authority: &str,
+    default_port: u16,
+) -> std::result::Result<Vec<Endpoint>, String> {
+    authority
+        .split(',')
+        .map(|a| parse_endpoint(a, default_port))
+        .collect()
 }
 
 fn parse_endpoint(authority: &str, default_port: u16) -> std::result::Result<Endpoint, String> {
