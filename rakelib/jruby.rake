@@ -53,11 +53,11 @@ namespace :gem do
 end
 
 namespace :spec do
-  desc "Run the Ruby API and Puppet function specs under JRuby (as in puppetserver), through the C ABI library; " \
-       "SPEC=files for some"
+  desc "Run the Ruby API and Puppet function specs under JRuby (as in puppetserver), through the C ABI library, " \
+       "in two processes; SPEC=files for some"
   task jruby: ["compile:ffi", :consul_double] do
     files = ENV["SPEC"] ? ENV["SPEC"].split : %w[spec/libkv spec/functions]
-    sh CONSUL_DOUBLE_ENV, "ruby", "script/jruby-rspec", "--format", "progress", *files
+    sh CONSUL_DOUBLE_ENV, "ruby", "script/parallel-rspec", "--jruby", "--format", "progress", *files
   end
 end
 
