@@ -12,11 +12,17 @@
 //! never starts with one held. Sections are short: a mutex held for a lookup, a file
 //! store write held for its I/O (waiting for the store's lock at most its timeout).
 //! While a fork waits, new sections wait for it. Sections nest.
+//!
+//! What must not cross a fork at all (an SQLite connection: SQLite keeps its lock
+//! state per process, and a child that inherits a connection's believes it holds
+//! locks the kernel never gave it) is closed by a [`before_fork`] hook, which the
+//! forking thread runs once no other thread is inside a section; parent and child
+//! open it again when they next need it.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
-use std::sync::Once;
+use std::sync::{Mutex, Once, PoisonError};
 use std::time::Duration;
 
 /// Threads inside a section.
@@ -28,6 +34,9 @@ static HANDLERS: Once = Once::new();
 static REGISTERED: AtomicBool = AtomicBool::new(false);
 /// This process's id once asked, 0 before; a forked child starts at 0 again.
 static PID: AtomicU32 = AtomicU32::new(0);
+
+/// What the forking thread runs before each fork (see [`before_fork`]).
+static BEFORE_FORK: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
 
 thread_local! {
     /// How deep this thread is in sections.
@@ -73,6 +82,18 @@ impl Drop for Section {
     }
 }
 
+/// Runs `hook` in the forking thread before every fork from now on, once no other
+/// thread is inside a section (so a lock a section guards is free, unless the
+/// forking thread holds it itself: a hook takes locks with `try_lock`). A hook
+/// closes what must not cross a fork; it must not begin a section.
+pub fn before_fork(hook: fn()) {
+    HANDLERS.call_once(register);
+    BEFORE_FORK
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(hook);
+}
+
 /// This process's id, asked of the kernel once per process rather than on every
 /// call (`getpid` is a system call each time): a forked child forgets it.
 pub fn pid() -> u32 {
@@ -100,6 +121,13 @@ extern "C" fn prepare() {
     while INSIDE.load(SeqCst) > own() {
         std::thread::sleep(PAUSE);
     }
+    let hooks = BEFORE_FORK
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    for hook in hooks {
+        hook();
+    }
 }
 
 extern "C" fn parent() {
@@ -114,7 +142,8 @@ extern "C" fn child() {
 }
 
 fn register() {
-    // SAFETY: the handlers only touch atomics and this thread's own depth.
+    // SAFETY: the handlers touch atomics, this thread's own depth, and (prepare,
+    // before the fork) the hooks, which take their locks with try_lock.
     let status = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
     // Only ENOMEM can fail it; without handlers, forking is as unsafe as before,
     // and `pid` asks the kernel every time.
