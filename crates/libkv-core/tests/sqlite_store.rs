@@ -666,7 +666,9 @@ fn a_watched_key_whose_ttl_passes_is_handed_out_as_deleted() {
         at + Duration::from_millis(5) >= written + ttl,
         "before its ttl"
     );
-    assert!(late < Duration::from_millis(100), "{late:?}");
+    // At its deadline, not at the next read of every second (a loaded machine
+    // wakes a thread tens of milliseconds late).
+    assert!(late < Duration::from_millis(300), "{late:?}");
 }
 
 /// The error of the first call on the store at `path` (which opens the database).

@@ -911,6 +911,9 @@ impl Store for SqliteStore {
             target: target.clone(),
             notifier: None,
             read_by: None,
+            woken: false,
+            last_index: None,
+            recheck: None,
         };
         Ok(Some(Box::new(Coalescing::start(
             source,
@@ -942,7 +945,21 @@ struct SqliteSource {
     notifier: Option<Notifier>,
     /// When to read without a notification; `None`: at once.
     read_by: Option<Instant>,
+    /// Whether a notification came since the last read.
+    woken: bool,
+    /// The counter at the last read.
+    last_index: Option<u64>,
+    /// After a notification whose read found the counter unchanged, the pause
+    /// before reading again (see [`RECHECK_MAX`]).
+    recheck: Option<Duration>,
 }
+
+/// The longest pause of the reads again after a notification that found nothing
+/// new: the last event of a commit comes from writing its WAL frames, before the
+/// fsync and the WAL index update that make it visible, which raise no event. So
+/// such a read is followed by more, 2, 4, ... 64 ms later, until one sees the
+/// commit (else the read every second does).
+const RECHECK_MAX: Duration = Duration::from_millis(64);
 
 impl SqliteSource {
     fn failed(&self, reason: impl Display) -> Error {
@@ -987,7 +1004,10 @@ impl SqliteSource {
                 return false;
             }
             match notifier.events.recv_timeout(deadline.min(read_by) - now) {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.woken = true;
+                    break;
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // Its thread is gone: a new notifier at the next call.
@@ -1021,6 +1041,19 @@ impl SqliteSource {
                 tx.commit()?;
                 Ok((index as u64, entries, earliest))
             })?;
+        let nothing_new = Some(index) == self.last_index;
+        self.recheck = match self.recheck {
+            _ if !nothing_new => None,
+            None if self.woken => Some(Duration::from_millis(2)),
+            Some(pause) if pause < RECHECK_MAX => Some(pause * 2),
+            _ => None,
+        };
+        self.woken = false;
+        self.last_index = Some(index);
+        if let Some(pause) = self.recheck {
+            let at = Instant::now() + pause;
+            self.read_by = self.read_by.map(|by| by.min(at));
+        }
         if let Some(at) = earliest {
             let left =
                 Duration::from_millis(at.saturating_sub(expiry::now_ms() as i64).max(0) as u64);
