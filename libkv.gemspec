@@ -17,6 +17,7 @@ Gem::Specification.new do |spec|
     Dir[
       "lib/**/*.rb", "lib/puppet/**/*", "types/**/*", "exe/*",
       "ext/libkv/**/*.{rs,rb,toml}", "crates/**/*.{rs,toml}",
+      "vendor/**/*.{rs,toml,md}", "vendor/**/LICENSE",
       "Cargo.toml", "Cargo.lock", "README.md", "CHANGELOG.md", "metadata.json", "LICENSE"
     ].uniq.reject do |f|
       File.directory?(f) || f.end_with?(".so", ".bundle", ".dll") || f.split("/").include?("target")

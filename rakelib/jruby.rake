@@ -36,7 +36,7 @@ def java_gemspec
   # The libkv command is the x86_64-linux gem's (an admin runs it with the
   # system Ruby); puppetserver's JRuby needs the library only.
   spec.executables = []
-  spec.files = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/", "exe/") || f.start_with?("Cargo.") } +
+  spec.files = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/", "vendor/", "exe/", "Cargo.") } +
                [FFI_LIBRARY]
   spec
 end
