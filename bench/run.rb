@@ -9,10 +9,13 @@
 # every round together: a slow minute of the machine or of a server lands on all
 # three alike, not on one.
 #
-# For each store (mock, file, etcd, the Consul test double) and each operation
-# (get, put, exists, list100, atomic_get_put):
+# For each store (mock, file, etcd, the Consul test double, ZooKeeper, SQLite) and
+# each operation (get, put, exists, list100, atomic_get_put):
 #   1. floor  the raw thing without libkv (Rust: a HashMap, temp file + fsync +
-#             rename + dir fsync, a raw etcd-client loop, a raw HTTP loop)
+#             rename + dir fsync, a raw etcd-client loop, a raw HTTP loop, a raw
+#             zookeeper-client loop whose reads are sync + read, rusqlite on one
+#             connection in WAL mode with synchronous=FULL; ZooKeeper's floor adds
+#             get_nosync, its get without the sync)
 #   2. core   libkv's Rust Store trait, called directly          (target/release/libkv-bench)
 #   3. ruby   LibKV.open(url).get(...) from plain Ruby           (this process)
 #   4. puppet libkv::get(...) inside a real `puppet apply` catalog compilation
@@ -46,20 +49,25 @@ require 'etc'
 ROOT = File.expand_path('..', __dir__)
 $LOAD_PATH.unshift(File.join(ROOT, 'lib'))
 require 'libkv'
-# The test suite's launchers of etcd and the Consul test double.
+# The test suite's launchers of etcd, the Consul test double and ZooKeeper.
 require_relative '../spec/support/etcd'
 require_relative '../spec/support/consul'
+require_relative '../spec/support/zookeeper'
 
 QUICK = ARGV.include?('--quick')
 TRANSFER_ONLY = ARGV.include?('--transfer-only')
 WATCH_ONLY = ARGV.include?('--watch-only')
 OPS = %w[get put exists list100 atomic_get_put].freeze
+# The operations of the table: OPS, and the ZooKeeper floor's get without a sync.
+TABLE_OPS = %w[get get_nosync put exists list100 atomic_get_put].freeze
 VALUE = 'v' * 64
 ITERATIONS = {
   'mock' => QUICK ? 5_000 : 100_000,
   'file' => QUICK ? 300 : 2_000,
   'etcd' => QUICK ? 500 : 3_000,
   'consul' => QUICK ? 500 : 3_000,
+  'zookeeper' => QUICK ? 500 : 3_000,
+  'sqlite' => QUICK ? 300 : 2_000,
 }.freeze
 ROUNDS = 3
 # Operations per timed sample. A mock operation takes less time than reading the
@@ -101,11 +109,14 @@ end
 # --- the stores -------------------------------------------------------------
 
 def store_urls(scratch)
+  FileUtils.mkdir_p(File.join(scratch, 'sqlite'))
   {
     'mock' => 'mock://bench',
     'file' => "file://#{scratch}/file-store",
     'etcd' => LibKVTest::Etcd.server(:plain).url('/bench'),
     'consul' => LibKVTest::Consul.server(:plain).url('/bench'),
+    'zookeeper' => LibKVTest::ZooKeeper.server.url('/bench'),
+    'sqlite' => "sqlite://#{scratch}/sqlite/bench.db",
   }
 end
 
@@ -352,6 +363,10 @@ WATCH_LAYERS = {
   %w[consul floor] => 'raw reqwest blocking-query loop (?index=N&wait=5m)',
   %w[consul libkv] => 'libkv watch (blocking queries)',
   %w[consul libkv-burst] => 'libkv watch, puts back to back: its rate limit',
+  %w[zookeeper floor] => 'zookeeper-client persistent watch, then getData',
+  %w[zookeeper libkv] => 'libkv watch',
+  %w[sqlite floor] => 'PRAGMA data_version polled every 1 ms, then a SELECT',
+  %w[sqlite libkv] => 'libkv watch',
 }.freeze
 
 # `libkv-bench --watch` for one store: its JSON lines.
@@ -374,13 +389,13 @@ def print_watch(rows, secs)
     puts "  #{paced['store']}: #{paced['n']} per layer, each at least #{paced['cycle_ms'].round} ms after the layer's " \
          "last event (libkv's rate limit)#{burst ? ", then #{burst['n']} back to back (libkv-burst)" : ''}"
   end
-  puts format('%-7s %-12s %-62s %5s %10s %10s %10s %10s %7s %10s', 'store', 'layer', 'what', 'n', 'median µs',
+  puts format('%-9s %-12s %-62s %5s %10s %10s %10s %10s %7s %10s', 'store', 'layer', 'what', 'n', 'median µs',
               'p90 µs', 'p99 µs', 'max µs', '×floor', 'put µs')
   rows.group_by { |r| r['store'] }.each do |store, group|
     floor = group.find { |r| r['layer'] == 'floor' }
     group.each do |r|
       ratio = floor && r['layer'] != 'floor' ? format('%.2f', r['p50_us'] / floor['p50_us']) : ''
-      puts format('%-7s %-12s %-62s %5d %10.1f %10.1f %10.1f %10.1f %7s %10.1f', store, r['layer'],
+      puts format('%-9s %-12s %-62s %5d %10.1f %10.1f %10.1f %10.1f %7s %10.1f', store, r['layer'],
                   WATCH_LAYERS.fetch([store, r['layer']], ''), r['n'], r['p50_us'], r['p90_us'], r['p99_us'],
                   r['max_us'], ratio, r['put_p50_us'])
     end
@@ -409,8 +424,27 @@ def machine
     'cpu' => "#{cpu} (#{Etc.nprocessors} cores)", 'memory' => format('%.1f GiB', mem),
     'kernel' => `uname -r`.strip, 'filesystem' => "#{Dir.tmpdir} on #{fs}",
     'ruby' => RUBY_DESCRIPTION, 'puppet' => `puppet --version`.strip, 'etcd' => etcd,
+    'zookeeper' => "#{zookeeper_version} (Debian's), client zookeeper-client #{locked('zookeeper-client')}",
+    'sqlite' => "#{sqlite_version} (bundled by rusqlite #{locked('rusqlite')})",
     'rust' => `rustc --version`.strip, 'cpuidle' => cpuidle
   }
+end
+
+# The version of +crate+ in Cargo.lock.
+def locked(crate)
+  File.read(File.join(ROOT, 'Cargo.lock'))[/^name = "#{Regexp.escape(crate)}"\nversion = "([^"]+)"/, 1] || 'unknown'
+end
+
+# The installed ZooKeeper's version, from its jar's name (zookeeper-3.8.0.jar).
+def zookeeper_version
+  jars = Dir['/usr/share/java/zookeeper-[0-9]*.jar']
+  jars.filter_map { |jar| File.basename(jar)[/\Azookeeper-([\d.]+)\.jar\z/, 1] }.first || 'not installed'
+end
+
+# The SQLite compiled into libkv-bench (and libkv-core: the same rusqlite, bundled).
+def sqlite_version
+  out, status = Open3.capture2(File.join(TARGET, 'release', 'libkv-bench'), '--versions')
+  (status.success? && JSON.parse(out)['sqlite']) || 'unknown'
 end
 
 # How an idle CPU waits to be woken, which decides what a round trip between two
@@ -431,7 +465,7 @@ end
 
 def print_table(rows)
   by = rows.group_by { |r| [r['store'], r['op']] }
-  puts format('%-7s %-15s %-9s %12s %10s %10s %8s', 'store', 'op', 'layer', 'ops/s', 'p50 µs', 'p99 µs', '×floor')
+  puts format('%-9s %-15s %-9s %12s %10s %10s %8s', 'store', 'op', 'layer', 'ops/s', 'p50 µs', 'p99 µs', '×floor')
   puts '(ops/s from the mean latency; ×floor and every comparison below use the p50, which tail spikes of a shared machine do not move;'
   puts ' the -gap layers are compared with floor-gap)'
   by.each do |(store, op), layer_rows|
@@ -441,7 +475,7 @@ def print_table(rows)
     layer_rows.each do |r|
       base = r['layer'].end_with?('-gap') ? gap_floor : floor
       ratio = base && !%w[noop bare direct].include?(r['layer']) ? format('%.2f', r['p50_us'] / base['p50_us']) : ''
-      puts format('%-7s %-15s %-9s %12.0f %10s %10s %8s', store, op, r['layer'], r['ops_per_sec'],
+      puts format('%-9s %-15s %-9s %12.0f %10s %10s %8s', store, op, r['layer'], r['ops_per_sec'],
                   micros(r['p50_us']), micros(r['p99_us']), ratio)
     end
     real = find.call('puppet')
@@ -450,7 +484,7 @@ def print_table(rows)
     next unless real && noop && floor && direct && gap_floor
 
     beyond = real['p50_us'] - noop['p50_us']
-    puts format('%-7s %-15s puppet: %.1f µs beyond the no-op (target: floor %s + 20 = %.1f; ' \
+    puts format('%-9s %-15s puppet: %.1f µs beyond the no-op (target: floor %s + 20 = %.1f; ' \
                 'floor-gap %s + 20 = %.1f); %.1f µs beyond the bare no-op; %.1f µs beyond the direct Ruby API ' \
                 'call in the same compile',
                 store, op, beyond, micros(floor['p50_us']), floor['p50_us'] + 20, micros(gap_floor['p50_us']),
@@ -541,7 +575,7 @@ Dir.mktmpdir('libkv-bench') do |scratch|
   end
   connections = etcd_connections
   order = %w[floor core floor-gap core-gap ruby puppet direct noop bare]
-  rows.sort_by! { |r| [urls.keys.index(r['store']), OPS.index(r['op']), order.index(r['layer'])] }
+  rows.sort_by! { |r| [urls.keys.index(r['store']), TABLE_OPS.index(r['op']), order.index(r['layer'])] }
 
   puts "libkv benchmarks, #{Time.now.utc.strftime('%Y-%m-%d %H:%M UTC')}#{QUICK ? ' (--quick)' : ''}"
   machine.each { |k, v| puts "  #{k}: #{v}" }

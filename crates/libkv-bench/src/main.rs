@@ -3,12 +3,13 @@
 //! per store, layer and operation on stdout. Diagnostics go to stderr.
 //!
 //! ```text
-//! libkv-bench --store mock|file|etcd|consul --url URL --iterations N
+//! libkv-bench --store mock|file|etcd|consul|zookeeper|sqlite --url URL --iterations N
 //!             [--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US]
 //!             [--batch B] [--samples]
 //! libkv-bench --transfer --url etcd://HOST:PORT/PREFIX --source file:///ROOT --keys N
 //!             [--repeat R]
-//! libkv-bench --watch --url URL --iterations N [--samples]
+//! libkv-bench --watch --url URL --iterations N [--layers floor,libkv] [--samples]
+//! libkv-bench --versions
 //! ```
 //!
 //! With `--gap-us`, US microseconds of untimed busy work run before each timed
@@ -34,20 +35,25 @@ use stats::{Bench, Gap};
 
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: libkv-bench --store mock|file|etcd|consul --url URL --iterations N \
+const USAGE: &str = "usage: libkv-bench --store mock|file|etcd|consul|zookeeper|sqlite --url URL \
+--iterations N \
 [--warmup W] [--layers floor,core] [--value-size BYTES] [--gap-us US] [--batch B] [--samples]
        libkv-bench --transfer --url etcd://HOST:PORT/PREFIX --source file:///ROOT --keys N \
 [--repeat R]
-       libkv-bench --watch --url URL --iterations N [--samples]
+       libkv-bench --watch --url URL --iterations N [--layers floor,libkv] [--samples]
+       libkv-bench --versions
 
-URL is mock://, file:///ABS/ROOT, etcd://HOST:PORT/PREFIX or consul://HOST:PORT/PREFIX.
+URL is mock://, file:///ABS/ROOT, etcd://HOST:PORT/PREFIX, consul://HOST:PORT/PREFIX,
+zookeeper://HOST:PORT[,HOST:PORT...]/PREFIX or sqlite:///ABS/FILE.db (whose floor
+uses floor.db in the same directory).
 Prints one JSON object per layer and operation (get, put, exists, list100,
-atomic_get_put) on stdout. --gap-us runs US microseconds of untimed busy work
-(allocations, memory traffic) before each timed operation, as a catalog
-compilation does between two function calls; the layers are then named
-floor-gap and core-gap. --batch B times B operations at a time, each sample
-being the batch's time divided by B (for operations shorter than reading the
-clock). --samples adds every sample (µs) to each line as samples_us.
+atomic_get_put; the ZooKeeper floor adds get_nosync, a get without its sync) on
+stdout. --gap-us runs US microseconds of untimed busy work (allocations, memory
+traffic) before each timed operation, as a catalog compilation does between two
+function calls; the layers are then named floor-gap and core-gap. --batch B
+times B operations at a time, each sample being the batch's time divided by B
+(for operations shorter than reading the clock). --samples adds every sample (µs)
+to each line as samples_us.
 
 --transfer copies N keys from the file store at --source (written first unless it
 holds exactly them) to etcd with libkv's transfer::copy and with two raw
@@ -60,9 +66,14 @@ Prints a JSON line per measurement, the medians and their ratios.
 --watch measures, for the store at URL, the time from a put to the event of a
 watcher of the key: libkv's watch (waited on in 50 ms slices) against the store's
 own raw watch (etcd-client's Watch, a raw Consul blocking-query loop, notify on
-the file store's directory; none for mock), N puts each, taking turns. Consul's
-puts are a fifth as many, paced past libkv's rate limit, then a few back to back.
-Prints a JSON line per layer: median, p90, p99 and max in µs.";
+the file store's directory, a ZooKeeper persistent watch then getData, SQLite's
+PRAGMA data_version polled every millisecond then a SELECT; none for mock), N
+puts each, taking turns. Consul's puts are a fifth as many, paced past libkv's
+rate limit, then a few back to back. --layers floor or libkv runs one of the two
+alone. Prints a JSON line per layer: median, p90, p99 and max in µs.
+
+--versions prints, as a JSON line, the version of SQLite compiled in (rusqlite's
+bundled one, libkv-core's too).";
 
 /// How many keys the listed directory holds.
 pub const LIST_LEN: usize = 100;
@@ -128,6 +139,16 @@ pub enum Target {
         base: String,
         prefix: String,
     },
+    /// Endpoints as `HOST:PORT` (2181 by default); prefix `""` or `/PREFIX`, a
+    /// znode path.
+    Zookeeper {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+    /// The store's database file (`sqlite:///ABSOLUTE/FILE.db`).
+    Sqlite {
+        path: PathBuf,
+    },
 }
 
 impl Target {
@@ -157,6 +178,21 @@ impl Target {
                     .collect(),
                 prefix: path.trim_end_matches('/').to_owned(),
             },
+            "zookeeper" => Target::Zookeeper {
+                endpoints: authority
+                    .split(',')
+                    .map(|e| match e.rsplit_once(':') {
+                        // `HOST:PORT`, or `[IPV6]:PORT`; not the colons of a bare `[IPV6]`.
+                        Some((_, port)) if !port.ends_with(']') => e.to_owned(),
+                        _ => format!("{e}:2181"),
+                    })
+                    .collect(),
+                prefix: path.trim_end_matches('/').to_owned(),
+            },
+            "sqlite" if authority.is_empty() && path.len() > 1 && !path.ends_with('/') => {
+                Target::Sqlite { path: path.into() }
+            }
+            "sqlite" => return Err(format!("{url}: use sqlite:///ABSOLUTE/FILE.db").into()),
             "consul" => Target::Consul {
                 base: format!("http://{}", with_port(8500)),
                 prefix: match path.trim_matches('/') {
@@ -186,12 +222,14 @@ enum Command {
     Layers(Args),
     Transfer(transfer::Config),
     Watch(watch::Config),
+    /// The versions of what is compiled in that a report names.
+    Versions,
 }
 
 impl Args {
     fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
         let (mut store, mut url, mut iterations, mut warmup) = (None, None, None, None);
-        let mut layers = vec!["floor".to_owned(), "core".to_owned()];
+        let mut layers = None;
         let mut value_size = 64;
         let mut gap_us = 0;
         let mut batch = 1;
@@ -225,10 +263,11 @@ impl Args {
                 "--samples" => samples = true,
                 "--transfer" => transfer = true,
                 "--watch" => watch = true,
+                "--versions" => return Ok(Command::Versions),
                 "--source" => source = Some(value()?),
                 "--keys" => keys = Some(number(value()?)?),
                 "--repeat" => repeat = number(value()?)?,
-                "--layers" => layers = value()?.split(',').map(str::to_owned).collect(),
+                "--layers" => layers = Some(value()?.split(',').map(str::to_owned).collect()),
                 "-h" | "--help" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
             }
@@ -241,8 +280,9 @@ impl Args {
             return Args::transfer(store, url, source, keys, repeat);
         }
         if watch {
-            return Args::watch(store, url, iterations, samples);
+            return Args::watch(store, url, iterations, layers, samples);
         }
+        let layers: Vec<String> = layers.unwrap_or_else(|| vec!["floor".into(), "core".into()]);
         if let Some(bad) = layers
             .iter()
             .find(|l| !["floor", "core"].contains(&l.as_str()))
@@ -305,8 +345,16 @@ impl Args {
         store: Option<String>,
         url: Option<String>,
         iterations: Option<usize>,
+        layers: Option<Vec<String>>,
         samples: bool,
     ) -> Result<Command> {
+        let layers = layers.unwrap_or_else(|| vec!["floor".into(), "libkv".into()]);
+        if let Some(bad) = layers
+            .iter()
+            .find(|l| !["floor", "libkv"].contains(&l.as_str()))
+        {
+            return Err(format!("--watch: unknown layer {bad:?}: use floor, libkv or both").into());
+        }
         let (Some(url), Some(puts)) = (url, iterations) else {
             return Err(format!("--watch needs --url and --iterations\n{USAGE}").into());
         };
@@ -320,6 +368,8 @@ impl Args {
             url,
             target,
             puts,
+            floor: layers.iter().any(|l| l == "floor"),
+            libkv: layers.iter().any(|l| l == "libkv"),
             samples,
         }))
     }
@@ -330,6 +380,11 @@ fn run() -> Result {
         Command::Layers(args) => args,
         Command::Transfer(config) => return transfer::run(&config),
         Command::Watch(config) => return watch::run(&config),
+        Command::Versions => {
+            let versions = serde_json::json!({ "sqlite": rusqlite::version() });
+            println!("{versions}");
+            return Ok(());
+        }
     };
     let target = Target::parse(&args.store, &args.url)?;
     let value = vec![b'v'; args.value_size];

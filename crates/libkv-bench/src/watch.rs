@@ -19,7 +19,24 @@
 //!   inotify), watching the key's directory, its channel read in 50 ms slices; the
 //!   puts are plain libkv puts, and the event is the first that names the key's
 //!   file (the rename of the temp file over it);
+//! - `floor`, ZooKeeper: a zookeeper-client persistent watch (`addWatch`,
+//!   `PERSISTENT`) on the key, on a client of its own on a current-thread
+//!   runtime, each `NodeDataChanged` followed by a `getData` of the key (the value
+//!   then current: changes that came meanwhile are coalesced into it, as libkv's
+//!   watcher does); puts (`setData`) by another client;
+//! - `floor`, SQLite: a database of its own (`floor-watch.db` beside the store's
+//!   file, WAL, `synchronous=FULL`) and two connections: the watcher's polls
+//!   `PRAGMA data_version` every millisecond and, when it moved, reads the key
+//!   (`SELECT`); the putter's writes it as the layers' floor does (`BEGIN
+//!   IMMEDIATE`, upsert, `COMMIT`). SQLite has no change notification across
+//!   connections; inotify on the `-wal` file is no substitute, since its last
+//!   event (the commit frame's write) comes before the commit is visible (the
+//!   fsync and the wal-index update in the mmapped `-shm` make none), so a read
+//!   it wakes may still see the old value with nothing left to wake the next;
 //! - no floor for the mock store, which is libkv's own and in-process.
+//!
+//! `--layers floor` (or `libkv`) measures one layer alone: the floor of a store
+//! whose libkv store is not built yet.
 //!
 //! One sample: a pause (1-3 ms at random, so that each put finds the watcher
 //! waiting, at a random point of any polling cycle), then the time from just
@@ -59,7 +76,9 @@ use libkv_core::{open, Key, OpenOptions};
 use notify::{RecursiveMode, Watcher as _};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::{Builder, Runtime};
+use zookeeper_client::{Acls, AddWatchMode, CreateMode, EventType as ZkEventType};
 
+use crate::floor::{sqlite as sqlite_floor, zookeeper as zookeeper_floor};
 use crate::{check, Result, Target};
 
 /// How long each wait of libkv's watcher (and of the file floor's) is: as the
@@ -79,12 +98,15 @@ const LIBKV_KEY: &str = "/watch/libkv/key";
 const FLOOR_KEY: &str = "/watch/floor/key";
 
 pub struct Config {
-    /// `mock`, `file`, `etcd` or `consul`.
+    /// `mock`, `file`, `etcd`, `consul`, `zookeeper` or `sqlite`.
     pub store: String,
     pub url: String,
     pub target: Target,
     /// Samples per layer (Consul: a fifth, see the module).
     pub puts: usize,
+    /// Which layers run: the floor (where the store has one), libkv's watch.
+    pub floor: bool,
+    pub libkv: bool,
     /// Whether each line carries every sample.
     pub samples: bool,
 }
@@ -498,6 +520,116 @@ fn file_floor(url: &str, root: &Path) -> Result<Layer> {
     Ok(Layer::new("floor", watch, put, Duration::ZERO))
 }
 
+/// A persistent watch on the key, then getData, on a client of its own; puts
+/// (`setData`) by another client.
+fn zookeeper_floor(endpoints: &[String], prefix: &str) -> Result<Layer> {
+    let key = format!("{prefix}{FLOOR_KEY}");
+    let cluster = endpoints.join(",");
+    let rt = runtime()?;
+    let client = rt.block_on(zookeeper_client::Client::connect(&cluster))?;
+    rt.block_on(async {
+        let parent = &key[..key.rfind('/').unwrap_or_default()];
+        let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        client.mkdir(parent, &options).await?;
+        zookeeper_floor::put(&client, &key, &value(0)).await
+    })?;
+    let watched = key.clone();
+    let watch = Watch::spawn("zookeeper floor", move |tx, stop| {
+        runtime()?.block_on(zookeeper_watch(cluster, watched, tx, stop))
+    })?;
+    let put = move |v: &[u8]| -> Result {
+        rt.block_on(client.set_data(&key, v, None))?;
+        Ok(())
+    };
+    Ok(Layer::new("floor", watch, put, Duration::ZERO))
+}
+
+/// The ZooKeeper floor's watcher: each change of the key's data, then its value.
+async fn zookeeper_watch(
+    cluster: String,
+    key: String,
+    tx: &Sender<Seen>,
+    stop: &AtomicBool,
+) -> Result {
+    let client = zookeeper_client::Client::connect(&cluster).await?;
+    let mut watcher = client.watch(&key, AddWatchMode::Persistent).await?;
+    if !send(tx, Seen::Ready) {
+        return Ok(());
+    }
+    while !stop.load(Ordering::Acquire) {
+        let event = watcher.changed().await;
+        match event.event_type {
+            ZkEventType::NodeDataChanged | ZkEventType::NodeCreated => {
+                let (value, _) = client.get_data(&key).await?;
+                let at = Instant::now();
+                if !send(
+                    tx,
+                    Seen::Event {
+                        value: Some(value),
+                        at,
+                    },
+                ) {
+                    return Ok(());
+                }
+            }
+            ZkEventType::Session if event.session_state.is_terminated() => {
+                return Err(format!("the session ended: {:?}", event.session_state).into())
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How often the SQLite floor's watcher polls `PRAGMA data_version`.
+const SQLITE_POLL: Duration = Duration::from_millis(1);
+
+/// `PRAGMA data_version` polled, then a `SELECT`, on a connection of its own;
+/// puts on another, to a database of the floor's own beside the store's file.
+fn sqlite_floor(path: &Path) -> Result<Layer> {
+    let db = path
+        .parent()
+        .ok_or("the database file has no directory")?
+        .join("floor-watch.db");
+    let mut conn = sqlite_floor::create(&db)?;
+    sqlite_floor::put(&mut conn, FLOOR_KEY, &value(0))?;
+    let watch = Watch::spawn("sqlite floor", move |tx, stop| {
+        let conn = sqlite_floor::connect(&db)?;
+        let version = || -> rusqlite::Result<i64> {
+            conn.prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))
+        };
+        let mut seen = version()?;
+        if !send(tx, Seen::Ready) {
+            return Ok(());
+        }
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(SQLITE_POLL);
+            let now = version()?;
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            let value: Vec<u8> = conn
+                .prepare_cached(sqlite_floor::GET)?
+                .query_row([FLOOR_KEY], |r| r.get(0))?;
+            let at = Instant::now();
+            if !send(
+                tx,
+                Seen::Event {
+                    value: Some(value),
+                    at,
+                },
+            ) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    })?;
+    let put = move |v: &[u8]| sqlite_floor::put(&mut conn, FLOOR_KEY, v);
+    Ok(Layer::new("floor", watch, put, Duration::ZERO))
+}
+
 // --- the run ----------------------------------------------------------------------
 
 /// xorshift64*: the pauses' randomness (fixed seed: the same pauses every run).
@@ -613,19 +745,33 @@ pub fn run(config: &Config) -> Result {
     );
 
     let started = Instant::now();
-    let libkv = libkv_layer(&config.url, cycle)?;
+    let libkv = if config.libkv {
+        Some(libkv_layer(&config.url, cycle)?)
+    } else {
+        None
+    };
     let floor = match &config.target {
+        _ if !config.floor => None,
         Target::Mock => None,
         Target::File { root } => Some(file_floor(&config.url, root)?),
         Target::Etcd { endpoints, prefix } => Some(etcd_floor(endpoints, prefix)?),
         Target::Consul { base, prefix } => Some(consul_floor(base, prefix, cycle)?),
+        Target::Zookeeper { endpoints, prefix } => Some(zookeeper_floor(endpoints, prefix)?),
+        Target::Sqlite { path } => Some(sqlite_floor(path)?),
     };
+    check(
+        libkv.is_some() || floor.is_some(),
+        "no layer to measure (the mock store has no floor)",
+    )?;
     let port = match &config.target {
-        Target::Etcd { endpoints, .. } => endpoints.first().and_then(|e| port_of(e)),
+        Target::Etcd { endpoints, .. } | Target::Zookeeper { endpoints, .. } => {
+            endpoints.first().and_then(|e| port_of(e))
+        }
         Target::Consul { base, .. } => port_of(base),
         _ => None,
     };
-    let mut layers: Vec<Layer> = floor.into_iter().chain([libkv]).collect();
+    let with_libkv = libkv.is_some();
+    let mut layers: Vec<Layer> = floor.into_iter().chain(libkv).collect();
 
     let mut pauses = Pauses(0x9e37_79b9_7f4a_7c15);
     let mut n = 0;
@@ -643,7 +789,7 @@ pub fn run(config: &Config) -> Result {
         }
     }
     let (mut burst_samples, mut burst_puts) = (Vec::new(), Vec::new());
-    if let Some(libkv) = layers.last_mut() {
+    if let Some(libkv) = layers.last_mut().filter(|_| with_libkv) {
         libkv.cycle = Duration::ZERO;
         for _ in 0..burst {
             n += 1;
@@ -658,7 +804,7 @@ pub fn run(config: &Config) -> Result {
         started.elapsed().as_secs_f64()
     );
 
-    let libkv = layers.pop().ok_or("no libkv layer")?;
+    let libkv = if with_libkv { layers.pop() } else { None };
     let floor = layers.pop();
     let measured = |l: &Layer| Measured {
         samples: l.samples.clone(),
@@ -669,20 +815,24 @@ pub fn run(config: &Config) -> Result {
         connections: None,
     };
     let floor_measured = floor.as_ref().map(measured);
-    let mut libkv_measured = measured(&libkv);
-    libkv_measured.cycle = cycle;
+    let mut libkv_measured = libkv.as_ref().map(measured);
     if let Some(floor) = floor {
         floor.stop()?;
     }
-    // The floor's connections are closed now: what is left is libkv's.
-    libkv_measured.connections = port.and_then(connections);
-    libkv.stop()?;
+    if let (Some(libkv), Some(measured)) = (libkv, libkv_measured.as_mut()) {
+        measured.cycle = cycle;
+        // The floor's connections are closed now: what is left is libkv's.
+        measured.connections = port.and_then(connections);
+        libkv.stop()?;
+    }
 
     if let Some(floor) = floor_measured {
         report(config, "floor", floor)?;
     }
-    report(config, "libkv", libkv_measured)?;
-    if burst > 0 {
+    if let Some(libkv) = libkv_measured {
+        report(config, "libkv", libkv)?;
+    }
+    if burst > 0 && with_libkv {
         let burst = Measured {
             samples: burst_samples,
             puts: burst_puts,

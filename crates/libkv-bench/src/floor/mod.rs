@@ -2,18 +2,21 @@
 //! against the store directly. Each floor sets up its data, then measures the same
 //! five operations as the core layer, on its own keys: below `floor/` where the
 //! core layer's are below `core/`, so both sit at the same depth (for the file
-//! store, `ROOT/floor/key` and `ROOT/core/key`).
+//! store, `ROOT/floor/key` and `ROOT/core/key`). The SQLite floor has a database
+//! file of its own instead, `floor.db` beside the store's (see `sqlite`).
 
 mod consul;
 mod etcd;
 pub mod etcd_transfer;
 mod file;
 mod mock;
+pub mod sqlite;
+pub mod zookeeper;
 
 use tokio::runtime::{Builder, Runtime};
 
 use crate::stats::Bench;
-use crate::{Names, Result, Target};
+use crate::{check, Names, Result, Target};
 
 /// The runtime the network floors run their `block_on` loop on: a current-thread
 /// runtime, so the looping thread drives the connection itself and a request and
@@ -42,5 +45,16 @@ pub fn run(bench: &Bench, target: &Target, value: &[u8]) -> Result {
             &Names::under(&format!("{prefix}floor/")),
             value,
         ),
+        Target::Zookeeper { endpoints, prefix } => {
+            zookeeper::run(bench, endpoints, &format!("{prefix}/floor"), value)
+        }
+        Target::Sqlite { path } => {
+            let dir = path.parent().ok_or("the database file has no directory")?;
+            check(
+                path.file_name() != Some("floor.db".as_ref()),
+                "the SQLite floor's database is floor.db beside the store's: name the store's file otherwise",
+            )?;
+            sqlite::run(bench, &dir.join("floor.db"), value)
+        }
     }
 }
