@@ -43,7 +43,8 @@ module LibKV
   # Opens the store +url+ names (see the README for every URL form).
   #
   # @param url [String] mock://[NAME], file:///ROOT, legacy-simp6://,
-  #   consul[+ssl[+verify|+noverify]]://HOST:PORT/PREFIX, etcd[+ssl]://HOST:PORT[,...]/PREFIX
+  #   consul[+ssl[+verify|+noverify]]://HOST:PORT/PREFIX, etcd[+ssl]://HOST:PORT[,...]/PREFIX,
+  #   zookeeper://HOST:PORT[,...]/PREFIX, sqlite:///ABSOLUTE/FILE.db
   # @param auth [Hash] credentials and TLS files: ca_file, cert_file, key_file,
   #   username, password, token (String or Symbol keys)
   # @param timeout [Numeric] seconds for connecting and for each request (the file
@@ -51,7 +52,7 @@ module LibKV
   # @param vardir [String] Puppet's vardir, for legacy-simp6://
   # @param environment [String] the Puppet environment, for legacy-simp6://
   # @return [LibKV::Store] a LibKV::Mock, LibKV::File, LibKV::LegacySimp6,
-  #   LibKV::Consul or LibKV::Etcd
+  #   LibKV::Consul, LibKV::Etcd, LibKV::ZooKeeper or LibKV::SQLite
   # @raise [LibKV::InvalidArgumentError] a malformed URL or option
   # @raise [LibKV::StoreError] the store cannot be opened
   # @raise [ArgumentError] an unknown keyword

@@ -240,4 +240,10 @@ module LibKV
 
   # etcd://HOST:PORT[,HOST:PORT...]/PREFIX and etcd+ssl://...
   class Etcd < Store; end
+
+  # zookeeper://HOST:PORT[,HOST:PORT...]/PREFIX
+  class ZooKeeper < Store; end
+
+  # sqlite:///ABSOLUTE/FILE.db: one SQLite database file on this machine.
+  class SQLite < Store; end
 end

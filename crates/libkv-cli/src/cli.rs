@@ -8,6 +8,7 @@ const AFTER_HELP: &str = "\
 STORES (URL):
   file:///ROOT  legacy-simp6:// (with --vardir)  etcd://HOST:PORT[,HOST:PORT...]/PREFIX
   etcd+ssl://...  consul://HOST:PORT/PREFIX  consul+ssl://...  mock://
+  zookeeper://HOST:PORT[,HOST:PORT...]/PREFIX  sqlite:///ABSOLUTE/FILE.db
   simpkv:///ROOT (simpkv's file plugin tree, read only: a source for cp, dump, diff)
 
 CREDENTIALS never go on the command line. --auth-file FILE (or LIBKV_AUTH_FILE)

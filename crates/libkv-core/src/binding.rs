@@ -546,6 +546,8 @@ pub fn class_name(provider: &str) -> &'static str {
         "legacy-simp6" => "LegacySimp6",
         "consul" => "Consul",
         "etcd" => "Etcd",
+        "zookeeper" => "ZooKeeper",
+        "sqlite" => "SQLite",
         other => unreachable!("a store of unknown provider {other}"),
     }
 }

@@ -46,7 +46,7 @@ pub fn ttl_write_op(previous: Option<u64>) -> &'static str {
 pub const MAX_TTL: u64 = 10 * 365 * 24 * 3600;
 
 pub trait Store: Send + Sync {
-    /// `mock`, `file`, `legacy-simp6`, `consul` or `etcd`.
+    /// `mock`, `file`, `legacy-simp6`, `consul`, `etcd`, `zookeeper` or `sqlite`.
     fn provider(&self) -> &'static str;
     /// The store's URL, safe to show: it never holds a secret.
     fn url(&self) -> &str;

@@ -11,7 +11,7 @@ require_relative '../../../puppet_x/libkv/helper'
 Puppet::Functions.create_function(:'libkv::provider') do
   # The store Hiera libkv::url names, else the default store.
   #
-  # @return [Optional[String]] 'mock', 'file', 'legacy-simp6', 'consul' or 'etcd'. With softfail: undef when the store cannot be opened.
+  # @return [Optional[String]] 'mock', 'file', 'legacy-simp6', 'consul', 'etcd', 'zookeeper' or 'sqlite'. With softfail: undef when the store cannot be opened.
   dispatch :default_store do
     return_type 'Optional[String]'
   end
