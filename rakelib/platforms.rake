@@ -23,7 +23,7 @@ DEBIAN12 = DebianRoot.new("debian12", "bookworm", %w[
 ])
 DEBIAN13 = DebianRoot.new("debian13", "trixie", %w[
   ruby puppet-agent jruby puppetserver etcd-server etcd-client ruby-rspec ruby-rspec-puppet ruby-mocha
-  ruby-puppetlabs-spec-helper rake procps ca-certificates git
+  ruby-puppetlabs-spec-helper rake procps ca-certificates git zookeeper sqlite3
 ])
 # Debian 13 with what builds the extension for its Ruby 3.3, the rb_sys gem
 # included (Debian 12 has none), and the machine's Rust toolchain mounted.
@@ -77,7 +77,7 @@ namespace :gem do
     spec.platform = Gem::Platform.new("x86_64-linux")
     spec.extensions = []
     spec.required_ruby_version = [">= #{NATIVE_EXTENSIONS.keys.min}", "< #{NATIVE_EXTENSIONS.keys.max.succ}.dev"]
-    sources = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/", "Cargo.") }
+    sources = GEMSPEC.files.reject { |f| f.start_with?("ext/", "crates/", "vendor/", "Cargo.") }
     built = NATIVE_EXTENSIONS.keys.map { |minor| "lib/libkv/#{minor}/libkv.so" } + [COMMAND]
     spec.files = sources + built
     sources.each do |f|
@@ -123,7 +123,7 @@ end
 # The extension for Ruby 3.3, built in the Debian 13 build root by `gem install`
 # of the source gem, as a user with Rust would, there through the rb_sys gem.
 # Rebuilt when what it is built from changes: the Rust sources and extconf.rb.
-file NATIVE_EXTENSIONS.fetch("3.3") => GEMSPEC.files.select { |f| f.start_with?("ext/", "crates/", "Cargo.") } do |t|
+file NATIVE_EXTENSIONS.fetch("3.3") => GEMSPEC.files.select { |f| f.start_with?("ext/", "crates/", "vendor/", "Cargo.") } do |t|
   Rake::Task[SOURCE_GEM].invoke
   out = File.expand_path(File.dirname(t.name))
   FileUtils.mkdir_p(out)
@@ -241,7 +241,7 @@ namespace :test do
       rspec --format documentation spec/prebuilt/prebuilt_gem.rb
       ruby script/parallel-rspec --format progress spec
       jruby -S gem install --local --no-document --install-dir /srv/jruby-gems /srv/#{JAVA_GEM}
-      LIBKV_JRUBY_GEM_PATH=/srv/jruby-gems ruby script/jruby-rspec --format progress spec/libkv spec/functions
+      LIBKV_JRUBY_GEM_PATH=/srv/jruby-gems ruby script/parallel-rspec --jruby --format progress spec/libkv spec/functions
       rspec --format documentation spec/puppetserver/puppetserver_e2e.rb
     SH
   end

@@ -3,7 +3,7 @@
 # libkv's stress and fault suite: the guarantees of DESIGN.md under load, faults
 # and hostile input, on real stores on 127.0.0.1. `rake stress` builds what it
 # needs and runs every run; `ruby stress/run.rb RUN...` runs some, QUICK=1 fewer
-# cases, STRESS_SEED=N replays a seed, STRESS_BUDGET=SECONDS (default 540) bounds
+# cases, STRESS_SEED=N replays a seed, STRESS_BUDGET=SECONDS (default 720) bounds
 # the whole suite. Each run prints what it tried and what it found; a summary
 # table (run, cases, failures, seconds, parts skipped) ends the output, and the
 # exit status is 1 when any run found a failure, reported no case, or did not
@@ -18,7 +18,7 @@ require_relative 'stress'
 Dir[File.join(__dir__, 'runs', '*.rb')].sort.each { |f| require f }
 
 seed = (ENV['STRESS_SEED'] || Random.new_seed % 1_000_000_000).to_i
-budget = (ENV['STRESS_BUDGET'] || 540).to_f
+budget = (ENV['STRESS_BUDGET'] || 720).to_f
 selected = ARGV.empty? ? Stress.runs.keys : ARGV
 unknown = selected - Stress.runs.keys
 abort "unknown run #{unknown.join(', ')}; runs: #{Stress.runs.keys.join(', ')}" unless unknown.empty?

@@ -19,6 +19,7 @@ module Stress
   # The test suite's launchers of etcd and the Consul test double.
   require_relative '../spec/support/etcd'
   require_relative '../spec/support/consul'
+  require_relative '../spec/support/zookeeper'
   require_relative 'operations'
   require_relative 'processes'
 
@@ -137,6 +138,8 @@ module Stress
           server = LibKVTest::Consul.server(:plain)
           { url: server.url(prefix), auth: server.auth }
         end
+      when 'zookeeper' then { url: LibKVTest::ZooKeeper.server.url(prefix), auth: {} }
+      when 'sqlite' then { url: "sqlite://#{tmpdir(prefix.delete('/'))}/store.db", auth: {} }
       else raise ArgumentError, "no store #{name}"
       end
     end

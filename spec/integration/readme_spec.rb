@@ -210,4 +210,29 @@ RSpec.describe 'README.md' do
     expect(LibKV.open(etcd).get('/gen_passwd/web01')).to eq('Q9x!secret')
     expect(LibKV.open("#{etcd}/simpkv").get('/globals/app/port')).to eq(8080)
   end
+
+  it "the SQLite store's table is the one documented, and its sqlite3 command reads a value and skips an expired one" do
+    section = readme[/^### The SQLite store\n(.*?)(?=^##)/m, 1] or raise "README.md has no section '### The SQLite store'"
+    documented = section[/^ *```sql\n(.*?)^ *```$/m, 1] or raise 'no sql block'
+    command = section[/^ *```sh\n(.*?)^ *```$/m, 1] or raise 'no sh block'
+    db = File.join(tmp, 'libkv.db')
+    store = LibKV.open("sqlite://#{db}")
+    store.put('/app/password', 'Q9x!secret')
+    store.put('/app/old', 'gone', ttl: 1)
+    # The documented columns, in order, are the table's (comments and spacing aside).
+    columns = ->(sql) { sql.gsub(/--[^\n]*/, '')[/CREATE TABLE kv \((.*?)\);/m, 1].split(',').map { |c| c.split.join(' ') } }
+    schema, err, status = Open3.capture3('sqlite3', db, '.schema kv')
+    expect(status).to be_success, err
+    expect(columns.call(schema)).to eq(columns.call(documented))
+    # The command as written, on this database: the path is the only change.
+    expect(command).to include('/var/lib/puppet/libkv.db')
+    script = command.gsub(/^ +/, '').gsub('/var/lib/puppet/libkv.db', db)
+    out, err, status = Open3.capture3('bash', '-e', '-c', script)
+    expect(status).to be_success, err
+    expect(out).to eq("Q9x!secret\n")
+    sleep 1.1
+    out, = Open3.capture3('bash', '-e', '-c', script.sub('/app/password', '/app/old'))
+    expect(out).to eq('')
+    store.close
+  end
 end

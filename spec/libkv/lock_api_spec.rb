@@ -10,7 +10,7 @@ require 'spec_helper'
 RSpec.describe 'LibKV ttl and locks' do
   # The shortest ttl of each provider, which its stores tell only in the message
   # that refuses a shorter one.
-  shortest_ttl = { 'mock' => 1, 'file' => 1, 'legacy-simp6' => 1, 'etcd' => 2, 'consul' => 1 }.freeze
+  shortest_ttl = { 'mock' => 1, 'file' => 1, 'legacy-simp6' => 1, 'etcd' => 2, 'consul' => 1, 'zookeeper' => 1, 'sqlite' => 1 }.freeze
   # Whether the stores of +backend+ have locks (and keys that expire), as one of
   # them says in `supports`: its broken store, or a fresh one when it has none
   # (mock), for opening a store connects to nothing. An example below checks

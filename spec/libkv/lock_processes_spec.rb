@@ -10,7 +10,8 @@ RSpec.describe 'locks between processes', fork: true do
   # The shortest ttl each provider keeps, and how long after it the store may
   # still hold a lock whose holder stopped renewing (etcd expires leases in
   # rounds; Consul invalidates a session between ttl and twice ttl).
-  ttls = { 'file' => [1, 0.5], 'legacy-simp6' => [1, 0.5], 'etcd' => [2, 1.5], 'consul' => [1, 1.2] }.freeze
+  ttls = { 'file' => [1, 0.5], 'legacy-simp6' => [1, 0.5], 'etcd' => [2, 1.5], 'consul' => [1, 1.2],
+           'zookeeper' => [1, 0.5], 'sqlite' => [1, 0.5] }.freeze
   shared = LibKVTest.backends.reject { |b| b.provider == 'mock' }.group_by(&:provider).values.map(&:first)
 
   def monotonic

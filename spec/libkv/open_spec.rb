@@ -80,7 +80,7 @@ RSpec.describe 'LibKV.open' do
     end
 
     it 'every store class is a LibKV::Store' do
-      [LibKV::Mock, LibKV::File, LibKV::LegacySimp6, LibKV::Consul, LibKV::Etcd].each do |c|
+      [LibKV::Mock, LibKV::File, LibKV::LegacySimp6, LibKV::Consul, LibKV::Etcd, LibKV::ZooKeeper, LibKV::SQLite].each do |c|
         expect(c.ancestors).to include(LibKV::Store)
       end
     end
@@ -95,6 +95,31 @@ RSpec.describe 'LibKV.open' do
         expect(store).to be_an_instance_of(LibKV::Etcd)
         expect(store.provider).to eq('etcd')
         expect(store.url).to eq(canonical)
+      end
+    end
+
+    it 'zookeeper:// opens a LibKV::ZooKeeper without connecting, in canonical form' do
+      {
+        'zookeeper://127.0.0.1:2181/puppet' => 'zookeeper://127.0.0.1:2181/puppet',
+        'zookeeper://a:1,b:2/p/' => 'zookeeper://a:1,b:2/p',
+        'zookeeper://[::1]' => 'zookeeper://[::1]:2181',
+      }.each do |url, canonical|
+        store = LibKV.open(url)
+        expect(store).to be_an_instance_of(LibKV::ZooKeeper)
+        expect(store.provider).to eq('zookeeper')
+        expect(store.url).to eq(canonical)
+      end
+    end
+
+    it 'sqlite:// opens a LibKV::SQLite on its file, in canonical form' do
+      Dir.mktmpdir do |dir|
+        { "sqlite://#{dir}/kv.db" => "sqlite://#{dir}/kv.db", "sqlite://localhost#{dir}//a/kv.db" => "sqlite://#{dir}/a/kv.db" }
+          .each do |url, canonical|
+          store = LibKV.open(url)
+          expect(store).to be_an_instance_of(LibKV::SQLite)
+          expect(store.provider).to eq('sqlite')
+          expect(store.url).to eq(canonical)
+        end
       end
     end
 
@@ -123,6 +148,13 @@ RSpec.describe 'LibKV.open' do
       'file://' => /absolute root/,
       'file:///' => /'\/' cannot be a store root/,
       'file://host/x' => /on this machine/,
+      'sqlite://' => /absolute file: sqlite:\/\/\/ABSOLUTE\/FILE.db/,
+      'sqlite:///' => /'\/' is a directory/,
+      'sqlite:///var/lib/' => /ends with '\/'/,
+      'sqlite://host/x.db' => /a file on this machine/,
+      'sqlite:///a/../x.db' => /'\.' or '\.\.'/,
+      'zookeeper://' => /names no HOST/,
+      'zookeeper://h:99999/p' => /port/,
       'file:///a/../b' => /'\.' or '\.\.' components/,
       'file:///a/./b' => /'\.' or '\.\.' components/,
       'file:///a%zz' => /percent escape/,

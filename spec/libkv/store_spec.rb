@@ -12,7 +12,7 @@ RSpec.shared_examples 'a libkv store' do |backend|
                atomic_delete atomic_list empty_value info provider supports newlock unlock with_lock watch watchtree].freeze
   provider_classes = {
     'mock' => LibKV::Mock, 'file' => LibKV::File, 'legacy-simp6' => LibKV::LegacySimp6,
-    'consul' => LibKV::Consul, 'etcd' => LibKV::Etcd
+    'consul' => LibKV::Consul, 'etcd' => LibKV::Etcd, 'zookeeper' => LibKV::ZooKeeper, 'sqlite' => LibKV::SQLite
   }.freeze
 
   # Compares two values strictly: classes, String encodings and bytes, Hash key

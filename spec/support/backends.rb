@@ -5,6 +5,7 @@
 # LIBKV_TEST_STORES=mock,file selects some; by default all run.
 require_relative 'etcd'
 require_relative 'consul'
+require_relative 'zookeeper'
 
 module LibKVTest
   # +provider+ is what the store calls itself; +failure+ matches the message of a
@@ -87,4 +88,24 @@ module LibKVTest
                failure: /cannot reach the store/)
     end
   end
+
+  # ZooKeeper, without and with digest credentials; a broken one is a port nothing
+  # listens on.
+  { 'zookeeper' => :plain, 'zookeeper-auth' => :auth }.each do |name, kind|
+    register(name,
+             provider: 'zookeeper',
+             fresh: ->(_tmp) { { url: ZooKeeper.server.url(Etcd.unique_prefix), auth: ZooKeeper.auth_for(kind) } },
+             broken: ->(_tmp) { { url: "zookeeper://127.0.0.1:#{Etcd.free_port}/spec", auth: ZooKeeper.auth_for(kind) } },
+             failure: /cannot reach the store/)
+  end
+
+  # SQLite: a database file in the example's temp directory; a broken one lies
+  # below a regular file.
+  register('sqlite',
+           fresh: ->(tmp) { { url: "sqlite://#{tmp}/store.db", auth: {} } },
+           broken: lambda { |tmp|
+             File.write(File.join(tmp, 'a-file'), '')
+             { url: "sqlite://#{tmp}/a-file/store.db", auth: {} }
+           },
+           failure: /cannot use/)
 end

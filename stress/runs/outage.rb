@@ -2,7 +2,7 @@
 
 require 'socket'
 
-# etcd, then the Consul test double, stopped and then frozen (SIGSTOP: it accepts
+# etcd, the Consul test double, then ZooKeeper, stopped and then frozen (SIGSTOP: it accepts
 # connections but never answers) while two processes call every function at once,
 # one through the Ruby API and one as Puppet functions with and without softfail.
 # Each call ends within the timeout + 1 s with a clear error, or with softfail the
@@ -22,11 +22,14 @@ module Stress
       @name = name
     end
 
-    # etcd's own process, or the Consul double's.
+    # etcd's own process, ZooKeeper's, or the Consul double's.
     def start
       if @name == 'etcd'
         @etcd = LibKVTest::Etcd.private_server(:plain)
         @url = @etcd.url('/outage')
+      elsif @name == 'zookeeper'
+        @zookeeper = LibKVTest::ZooKeeper.private_server
+        @url = @zookeeper.url('/outage')
       else
         @port = LibKVTest::Etcd.free_port
         consul_up
@@ -38,15 +41,21 @@ module Stress
     attr_reader :url
 
     def pid
-      @etcd ? @etcd.pid : @consul.pid
+      (@etcd || @zookeeper || @consul).pid
     end
 
     def stop
-      @etcd ? LibKVTest::Etcd.stop(@etcd) : @consul.close
+      if @etcd then LibKVTest::Etcd.stop(@etcd)
+      elsif @zookeeper then LibKVTest::ZooKeeper.stop(@zookeeper)
+      else @consul.close
+      end
     end
 
     def restart
-      @etcd ? LibKVTest::Etcd.restart(@etcd) : consul_up
+      if @etcd then LibKVTest::Etcd.restart(@etcd)
+      elsif @zookeeper then LibKVTest::ZooKeeper.restart(@zookeeper)
+      else consul_up
+      end
     end
 
     # SIGSTOP is delivered to each of the server's threads on its way back to user
@@ -187,8 +196,9 @@ module Stress
   end
 end
 
-Stress.define('outage', 'etcd and the Consul test double stopped, then frozen, while every function is called') do |run, _random|
-  %w[etcd consul].each do |name|
+Stress.define('outage', 'etcd, the Consul test double and ZooKeeper stopped, then frozen, while every function ' \
+                         'is called') do |run, _random|
+  %w[etcd consul zookeeper].each do |name|
     if name == 'consul' && LibKVTest::Consul.real_url
       run.skip!('consul', 'LIBKV_TEST_CONSUL_URL names a real Consul, which this run cannot stop')
       next
@@ -204,7 +214,7 @@ Stress.define('outage', 'etcd and the Consul test double stopped, then frozen, w
                    'in Puppet, slowest %.2f s (timeout %.1f s)', name, ruby.to_f, puppet.to_f, Stress::Outage::TIMEOUT))
     server.restart
     # The Consul double keeps its data in memory only: it comes back empty.
-    kept = name == 'etcd' ? 'kept' : nil
+    kept = name == 'consul' ? nil : 'kept'
     server.recovered(session, 'restart', kept)
 
     server.suspend

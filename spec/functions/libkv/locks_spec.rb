@@ -7,7 +7,7 @@ require 'spec_helper_puppet'
 # store setup per provider (the others differ in transport only).
 RSpec.describe 'libkv locks and ttl' do
   # The shortest ttl each provider keeps, in seconds.
-  shortest_ttl = { 'mock' => 1, 'file' => 1, 'legacy-simp6' => 1, 'etcd' => 2, 'consul' => 1 }.freeze
+  shortest_ttl = { 'mock' => 1, 'file' => 1, 'legacy-simp6' => 1, 'etcd' => 2, 'consul' => 1, 'zookeeper' => 1, 'sqlite' => 1 }.freeze
   first_of_provider = LibKVTest.backends.group_by(&:provider).values.map { |bs| bs.first.name }
 
   def monotonic
