@@ -115,7 +115,6 @@ def store_urls(scratch)
     'file' => "file://#{scratch}/file-store",
     'etcd' => LibKVTest::Etcd.server(:plain).url('/bench'),
     'consul' => LibKVTest::Consul.server(:plain).url('/bench'),
-    'zookeeper' => LibKVTest::ZooKeeper.server.url('/bench'),
     'sqlite' => "sqlite://#{scratch}/sqlite/bench.db",
   }
 end

@@ -8,7 +8,6 @@ RSpec.describe 'puppet apply' do
   root = File.expand_path('../..', __dir__)
   etcd = LibKVTest.backends.any? { |b| b.provider == 'etcd' }
   consul = LibKVTest.backends.any? { |b| b.provider == 'consul' }
-  zookeeper = LibKVTest.backends.any? { |b| b.provider == 'zookeeper' }
   sqlite = LibKVTest.backends.any? { |b| b.provider == 'sqlite' }
 
   include LibKVTest::PuppetApply
@@ -70,12 +69,10 @@ RSpec.describe 'puppet apply' do
     'consul' => lambda { |_tmp|
       LibKVTest.backends.find { |b| b.provider == 'consul' }.fresh.call(nil)[:url]
     },
-    'zookeeper' => ->(_tmp) { LibKVTest::ZooKeeper.server.url(LibKVTest::Etcd.unique_prefix) },
     'sqlite' => ->(tmp) { "sqlite://#{tmp}/store.db" },
   }.each do |store_name, make_url|
     it "counts exactly when several puppet apply processes race atomic_put on one #{store_name} key",
-       if: { 'file' => true, 'etcd' => etcd, 'consul' => consul, 'zookeeper' => zookeeper,
-             'sqlite' => sqlite }.fetch(store_name) do
+       if: { 'file' => true, 'etcd' => etcd, 'consul' => consul, 'sqlite' => sqlite }.fetch(store_name) do
       url = make_url.call(tmp)
       processes = 4
       increments = 15

@@ -98,7 +98,12 @@ RSpec.describe 'LibKV.open' do
       end
     end
 
-    it 'zookeeper:// opens a LibKV::ZooKeeper without connecting, in canonical form' do
+    it 'zookeeper:// is refused until the ZooKeeper store is available, saying so', unless: ENV['LIBKV_ZOOKEEPER_PREVIEW'] do
+      expect { LibKV.open('zookeeper://127.0.0.1:2181/puppet') }
+        .to raise_error(LibKV::InvalidArgumentError, /ZooKeeper store is not available yet.*LIBKV_ZOOKEEPER_PREVIEW=1/)
+    end
+
+    it 'zookeeper:// opens a LibKV::ZooKeeper without connecting, in canonical form', if: ENV['LIBKV_ZOOKEEPER_PREVIEW'] do
       {
         'zookeeper://127.0.0.1:2181/puppet' => 'zookeeper://127.0.0.1:2181/puppet',
         'zookeeper://a:1,b:2/p/' => 'zookeeper://a:1,b:2/p',

@@ -7,7 +7,7 @@ Stress.define('counters', '8 processes x 500 increments of one key; 8 processes 
   processes = 8
   increments = Stress.quick? ? 100 : 500
   rounds = Stress.quick? ? 20 : 100
-  %w[file etcd consul zookeeper sqlite].each do |name|
+  %w[file etcd consul sqlite].each do |name|
     store = Stress.store(name, "/counters-#{name}")
 
     input = store.merge(key: '/counter', increments: increments, start_at: Time.now.to_f + 2.0)

@@ -10,7 +10,7 @@ Stress.define('fork', 'fork while a thread calls the store; child and parent use
   children = 8
   increments = 20
   deadline = 60
-  %w[mock file etcd consul zookeeper sqlite].each do |name|
+  %w[mock file etcd consul sqlite].each do |name|
     store = Stress.store(name, "/fork-#{name}")
     stderr = File.join(Stress.tmpdir('fork'), 'stderr')
     input = store.merge(rounds: rounds, children: children, increments: increments, deadline: deadline)

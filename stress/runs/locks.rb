@@ -1,7 +1,7 @@
 # frozen_string_literal: true
 
-# Locks and keys that expire, under load and crashes, on file, etcd, Consul,
-# ZooKeeper and SQLite.
+# Locks and keys that expire, under load and crashes, on file, etcd, Consul and
+# SQLite.
 #
 # 8 processes take one lock again and again, each section a plain get and put of
 # a counter (no compare-and-swap), while a holder or waiter is
@@ -16,8 +16,7 @@
 # store's bound added: etcd expires leases in rounds).
 Stress.define('locks', '8 processes x one lock with SIGKILLs; ttl keys read under load') do |run, random|
   seconds = Stress.quick? ? 5 : 10
-  { 'file' => [1, 0.05], 'etcd' => [2, 1.5], 'consul' => [1, 0.05], 'zookeeper' => [1, 0.05],
-    'sqlite' => [1, 0.05] }.each do |name, (ttl, bound)|
+  { 'file' => [1, 0.05], 'etcd' => [2, 1.5], 'consul' => [1, 0.05], 'sqlite' => [1, 0.05] }.each do |name, (ttl, bound)|
     store = Stress.store(name, "/locks-#{name}")
     kv = Stress.open(store)
     dir = Stress.tmpdir("locks-#{name}")

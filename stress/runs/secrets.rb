@@ -12,7 +12,6 @@ require 'securerandom'
 Stress.define('secrets', 'passwords, tokens and key file contents never appear in errors, logs, info or debug output') do |run, random|
   etcd = LibKVTest::Etcd
   consul = LibKVTest::Consul
-  zookeeper = LibKVTest::ZooKeeper
   certs = LibKVTest::Certs.files
   dir = Stress.tmpdir('secrets')
   salt = random.rand(1 << 40).to_s(36)
@@ -25,7 +24,7 @@ Stress.define('secrets', 'passwords, tokens and key file contents never appear i
   # Each line of the key's body is a secret of its own: a part of it is a leak too.
   secrets = {
     'etcd password' => etcd::PASSWORD, 'wrong password' => wrong_password,
-    'Consul token' => consul::TOKEN, 'wrong token' => wrong_token, 'ZooKeeper password' => zookeeper::PASSWORD, 'password in a URL' => url_secret,
+    'Consul token' => consul::TOKEN, 'wrong token' => wrong_token, 'password in a URL' => url_secret,
     'bogus key file' => File.read(bogus_key).strip
   }
   key_pem.lines.map(&:strip).reject { |l| l.start_with?('-----') || l.size < 16 }.each_with_index do |line, i|
@@ -54,12 +53,7 @@ Stress.define('secrets', 'passwords, tokens and key file contents never appear i
     ['Consul, a key file that is not a key', consul_mtls.url('/s'), consul.auth_for(:mtls).merge('key_file' => bogus_key)],
     ['Consul, the key file as the CA', consul_mtls.url('/s'), consul.auth_for(:mtls).merge('ca_file' => certs[:client_key])],
     ['Consul, a token in the URL', "consul://#{url_secret}@127.0.0.1:#{token.port}/s", {}],
-    ['ZooKeeper, the right password', zookeeper.server.url('/s'), zookeeper.auth_for(:auth)],
-    ['ZooKeeper, a wrong password on nodes of another user', zookeeper.server.url('/s'),
-     zookeeper.auth_for(:auth).merge('password' => wrong_password)],
-    ['ZooKeeper, a password but no username', zookeeper.server.url('/s'), { 'password' => zookeeper::PASSWORD }],
-    ['ZooKeeper, a password in the URL', "zookeeper://spec:#{url_secret}@127.0.0.1:#{zookeeper.server.port}/s", {}],
-    ['SQLite store, given a password', "sqlite://#{dir}/store.db", { 'password' => zookeeper::PASSWORD }],
+    ['SQLite store, given a password', "sqlite://#{dir}/store.db", { 'password' => etcd::PASSWORD }],
     ['file store, given a password', "file://#{dir}/store", { 'password' => etcd::PASSWORD }],
     ['an auth setting libkv does not know', "file://#{dir}/store", { 'passwd' => wrong_password }],
     ['mock store, given a token', 'mock://', { 'token' => consul::TOKEN }],

@@ -13,7 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// Lets this test process open zookeeper:// (see `libkv_core::open`): every test
+/// starts a server or takes a port here first.
+pub fn preview() {
+    std::env::set_var("LIBKV_ZOOKEEPER_PREVIEW", "1");
+}
+
 pub fn free_port() -> u16 {
+    preview();
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -165,6 +172,7 @@ pub fn wait_serving(port: u16) {
 
 /// A data dir under cargo's target tmp dir; those of finished test runs go.
 pub fn data_dir(name: &str) -> PathBuf {
+    preview();
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     if let Ok(entries) = std::fs::read_dir(&base) {
         for entry in entries.flatten() {
